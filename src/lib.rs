@@ -1,4 +1,12 @@
 //! omnisync: keeps local folders in sync with remote servers and plain directories.
 
+pub mod config;
+pub mod engine;
+pub mod exec;
+pub mod filter;
 pub mod job;
 pub mod model;
+pub mod plan;
+pub mod remote;
+pub mod scan;
+pub mod state;

@@ -1,1 +1,576 @@
-fn main(){}
+//! The `omnisync` command line: parse arguments, load the config, call the library, map
+//! outcomes to SPEC's exit codes (0 ok, 1 some actions failed, 2 usage/config, 3 connection,
+//! 4 safety guard, 5 busy).
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use clap::{Args, Parser, Subcommand};
+use omnisync::config::{self, Config};
+use omnisync::engine::{self, human_bytes, RunError, RunOptions, RunSummary};
+use omnisync::job::{Job, Trigger};
+use omnisync::model::ActionRecord;
+use omnisync::remote::{Remote, RootStatus};
+use omnisync::state::LogFilter;
+
+#[derive(Parser)]
+#[command(
+    name = "omnisync",
+    version,
+    about = "Keeps local folders in sync with SFTP, FTP/FTPS, SMB servers and plain directories",
+    long_about = None
+)]
+struct Cli {
+    /// Config file (default: $OMNISYNC_CONFIG, ~/.config/omnisync/omnisync.toml, /etc/omnisync/omnisync.toml)
+    #[arg(long, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
+
+    /// Log level for diagnostics on stderr: error, warn, info, debug, trace (or RUST_LOG)
+    #[arg(long, global = true, value_name = "LEVEL")]
+    log_level: Option<String>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run jobs once now (or preview them with --dry-run)
+    Run(RunArgs),
+    /// List the configured jobs with their trigger, last run, result and next run
+    Jobs {
+        /// JSON Lines output
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the action log
+    Log(LogArgs),
+    /// Check a job's connection: remote_path exists and is writable, round-trip time
+    Test {
+        /// The job to test
+        job: String,
+    },
+    /// Validate the configuration
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate the config and print the resolved jobs (secrets masked)
+    Check,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Jobs to run
+    #[arg(
+        value_name = "JOB",
+        required_unless_present = "all",
+        conflicts_with = "all"
+    )]
+    jobs: Vec<String>,
+    /// Run every enabled job
+    #[arg(long)]
+    all: bool,
+    /// With --all: one job after the other (the default)
+    #[arg(long, conflicts_with = "parallel")]
+    sequential: bool,
+    /// With --all: up to max_parallel_jobs jobs at once
+    #[arg(long)]
+    parallel: bool,
+    /// Print the plan and change nothing
+    #[arg(long)]
+    dry_run: bool,
+    /// Allow a run that max_delete or the emptied-root guard would stop
+    #[arg(long)]
+    force_delete: bool,
+    /// Wait this long for a job that is running elsewhere (e.g. 30s, 5m)
+    #[arg(long, value_name = "DUR", default_value = "0s")]
+    wait: String,
+    /// JSON Lines on stdout: the action records, then a summary object
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct LogArgs {
+    /// Only this job
+    #[arg(long)]
+    job: Option<String>,
+    /// Only this action (upload, download, delete_local, …)
+    #[arg(long)]
+    action: Option<String>,
+    /// Case-insensitive text in path, destination or message
+    #[arg(long)]
+    search: Option<String>,
+    /// Records since a duration ago (90m, 2h, 3d) or an RFC 3339 time
+    #[arg(long, value_name = "DUR|TIME")]
+    since: Option<String>,
+    /// Only this run
+    #[arg(long)]
+    run: Option<i64>,
+    /// At most this many records (the most recent)
+    #[arg(long, default_value_t = 100)]
+    limit: usize,
+    /// JSON Lines
+    #[arg(long, conflicts_with = "csv")]
+    json: bool,
+    /// CSV with a header row
+    #[arg(long)]
+    csv: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => 0,
+                _ => 2,
+            });
+        }
+    };
+    init_logging(cli.log_level.as_deref());
+    let code = match dispatch(&cli) {
+        Ok(code) => code,
+        Err(Failure(code, msg)) => {
+            eprintln!("omnisync: {msg}");
+            code
+        }
+    };
+    ExitCode::from(code as u8)
+}
+
+fn init_logging(level: Option<&str>) {
+    let filter = match level {
+        Some(l) => tracing_subscriber::EnvFilter::new(l),
+        None => tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+/// An exit code with its message.
+struct Failure(i32, String);
+
+impl From<RunError> for Failure {
+    fn from(e: RunError) -> Failure {
+        Failure(e.exit_code(), e.to_string())
+    }
+}
+
+fn load_config(cli: &Cli) -> Result<Config, Failure> {
+    let path = config::find_config(cli.config.as_deref()).map_err(|e| Failure(2, e.to_string()))?;
+    config::load(&path).map_err(|e| Failure(2, e.to_string()))
+}
+
+fn dispatch(cli: &Cli) -> Result<i32, Failure> {
+    match &cli.command {
+        Command::Config {
+            command: ConfigCommand::Check,
+        } => {
+            let cfg = load_config(cli)?;
+            print!("{}", config::render_check(&cfg));
+            Ok(0)
+        }
+        Command::Run(args) => cmd_run(cli, args),
+        Command::Jobs { json } => cmd_jobs(cli, *json),
+        Command::Log(args) => cmd_log(cli, args),
+        Command::Test { job } => cmd_test(cli, job),
+    }
+}
+
+fn print_record(rec: &ActionRecord, json: bool) {
+    let mut out = std::io::stdout().lock();
+    if json {
+        let _ = writeln!(
+            out,
+            "{}",
+            serde_json::to_string(rec).unwrap_or_else(|_| "{}".into())
+        );
+        return;
+    }
+    let mut line = format!("{:<14}{}", rec.action, rec.path);
+    if let Some(to) = &rec.to {
+        line.push_str(&format!("  -> {to}"));
+    }
+    if rec.action == "upload" || rec.action == "download" {
+        line.push_str(&format!("  ({})", human_bytes(rec.bytes)));
+    }
+    if let Some(m) = &rec.message {
+        if matches!(rec.action.as_str(), "error" | "skip" | "conflict") || rec.dry_run {
+            line.push_str(&format!("  [{m}]"));
+        }
+    }
+    let _ = writeln!(out, "{line}");
+}
+
+fn cmd_run(cli: &Cli, args: &RunArgs) -> Result<i32, Failure> {
+    let cfg = load_config(cli)?;
+    let wait = config::parse_duration(&args.wait).ok_or_else(|| {
+        Failure(
+            2,
+            format!("--wait: invalid duration {:?} (use 30s, 5m, 1h)", args.wait),
+        )
+    })?;
+    let jobs: Vec<&Job> = if args.all {
+        cfg.jobs.iter().filter(|j| j.enabled).collect()
+    } else {
+        let mut v = Vec::new();
+        for name in &args.jobs {
+            match cfg.job(name) {
+                Some(j) => v.push(j),
+                None => {
+                    let known: Vec<&str> = cfg.jobs.iter().map(|j| j.name.as_str()).collect();
+                    return Err(Failure(
+                        2,
+                        format!(
+                            "unknown job {name:?} in {} (jobs: {})",
+                            cfg.path.display(),
+                            if known.is_empty() {
+                                "none".to_string()
+                            } else {
+                                known.join(", ")
+                            }
+                        ),
+                    ));
+                }
+            }
+        }
+        v
+    };
+    let opts = RunOptions {
+        dry_run: args.dry_run,
+        force_delete: args.force_delete,
+        wait,
+        progress: !args.json && std::io::stderr().is_terminal(),
+    };
+    let json = args.json;
+    let sink = move |r: &ActionRecord| print_record(r, json);
+
+    let results: Mutex<Vec<(String, Result<RunSummary, RunError>)>> = Mutex::new(Vec::new());
+    let run_one = |job: &Job| {
+        let r = engine::run_job(&cfg.agent, job, &opts, &sink);
+        report(&r, json, &job.name);
+        results.lock().unwrap().push((job.name.clone(), r));
+    };
+    if args.parallel && jobs.len() > 1 {
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..cfg.agent.max_parallel_jobs.max(1).min(jobs.len()) {
+                s.spawn(|| loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(job) = jobs.get(i) else { return };
+                    run_one(job);
+                });
+            }
+        });
+    } else {
+        for job in &jobs {
+            run_one(job);
+        }
+    }
+    let code = results
+        .into_inner()
+        .unwrap()
+        .iter()
+        .map(|(_, r)| match r {
+            Ok(s) => s.exit_code(),
+            Err(e) => e.exit_code(),
+        })
+        .max()
+        .unwrap_or(0);
+    Ok(code)
+}
+
+/// The summary line (stderr) or object (stdout, with --json); failures on stderr.
+fn report(r: &Result<RunSummary, RunError>, json: bool, job: &str) {
+    match r {
+        Ok(s) => {
+            if json {
+                println!("{}", s.to_json());
+            } else {
+                eprintln!("{}", s.to_text());
+            }
+        }
+        Err(e) => {
+            eprintln!("omnisync: {e}");
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"summary": {"job": job, "error": e.to_string(), "exit": e.exit_code()}})
+                );
+            }
+        }
+    }
+}
+
+fn cmd_jobs(cli: &Cli, json: bool) -> Result<i32, Failure> {
+    let cfg = load_config(cli)?;
+    let db = engine::db_path(&cfg.agent);
+    let store = if db.exists() {
+        Some(omnisync::state::Store::open(&db).map_err(|e| Failure(1, e.to_string()))?)
+    } else {
+        None
+    };
+    if !json {
+        println!(
+            "{:<24} {:<9} {:<14} {:<22} {:<21} {:<9} NEXT RUN",
+            "JOB", "PROTOCOL", "MODE", "TRIGGER", "LAST RUN", "RESULT"
+        );
+    }
+    for job in &cfg.jobs {
+        let last = match &store {
+            Some(s) => s
+                .last_run(&job.name)
+                .map_err(|e| Failure(1, e.to_string()))?,
+            None => None,
+        };
+        let trigger = match job.trigger {
+            Trigger::Interval | Trigger::Watch if job.interval.is_some() => format!(
+                "{} {}",
+                job.trigger.as_str(),
+                config::format_duration(job.interval.unwrap())
+            ),
+            Trigger::Cron | Trigger::Watch if job.cron.is_some() => {
+                format!("{} {}", job.trigger.as_str(), job.cron.as_deref().unwrap())
+            }
+            _ => job.trigger.as_str().to_string(),
+        };
+        let next = next_run(job, last.as_ref());
+        let result = last
+            .as_ref()
+            .map(|r| r.result.clone().unwrap_or_else(|| "running".into()))
+            .unwrap_or_else(|| "-".into());
+        let last_started = last
+            .as_ref()
+            .map(|r| r.started.clone())
+            .unwrap_or_else(|| "never".into());
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "job": job.name, "protocol": job.protocol.as_str(), "mode": job.mode.as_str(),
+                    "trigger": trigger, "enabled": job.enabled,
+                    "last_run": last.as_ref().map(|r| serde_json::json!({
+                        "run": r.id, "started": r.started, "finished": r.finished,
+                        "result": r.result, "exit_code": r.exit_code, "bytes": r.bytes, "errors": r.errors,
+                    })),
+                    "next_run": next,
+                })
+            );
+        } else {
+            println!(
+                "{:<24} {:<9} {:<14} {:<22} {:<21} {:<9} {}",
+                job.name,
+                job.protocol.as_str(),
+                job.mode.as_str(),
+                trigger,
+                last_started,
+                result,
+                if job.enabled {
+                    next.clone()
+                } else {
+                    "disabled".into()
+                }
+            );
+        }
+    }
+    Ok(0)
+}
+
+/// When the agent will next run the job, as far as it can be told without the agent.
+fn next_run(job: &Job, last: Option<&omnisync::state::RunInfo>) -> String {
+    match job.trigger {
+        Trigger::Manual => "manual".into(),
+        Trigger::Interval => match (job.interval, last) {
+            (Some(iv), Some(r)) => {
+                let base = r.finished.as_deref().unwrap_or(&r.started);
+                match time::OffsetDateTime::parse(
+                    base,
+                    &time::format_description::well_known::Rfc3339,
+                ) {
+                    Ok(t) => engine::rfc3339(t + iv),
+                    Err(_) => "at agent start".into(),
+                }
+            }
+            _ => "at agent start".into(),
+        },
+        Trigger::Cron => format!("cron {}", job.cron.as_deref().unwrap_or("")),
+        Trigger::Watch => "on change".into(),
+    }
+}
+
+fn cmd_log(cli: &Cli, args: &LogArgs) -> Result<i32, Failure> {
+    let cfg = load_config(cli)?;
+    let since = match &args.since {
+        None => None,
+        Some(s) => Some(parse_since(s).ok_or_else(|| {
+            Failure(
+                2,
+                format!(
+                    "--since: expected a duration like 90m, 2h, 3d or an RFC 3339 time, got {s:?}"
+                ),
+            )
+        })?),
+    };
+    if let Some(a) = &args.action {
+        if omnisync::model::ActionKind::parse(a).is_none() {
+            let all: Vec<&str> = omnisync::model::ActionKind::ALL
+                .iter()
+                .map(|k| k.as_str())
+                .collect();
+            return Err(Failure(
+                2,
+                format!("--action: unknown action {a:?} (one of {})", all.join(", ")),
+            ));
+        }
+    }
+    let f = LogFilter {
+        job: args.job.clone(),
+        action: args.action.clone(),
+        search: args.search.clone(),
+        since,
+        run: args.run,
+        limit: args.limit.max(1),
+    };
+    let recs = engine::query_log(&cfg.agent, &f)?;
+    let mut out = std::io::stdout().lock();
+    if args.csv {
+        let _ = writeln!(out, "time,job,run,action,path,to,bytes,ms,dry_run,message");
+        for r in &recs {
+            let _ = writeln!(
+                out,
+                "{},{},{},{},{},{},{},{},{},{}",
+                csv(&r.time),
+                csv(&r.job),
+                r.run,
+                csv(&r.action),
+                csv(&r.path),
+                csv(r.to.as_deref().unwrap_or("")),
+                r.bytes,
+                r.ms.map(|m| m.to_string()).unwrap_or_default(),
+                r.dry_run,
+                csv(r.message.as_deref().unwrap_or(""))
+            );
+        }
+    } else if args.json {
+        for r in &recs {
+            let _ = writeln!(out, "{}", serde_json::to_string(r).unwrap_or_default());
+        }
+    } else {
+        for r in &recs {
+            let mut line = format!(
+                "{}  {}  #{}  {:<14}{}",
+                r.time, r.job, r.run, r.action, r.path
+            );
+            if let Some(to) = &r.to {
+                line.push_str(&format!(" -> {to}"));
+            }
+            if r.bytes > 0 {
+                line.push_str(&format!("  ({})", human_bytes(r.bytes)));
+            }
+            if r.dry_run {
+                line.push_str("  (dry run)");
+            }
+            if let Some(m) = &r.message {
+                line.push_str(&format!("  [{m}]"));
+            }
+            let _ = writeln!(out, "{line}");
+        }
+    }
+    Ok(0)
+}
+
+fn csv(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+/// `90m`, `2h`, `3d` ago, or an RFC 3339 time, as the log's UTC text form.
+fn parse_since(s: &str) -> Option<String> {
+    if let Some(d) = config::parse_duration(s) {
+        let t = time::OffsetDateTime::now_utc() - d;
+        return Some(engine::rfc3339(t));
+    }
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .ok()
+        .map(engine::rfc3339)
+}
+
+fn cmd_test(cli: &Cli, name: &str) -> Result<i32, Failure> {
+    let cfg = load_config(cli)?;
+    let job = cfg
+        .job(name)
+        .ok_or_else(|| Failure(2, format!("unknown job {name:?} in {}", cfg.path.display())))?;
+    let t0 = Instant::now();
+    let remote: Box<dyn Remote> = engine::open_remote(job)?;
+    println!("connected to {} in {:?}", remote.describe(), t0.elapsed());
+    match remote.root_status() {
+        RootStatus::Dir => {}
+        RootStatus::Missing => {
+            return Err(Failure(
+                3,
+                format!("remote_path {} does not exist", job.remote_path),
+            ))
+        }
+        RootStatus::NotDir => {
+            return Err(Failure(
+                3,
+                format!("remote_path {} is not a directory", job.remote_path),
+            ))
+        }
+        RootStatus::Unreadable(e) => {
+            return Err(Failure(
+                3,
+                format!("remote_path {} cannot be read: {e}", job.remote_path),
+            ))
+        }
+    }
+    let probe = format!(
+        ".omnisync/probe-{}",
+        &blake3::hash(format!("{:?}{}", Instant::now(), std::process::id()).as_bytes()).to_hex()
+            [..12]
+    );
+    let t1 = Instant::now();
+    let write = || -> Result<(), String> {
+        remote.mkdir_all(".omnisync").map_err(|e| e.to_string())?;
+        let mut w = remote.open_write(&probe, 0).map_err(|e| e.to_string())?;
+        w.write_all(b"omnisync probe\n")
+            .map_err(|e| e.to_string())?;
+        w.close().map_err(|e| e.to_string())?;
+        remote.remove_file(&probe).map_err(|e| e.to_string())?;
+        Ok(())
+    };
+    if let Err(e) = write() {
+        return Err(Failure(
+            3,
+            format!("remote_path {} is not writable: {e}", job.remote_path),
+        ));
+    }
+    let rtt = t1.elapsed();
+    println!(
+        "remote_path {} exists and is writable (probe file created and removed)",
+        job.remote_path
+    );
+    println!(
+        "round-trip time: {:.2} ms",
+        rtt.as_secs_f64() * 1000.0 / 4.0
+    );
+    let _ = Duration::ZERO;
+    Ok(0)
+}

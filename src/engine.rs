@@ -1,0 +1,801 @@
+//! One run of one job: lock, scan both sides, plan, guard, execute, record.
+//!
+//! This is the thin I/O shell around the pure planner. `omnisync run` calls [`run_job`]; the
+//! agent will call the same function on its triggers.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use time::OffsetDateTime;
+
+use crate::exec::{partial_name, Executor, Outcome, TRASH_DIR};
+use crate::filter::Filter;
+use crate::job::{AgentSettings, Compare, Job, Mode, Protocol};
+use crate::model::{ActionKind, ActionRecord, Base, Kind, Side};
+use crate::plan::{self, Action, PlanInput, PlanOptions, RootState, SideView};
+use crate::remote::local::LocalFs;
+use crate::remote::{join, Remote, RootStatus};
+use crate::scan::{self, ScanOptions, ScanResult};
+use crate::state::{BaseUpdate, LogFilter, Store};
+
+/// Why a run did not finish normally; each maps to an exit code of SPEC "Commands".
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// Bad usage or invalid configuration (exit 2).
+    #[error("{0}")]
+    Usage(String),
+    /// Connection or authentication failure (exit 3).
+    #[error("{0}")]
+    Connection(String),
+    /// A safety guard stopped the run before it changed anything (exit 4).
+    #[error("{0}")]
+    Guard(String),
+    /// The job is running elsewhere (exit 5).
+    #[error("{0}")]
+    Busy(String),
+    /// The state database failed (exit 1).
+    #[error("state database: {0}")]
+    State(#[from] crate::state::StateError),
+}
+
+impl RunError {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            RunError::Usage(_) => 2,
+            RunError::Connection(_) => 3,
+            RunError::Guard(_) => 4,
+            RunError::Busy(_) => 5,
+            RunError::State(_) => 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    pub dry_run: bool,
+    pub force_delete: bool,
+    /// How long to wait for a job that is running elsewhere.
+    pub wait: Duration,
+    /// Draw a progress bar on stderr.
+    pub progress: bool,
+}
+
+/// What a run did, for the summary line / object.
+#[derive(Debug, Clone, Default)]
+pub struct RunSummary {
+    pub job: String,
+    pub run: i64,
+    pub dry_run: bool,
+    pub counts: BTreeMap<&'static str, u64>,
+    pub bytes: u64,
+    pub errors: u64,
+    pub ms: u64,
+}
+
+impl RunSummary {
+    pub fn exit_code(&self) -> i32 {
+        if self.errors > 0 {
+            1
+        } else {
+            0
+        }
+    }
+
+    /// `{"summary":{…counts per action…,"bytes":N,"errors":N,"ms":N}}` plus job and run.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut m = serde_json::Map::new();
+        for k in ActionKind::ALL {
+            m.insert(
+                k.as_str().into(),
+                (*self.counts.get(k.as_str()).unwrap_or(&0)).into(),
+            );
+        }
+        m.insert("bytes".into(), self.bytes.into());
+        m.insert("errors".into(), self.errors.into());
+        m.insert("ms".into(), self.ms.into());
+        m.insert("job".into(), self.job.clone().into());
+        m.insert("run".into(), self.run.into());
+        m.insert("dry_run".into(), self.dry_run.into());
+        serde_json::json!({ "summary": m })
+    }
+
+    pub fn to_text(&self) -> String {
+        let mut parts: Vec<String> = self
+            .counts
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(k, n)| format!("{n} {k}"))
+            .collect();
+        if parts.is_empty() {
+            parts.push("nothing to do".into());
+        }
+        format!(
+            "{}{}: {}; {} sent, {} errors, {:.1}s",
+            self.job,
+            if self.dry_run { " (dry run)" } else { "" },
+            parts.join(", "),
+            human_bytes(self.bytes),
+            self.errors,
+            self.ms as f64 / 1000.0
+        )
+    }
+}
+
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+pub fn now_rfc3339() -> String {
+    rfc3339(OffsetDateTime::now_utc())
+}
+
+pub fn rfc3339(t: OffsetDateTime) -> String {
+    let f = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
+    t.to_offset(time::UtcOffset::UTC)
+        .format(&f)
+        .unwrap_or_default()
+}
+
+/// The state database of an agent.
+pub fn db_path(agent: &AgentSettings) -> PathBuf {
+    agent.state_dir.join("omnisync.db")
+}
+
+/// Open the side a job's `protocol` names. The engine sees only the `Remote` trait.
+pub fn open_remote(job: &Job) -> Result<Box<dyn Remote>, RunError> {
+    match job.protocol {
+        Protocol::Local => Ok(Box::new(LocalFs::new(PathBuf::from(&job.remote_path)))),
+        other => Err(RunError::Usage(format!(
+            "job {:?}: protocol {:?} is not available in this build yet (only \"local\" is); \
+             see the README's roadmap",
+            job.name,
+            other.as_str()
+        ))),
+    }
+}
+
+/// Held for the duration of a run: a second `run` of the same job waits or exits 5.
+pub struct JobLock {
+    _file: File,
+}
+
+pub fn lock_job(agent: &AgentSettings, job: &str, wait: Duration) -> Result<JobLock, RunError> {
+    let dir = agent.state_dir.join("locks");
+    std::fs::create_dir_all(&dir).map_err(|e| {
+        RunError::Usage(format!(
+            "cannot create the state folder {}: {e}",
+            dir.display()
+        ))
+    })?;
+    let path = dir.join(format!("{job}.lock"));
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| RunError::Usage(format!("cannot open {}: {e}", path.display())))?;
+    let deadline = Instant::now() + wait;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(JobLock { _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) => {
+                if Instant::now() >= deadline {
+                    return Err(RunError::Busy(format!(
+                        "job {job:?} is already running elsewhere (lock {}); \
+                         use --wait DURATION to wait for it",
+                        path.display()
+                    )));
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(RunError::Usage(format!(
+                    "cannot lock {}: {e}",
+                    path.display()
+                )))
+            }
+        }
+    }
+}
+
+fn root_state(s: RootStatus) -> RootState {
+    match s {
+        RootStatus::Dir => RootState::Ok,
+        RootStatus::Missing => RootState::Missing,
+        RootStatus::NotDir => RootState::NotDir,
+        RootStatus::Unreadable(e) => RootState::Unreadable(e),
+    }
+}
+
+/// Base rows the filters let through; the others are kept untouched for later.
+fn visible_base(base: &Base, filter: &Filter) -> Base {
+    base.iter()
+        .filter(|(p, row)| {
+            if Filter::is_reserved(p) {
+                return false;
+            }
+            let is_dir = row
+                .local
+                .as_ref()
+                .or(row.remote.as_ref())
+                .is_some_and(|e| e.kind == Kind::Dir);
+            if is_dir {
+                !filter.excludes_dir(p)
+            } else {
+                filter.includes_file(p)
+            }
+        })
+        .map(|(p, r)| (p.clone(), r.clone()))
+        .collect()
+}
+
+fn record(job: &Job, run: i64, a: &Action, dry_run: bool) -> ActionRecord {
+    ActionRecord {
+        time: now_rfc3339(),
+        job: job.name.clone(),
+        run,
+        action: a.kind.as_str().to_string(),
+        path: a.path.clone(),
+        to: a.to.clone(),
+        bytes: a.bytes,
+        ms: None,
+        dry_run,
+        message: a.message.clone(),
+    }
+}
+
+fn outcome_record(job: &Job, run: i64, o: &Outcome) -> ActionRecord {
+    let a = &o.action;
+    let (action, message) = if let Some(e) = &o.error {
+        ("error", Some(format!("{} failed: {e}", a.kind.as_str())))
+    } else if o.skipped {
+        ("skip", o.note.clone())
+    } else {
+        (
+            a.kind.as_str(),
+            o.note.clone().or_else(|| a.message.clone()),
+        )
+    };
+    ActionRecord {
+        time: now_rfc3339(),
+        job: job.name.clone(),
+        run,
+        action: action.to_string(),
+        path: a.path.clone(),
+        to: a.to.clone(),
+        bytes: if a.kind == ActionKind::Upload || a.kind == ActionKind::Download {
+            o.bytes
+        } else {
+            0
+        },
+        ms: Some(o.ms),
+        dry_run: false,
+        message,
+    }
+}
+
+/// Buffers action records and base rows; writes them in one transaction per batch so that a
+/// burst of 10,000 small files is a handful of commits, not 10,000.
+struct Recorder<'a> {
+    store: &'a Mutex<Store>,
+    job_id: i64,
+    pending: Mutex<(Vec<ActionRecord>, Vec<BaseUpdate>, Instant)>,
+    sink: &'a (dyn Fn(&ActionRecord) + Sync),
+    counts: Mutex<BTreeMap<&'static str, u64>>,
+    bytes: AtomicU64,
+    errors: AtomicU64,
+    failed: Mutex<Option<crate::state::StateError>>,
+}
+
+impl<'a> Recorder<'a> {
+    fn add(&self, rec: ActionRecord, base: Vec<BaseUpdate>) {
+        (self.sink)(&rec);
+        if let Some(k) = ActionKind::parse(&rec.action) {
+            *self.counts.lock().unwrap().entry(k.as_str()).or_default() += 1;
+        }
+        if rec.action == "error" {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        self.bytes.fetch_add(rec.bytes, Ordering::Relaxed);
+        let flush = {
+            let mut p = self.pending.lock().unwrap();
+            p.0.push(rec);
+            p.1.extend(base);
+            p.0.len() >= 2000 || p.1.len() >= 20000 || p.2.elapsed() > Duration::from_secs(1)
+        };
+        if flush {
+            self.flush();
+        }
+    }
+
+    fn add_base(&self, base: Vec<BaseUpdate>) {
+        self.pending.lock().unwrap().1.extend(base);
+    }
+
+    fn flush(&self) {
+        let (recs, base) = {
+            let mut p = self.pending.lock().unwrap();
+            p.2 = Instant::now();
+            (std::mem::take(&mut p.0), std::mem::take(&mut p.1))
+        };
+        if recs.is_empty() && base.is_empty() {
+            return;
+        }
+        let mut store = self.store.lock().unwrap();
+        let r = store
+            .apply_base_updates(self.job_id, &base)
+            .and_then(|_| store.insert_actions(&recs));
+        if let Err(e) = r {
+            tracing::error!("cannot write to the state database: {e}");
+            self.failed.lock().unwrap().get_or_insert(e);
+        }
+    }
+}
+
+/// Run one job once. `sink` sees every action record as it happens (for printing).
+pub fn run_job(
+    agent: &AgentSettings,
+    job: &Job,
+    opts: &RunOptions,
+    sink: &(dyn Fn(&ActionRecord) + Sync),
+) -> Result<RunSummary, RunError> {
+    let started = Instant::now();
+    let start_time = OffsetDateTime::now_utc();
+    let dry_run = opts.dry_run || job.dry_run;
+    let _lock = lock_job(agent, &job.name, opts.wait)?;
+
+    let filter = Filter::new(&job.include, &job.exclude)
+        .map_err(|e| RunError::Usage(format!("job {:?}: {e}", job.name)))?;
+    let store = Store::open(&db_path(agent))?;
+    let store = Mutex::new(store);
+    let job_id = store.lock().unwrap().job_id(&job.name)?;
+    let full_base = store.lock().unwrap().load_base(job_id)?;
+    let base = visible_base(&full_base, &filter);
+    let synced_before = base.values().any(|r| {
+        r.local.as_ref().is_some_and(|e| e.is_file())
+            || r.remote.as_ref().is_some_and(|e| e.is_file())
+    });
+
+    let local = LocalFs::new(job.local_path.clone());
+    let remote = open_remote(job)?;
+    let remote: &dyn Remote = remote.as_ref();
+
+    // Roots: a first run creates what the mode writes to; a job that synced before never
+    // silently recreates a missing root (the planner's guard stops it).
+    let mut local_root = root_state(local.root_status());
+    let mut remote_root = root_state(remote.root_status());
+    let mut local_empty = false;
+    let mut remote_empty = false;
+    if !synced_before {
+        match &local_root {
+            RootState::Ok => {}
+            RootState::Missing if job.mode.writes_local() => {
+                if !dry_run {
+                    local.create_root().map_err(|e| {
+                        RunError::Usage(format!(
+                            "job {:?}: cannot create local_path {}: {e}",
+                            job.name,
+                            job.local_path.display()
+                        ))
+                    })?;
+                } else {
+                    local_empty = true;
+                }
+                local_root = RootState::Ok;
+            }
+            RootState::Missing => {
+                return Err(RunError::Usage(format!(
+                    "job {:?}: local_path {} does not exist",
+                    job.name,
+                    job.local_path.display()
+                )))
+            }
+            RootState::NotDir => {
+                return Err(RunError::Usage(format!(
+                    "job {:?}: local_path {} is not a directory",
+                    job.name,
+                    job.local_path.display()
+                )))
+            }
+            RootState::Unreadable(e) => {
+                return Err(RunError::Usage(format!(
+                    "job {:?}: local_path {} cannot be read: {e}",
+                    job.name,
+                    job.local_path.display()
+                )))
+            }
+        }
+        match &remote_root {
+            RootState::Ok => {}
+            RootState::Missing if job.mode.writes_remote() => {
+                if !dry_run {
+                    remote.create_root().map_err(|e| {
+                        RunError::Connection(format!(
+                            "job {:?}: cannot create remote_path {}: {e}",
+                            job.name, job.remote_path
+                        ))
+                    })?;
+                } else {
+                    remote_empty = true;
+                }
+                remote_root = RootState::Ok;
+            }
+            RootState::Missing => {
+                return Err(RunError::Connection(format!(
+                    "job {:?}: remote_path {} does not exist on {}",
+                    job.name,
+                    job.remote_path,
+                    remote.describe()
+                )))
+            }
+            RootState::NotDir => {
+                return Err(RunError::Connection(format!(
+                    "job {:?}: remote_path {} is not a directory",
+                    job.name, job.remote_path
+                )))
+            }
+            RootState::Unreadable(e) => {
+                return Err(RunError::Connection(format!(
+                    "job {:?}: remote_path {} cannot be read: {e}",
+                    job.name, job.remote_path
+                )))
+            }
+        }
+    }
+
+    // Scan both sides at once.
+    let hash = job.compare == Compare::Secure;
+    let scan_side = |fs: &dyn Remote, side: Side, ok: bool, empty: bool| -> ScanResult {
+        if !ok || empty {
+            return ScanResult::default();
+        }
+        scan::scan(
+            fs,
+            &base,
+            &ScanOptions {
+                filter: &filter,
+                side,
+                hash,
+                threads: 2,
+            },
+        )
+    };
+    let (l_scan, r_scan) = std::thread::scope(|s| {
+        let l = s.spawn(|| {
+            scan_side(
+                &local,
+                Side::Local,
+                local_root == RootState::Ok,
+                local_empty,
+            )
+        });
+        let r = scan_side(
+            remote,
+            Side::Remote,
+            remote_root == RootState::Ok,
+            remote_empty,
+        );
+        (l.join().expect("local scan panicked"), r)
+    });
+
+    let caps_l = local.capabilities();
+    let caps_r = remote.capabilities();
+    let popts = PlanOptions {
+        mode: job.mode,
+        conflict: job.conflict,
+        compare: job.compare,
+        delete_orphans: job.delete_orphans,
+        max_delete: job.max_delete,
+        force_delete: opts.force_delete,
+        tolerance_ns: job.mtime_tolerance.as_nanos() as i64,
+        local_precision_ns: caps_l.mtime_precision_ns,
+        remote_precision_ns: caps_r.mtime_precision_ns,
+        conflict_stamp: {
+            let f = time::macros::format_description!("[year][month][day]-[hour][minute][second]");
+            start_time.format(&f).unwrap_or_default()
+        },
+    };
+    let plan = plan::plan(
+        &PlanInput {
+            local: SideView {
+                tree: &l_scan.tree,
+                unknown: &l_scan.unknown,
+                root: &local_root,
+            },
+            remote: SideView {
+                tree: &r_scan.tree,
+                unknown: &r_scan.unknown,
+                root: &remote_root,
+            },
+            base: &base,
+        },
+        &popts,
+    );
+
+    let run_id = store
+        .lock()
+        .unwrap()
+        .start_run(job_id, &rfc3339(start_time), dry_run)?;
+
+    if let Some(guard) = &plan.guard {
+        let msg = format!("job {:?}: {guard}", job.name);
+        let summary = serde_json::json!({"summary": {"aborted": msg}}).to_string();
+        store
+            .lock()
+            .unwrap()
+            .finish_run(run_id, &now_rfc3339(), "aborted", 4, &summary, 0, 0)?;
+        return Err(RunError::Guard(msg));
+    }
+
+    let recorder = Recorder {
+        store: &store,
+        job_id,
+        pending: Mutex::new((Vec::new(), Vec::new(), Instant::now())),
+        sink,
+        counts: Mutex::new(BTreeMap::new()),
+        bytes: AtomicU64::new(0),
+        errors: AtomicU64::new(0),
+        failed: Mutex::new(None),
+    };
+
+    // What could not be scanned is an error of this run (and retried next run).
+    for (side, scan) in [("local", &l_scan), ("remote", &r_scan)] {
+        for (path, msg) in &scan.errors {
+            let a = Action {
+                kind: ActionKind::Error,
+                path: path.clone(),
+                to: None,
+                bytes: 0,
+                message: Some(format!("{side}: {msg}")),
+                src: None,
+                dst: None,
+                base: Vec::new(),
+            };
+            recorder.add(record(job, run_id, &a, dry_run), Vec::new());
+        }
+    }
+
+    if dry_run {
+        for a in &plan.actions {
+            recorder.add(record(job, run_id, a, true), Vec::new());
+        }
+    } else {
+        recorder.add_base(plan.base_updates.clone());
+        let cancel = AtomicBool::new(false);
+        let checkpoints: HashMap<(String, String), crate::state::Checkpoint> = store
+            .lock()
+            .unwrap()
+            .load_checkpoints(job_id)?
+            .into_iter()
+            .map(|(p, d, c)| ((p, d), c))
+            .collect();
+        let exec = Executor {
+            job,
+            job_id,
+            local: &local,
+            remote,
+            store: &store,
+            trash_date: {
+                let f = time::macros::format_description!("[year]-[month]-[day]");
+                start_time.format(&f).unwrap_or_default()
+            },
+            checkpoints: Mutex::new(checkpoints),
+            cancel: &cancel,
+            progress_bytes: AtomicU64::new(0),
+        };
+        execute(&exec, &plan.actions, job, run_id, &recorder, opts.progress);
+        recorder.flush();
+        cleanup_partials(&exec, &plan.actions, &l_scan, &r_scan, &store, job_id);
+        prune_trash(&local, job.trash_retention_days, start_time);
+        prune_trash(remote, job.trash_retention_days, start_time);
+    }
+    recorder.flush();
+    let cutoff = start_time - time::Duration::days(agent.log_retention_days as i64);
+    let _ = store.lock().unwrap().prune_actions(&rfc3339(cutoff));
+
+    let summary = RunSummary {
+        job: job.name.clone(),
+        run: run_id,
+        dry_run,
+        counts: recorder.counts.into_inner().unwrap(),
+        bytes: recorder.bytes.load(Ordering::Relaxed),
+        errors: recorder.errors.load(Ordering::Relaxed),
+        ms: started.elapsed().as_millis() as u64,
+    };
+    let result = if summary.errors > 0 { "partial" } else { "ok" };
+    store.lock().unwrap().finish_run(
+        run_id,
+        &now_rfc3339(),
+        result,
+        summary.exit_code(),
+        &summary.to_json().to_string(),
+        summary.bytes,
+        summary.errors,
+    )?;
+    if let Some(e) = recorder.failed.into_inner().unwrap() {
+        return Err(RunError::State(e));
+    }
+    Ok(summary)
+}
+
+/// Phases in order: records, moves, deletions, folder creations run one by one on this
+/// thread; transfers run on `transfers` worker threads.
+fn execute(
+    exec: &Executor<'_>,
+    actions: &[Action],
+    job: &Job,
+    run_id: i64,
+    rec: &Recorder<'_>,
+    progress: bool,
+) {
+    let total: u64 = actions.iter().map(|a| a.bytes).sum();
+    let bar = progress.then(|| {
+        let pb = indicatif::ProgressBar::new(total);
+        pb.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} {msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        pb.set_message(job.name.clone());
+        pb
+    });
+    let split = actions
+        .iter()
+        .position(|a| matches!(a.kind, ActionKind::Upload | ActionKind::Download))
+        .unwrap_or(actions.len());
+    for a in &actions[..split] {
+        let o = exec.apply(a.clone());
+        rec.add(outcome_record(job, run_id, &o), o.base);
+    }
+    let transfers = &actions[split..];
+    let next = AtomicU64::new(0);
+    let done = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        if let Some(pb) = &bar {
+            s.spawn(|| {
+                while !done.load(Ordering::Relaxed) {
+                    pb.set_position(exec.progress_bytes.load(Ordering::Relaxed));
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            });
+        }
+        let workers = job.transfers.max(1).min(transfers.len().max(1));
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                s.spawn(|| loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+                    let Some(a) = transfers.get(i) else { return };
+                    let o = exec.apply(a.clone());
+                    rec.add(outcome_record(job, run_id, &o), o.base);
+                })
+            })
+            .collect();
+        for h in handles {
+            let _ = h.join();
+        }
+        done.store(true, Ordering::Relaxed);
+    });
+    if let Some(pb) = bar {
+        pb.finish_and_clear();
+    }
+}
+
+/// Partial files no checkpoint can resume are removed, and checkpoints whose transfer is no
+/// longer planned are dropped with their partial: after a completed run none is left behind.
+fn cleanup_partials(
+    exec: &Executor<'_>,
+    actions: &[Action],
+    l_scan: &ScanResult,
+    r_scan: &ScanResult,
+    store: &Mutex<Store>,
+    job_id: i64,
+) {
+    let planned: std::collections::HashSet<(&str, &str)> = actions
+        .iter()
+        .filter_map(|a| match a.kind {
+            ActionKind::Upload => Some((a.path.as_str(), "up")),
+            ActionKind::Download => Some((a.path.as_str(), "down")),
+            _ => None,
+        })
+        .collect();
+    let live: Vec<(String, String)> = exec.checkpoints.lock().unwrap().keys().cloned().collect();
+    let mut keep: std::collections::HashSet<(Side, String)> = std::collections::HashSet::new();
+    for (path, dir) in live {
+        let side = if dir == "up" {
+            Side::Remote
+        } else {
+            Side::Local
+        };
+        if planned.contains(&(path.as_str(), dir.as_str())) {
+            keep.insert((side, partial_name(&path)));
+        } else {
+            // Its file is no longer to be sent: nothing will resume this partial.
+            let fs: &dyn Remote = if side == Side::Remote {
+                exec.remote
+            } else {
+                exec.local
+            };
+            let _ = fs.remove_file(&partial_name(&path));
+            let _ = store.lock().unwrap().clear_checkpoint(job_id, &path, &dir);
+        }
+    }
+    for (side, scan) in [(Side::Local, l_scan), (Side::Remote, r_scan)] {
+        let fs: &dyn Remote = if side == Side::Remote {
+            exec.remote
+        } else {
+            exec.local
+        };
+        for p in &scan.partials {
+            if !keep.contains(&(side, p.clone())) {
+                let _ = fs.remove_file(p);
+            }
+        }
+    }
+}
+
+/// Remove dated trash folders older than the retention.
+fn prune_trash(fs: &dyn Remote, days: u32, now: OffsetDateTime) {
+    let Ok(listing) = fs.list(TRASH_DIR) else {
+        return;
+    };
+    let cutoff = now - time::Duration::days(days as i64);
+    let f = time::macros::format_description!("[year]-[month]-[day]");
+    let cutoff = cutoff.format(&f).unwrap_or_default();
+    for (name, e) in listing.entries {
+        if e.kind == Kind::Dir && name.len() == 10 && name < cutoff {
+            remove_tree(fs, &join(TRASH_DIR, &name));
+        }
+    }
+}
+
+fn remove_tree(fs: &dyn Remote, dir: &str) {
+    if let Ok(listing) = fs.list(dir) {
+        for (name, e) in listing.entries {
+            let p = join(dir, &name);
+            if e.kind == Kind::Dir {
+                remove_tree(fs, &p);
+            } else {
+                let _ = fs.remove_file(&p);
+            }
+        }
+    }
+    let _ = fs.remove_dir(dir);
+}
+
+/// `omnisync log`: the action log, filtered.
+pub fn query_log(agent: &AgentSettings, f: &LogFilter) -> Result<Vec<ActionRecord>, RunError> {
+    let path = db_path(agent);
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    let store = Store::open(&path)?;
+    Ok(store.query_actions(f)?)
+}
+
+/// For `mode`s that a user may wonder about in messages.
+pub fn mode_summary(m: Mode) -> &'static str {
+    match m {
+        Mode::Download => "remote → local, new and changed files",
+        Mode::Upload => "local → remote, new and changed files",
+        Mode::Bidirectional => "both ways, changes since the last sync",
+        Mode::Mirror => "remote → local, exact copy",
+        Mode::MirrorUpload => "local → remote, exact copy",
+    }
+}

@@ -1,0 +1,530 @@
+//! The executor: applies a plan's actions to the two sides, in the plan's phases, and reports
+//! for each action what happened and which base rows to write.
+//!
+//! Nothing here overwrites or deletes blindly: every action first checks that what it is about
+//! to replace or remove is still what the planner saw, replaced and deleted files go to the
+//! side's trash (`.omnisync/trash/DATE/PATH`) when `trash = true`, and transfers write to a
+//! partial name that is renamed into place only when complete and verified.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use crate::job::{Compare, Job};
+use crate::model::{ActionKind, BaseRow, Entry, Kind, Side};
+use crate::plan::Action;
+use crate::remote::{file_name, join, parent, Remote, RemoteError};
+use crate::state::{BaseUpdate, Checkpoint, Store};
+
+/// Where trash lives on each side, relative to the root.
+pub const TRASH_DIR: &str = ".omnisync/trash";
+pub const PARTIAL_SUFFIX: &str = ".omnisync-partial";
+
+/// What one action did.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub action: Action,
+    /// Bytes actually sent (less than the size for a resumed transfer).
+    pub bytes: u64,
+    pub ms: u64,
+    /// For an action that failed, the action is reported as `error` with this message.
+    pub error: Option<String>,
+    /// Replaces the action's message (e.g. "resumed at 64.0 MiB").
+    pub note: Option<String>,
+    /// The action was turned into a `skip` (e.g. a folder that still holds excluded files).
+    pub skipped: bool,
+    pub base: Vec<BaseUpdate>,
+}
+
+/// Shared state of one run's execution.
+pub struct Executor<'a> {
+    pub job: &'a Job,
+    pub job_id: i64,
+    pub local: &'a dyn Remote,
+    pub remote: &'a dyn Remote,
+    pub store: &'a Mutex<Store>,
+    /// `YYYY-MM-DD` (UTC) of the run's start: the trash folder of this run.
+    pub trash_date: String,
+    /// Checkpoints loaded at the start of the run, by (path, direction).
+    pub checkpoints: Mutex<HashMap<(String, String), Checkpoint>>,
+    /// Set to stop between chunks (SIGINT/SIGTERM): the chunk in flight is checkpointed.
+    pub cancel: &'a AtomicBool,
+    /// Bytes moved so far, for progress.
+    pub progress_bytes: AtomicU64,
+}
+
+/// The name a transfer writes to before it is complete: `NAME.omnisync-partial` beside the
+/// target, or a hidden short name when that would exceed 255 bytes.
+pub fn partial_name(path: &str) -> String {
+    let name = file_name(path);
+    let dir = parent(path);
+    if name.len() + PARTIAL_SUFFIX.len() <= 255 {
+        join(dir, &format!("{name}{PARTIAL_SUFFIX}"))
+    } else {
+        let h = blake3::hash(name.as_bytes()).to_hex();
+        join(dir, &format!(".{}{PARTIAL_SUFFIX}", &h.as_str()[..24]))
+    }
+}
+
+fn direction(kind: ActionKind) -> &'static str {
+    if kind == ActionKind::Upload {
+        "up"
+    } else {
+        "down"
+    }
+}
+
+/// Same file as planned? Size and mtime (and inode where known) must match.
+fn same_file(now: &Entry, planned: &Entry) -> bool {
+    now.kind == planned.kind
+        && (now.kind != Kind::File || (now.size == planned.size && now.mtime == planned.mtime))
+        && (now.inode.is_none() || planned.inode.is_none() || now.inode == planned.inode)
+}
+
+impl<'a> Executor<'a> {
+    fn side(&self, s: Side) -> &'a dyn Remote {
+        match s {
+            Side::Local => self.local,
+            Side::Remote => self.remote,
+        }
+    }
+
+    /// Apply one action. Never panics on I/O; failures come back as `error` outcomes.
+    pub fn apply(&self, a: Action) -> Outcome {
+        let start = Instant::now();
+        let mut out = Outcome {
+            action: a,
+            bytes: 0,
+            ms: 0,
+            error: None,
+            note: None,
+            skipped: false,
+            base: Vec::new(),
+        };
+        let res = match out.action.kind {
+            ActionKind::Conflict | ActionKind::Skip | ActionKind::Error => Ok(()),
+            ActionKind::MoveLocal | ActionKind::MoveRemote => self.do_move(&mut out),
+            ActionKind::CopyRemote => self.do_copy(&mut out),
+            ActionKind::DeleteLocal | ActionKind::DeleteRemote => self.do_delete(&mut out),
+            ActionKind::MkdirLocal | ActionKind::MkdirRemote => self.do_mkdir(&mut out),
+            ActionKind::Upload | ActionKind::Download => self.do_transfer(&mut out),
+        };
+        if let Err(e) = res {
+            out.error = Some(e);
+            out.base.clear();
+        }
+        out.ms = start.elapsed().as_millis() as u64;
+        out
+    }
+
+    fn do_move(&self, out: &mut Outcome) -> Result<(), String> {
+        let a = &out.action;
+        let side = self.side(if a.kind == ActionKind::MoveLocal {
+            Side::Local
+        } else {
+            Side::Remote
+        });
+        let to = a.to.as_deref().ok_or("move without a destination")?;
+        let now = side.stat(&a.path).map_err(|e| e.to_string())?;
+        match (&now, &a.src) {
+            (Some(now), Some(planned)) if same_file(now, planned) => {}
+            (None, _) => return Err("source of the move is gone; will retry next run".into()),
+            _ => return Err("source of the move changed since it was planned; will retry".into()),
+        }
+        if side.stat(to).map_err(|e| e.to_string())?.is_some() {
+            return Err(format!(
+                "{to:?} already exists; not overwriting it with a move"
+            ));
+        }
+        side.mkdir_all(parent(to)).map_err(|e| e.to_string())?;
+        side.rename(&a.path, to).map_err(|e| e.to_string())?;
+        out.base = a.base.clone();
+        Ok(())
+    }
+
+    fn do_copy(&self, out: &mut Outcome) -> Result<(), String> {
+        let a = &out.action;
+        let to = a.to.as_deref().ok_or("copy without a destination")?;
+        if self.remote.stat(to).map_err(|e| e.to_string())?.is_some() {
+            return Err(format!(
+                "{to:?} already exists; not overwriting it with a copy"
+            ));
+        }
+        self.remote
+            .mkdir_all(parent(to))
+            .map_err(|e| e.to_string())?;
+        self.remote
+            .copy_file(&a.path, to)
+            .map_err(|e| e.to_string())?;
+        out.base = a.base.clone();
+        Ok(())
+    }
+
+    fn do_delete(&self, out: &mut Outcome) -> Result<(), String> {
+        let a = &out.action;
+        let side = self.side(if a.kind == ActionKind::DeleteLocal {
+            Side::Local
+        } else {
+            Side::Remote
+        });
+        let Some(planned) = &a.src else {
+            return Err("nothing to delete".into());
+        };
+        let now = side.stat(&a.path).map_err(|e| e.to_string())?;
+        let Some(now) = now else {
+            // Already gone: the goal is reached.
+            out.base.push(BaseUpdate {
+                path: a.path.clone(),
+                row: None,
+            });
+            return Ok(());
+        };
+        if !same_file(&now, planned) {
+            return Err("changed since it was planned; not deleting it, will retry".into());
+        }
+        match now.kind {
+            Kind::Dir => match side.remove_dir(&a.path) {
+                Ok(()) => {}
+                Err(RemoteError::NotFound { .. }) => {}
+                Err(e) => {
+                    // Excluded or brand-new files inside: the folder stays.
+                    out.skipped = true;
+                    out.note = Some(format!("folder kept: {e}"));
+                    return Ok(());
+                }
+            },
+            _ => {
+                if self.job.trash {
+                    let to = self.trash(side, &a.path)?;
+                    out.note = Some(format!("moved to {to}"));
+                } else {
+                    side.remove_file(&a.path).map_err(|e| e.to_string())?;
+                }
+            }
+        }
+        out.base.push(BaseUpdate {
+            path: a.path.clone(),
+            row: None,
+        });
+        Ok(())
+    }
+
+    /// Move `path` into this run's trash folder on `side`; returns the trash path.
+    fn trash(&self, side: &dyn Remote, path: &str) -> Result<String, String> {
+        let base = format!("{TRASH_DIR}/{}/{path}", self.trash_date);
+        let mut target = base.clone();
+        let mut n = 2;
+        while side.stat(&target).map_err(|e| e.to_string())?.is_some() {
+            target = format!("{base}~{n}");
+            n += 1;
+        }
+        side.mkdir_all(parent(&target)).map_err(|e| e.to_string())?;
+        side.rename(path, &target).map_err(|e| e.to_string())?;
+        Ok(target)
+    }
+
+    fn do_mkdir(&self, out: &mut Outcome) -> Result<(), String> {
+        let a = &out.action;
+        let side = self.side(if a.kind == ActionKind::MkdirLocal {
+            Side::Local
+        } else {
+            Side::Remote
+        });
+        side.mkdir_all(&a.path).map_err(|e| e.to_string())?;
+        let l = self.local.stat(&a.path).map_err(|e| e.to_string())?;
+        let r = self.remote.stat(&a.path).map_err(|e| e.to_string())?;
+        if let (Some(l), Some(r)) = (l, r) {
+            if l.is_dir() && r.is_dir() {
+                out.base.push(BaseUpdate {
+                    path: a.path.clone(),
+                    row: Some(BaseRow {
+                        local: Some(l),
+                        remote: Some(r),
+                    }),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn checkpoint(&self, path: &str, dir: &str) -> Option<Checkpoint> {
+        self.checkpoints
+            .lock()
+            .unwrap()
+            .get(&(path.to_string(), dir.to_string()))
+            .copied()
+    }
+
+    fn put_checkpoint(&self, path: &str, dir: &str, cp: Checkpoint) -> Result<(), String> {
+        self.store
+            .lock()
+            .unwrap()
+            .put_checkpoint(self.job_id, path, dir, &cp)
+            .map_err(|e| e.to_string())?;
+        self.checkpoints
+            .lock()
+            .unwrap()
+            .insert((path.to_string(), dir.to_string()), cp);
+        Ok(())
+    }
+
+    fn clear_checkpoint(&self, path: &str, dir: &str) -> Result<(), String> {
+        let had = self
+            .checkpoints
+            .lock()
+            .unwrap()
+            .remove(&(path.to_string(), dir.to_string()))
+            .is_some();
+        if had {
+            self.store
+                .lock()
+                .unwrap()
+                .clear_checkpoint(self.job_id, path, dir)
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    fn do_transfer(&self, out: &mut Outcome) -> Result<(), String> {
+        let a = out.action.clone();
+        let up = a.kind == ActionKind::Upload;
+        let (src, dst) = if up {
+            (self.local, self.remote)
+        } else {
+            (self.remote, self.local)
+        };
+        let dir = direction(a.kind);
+        let path = a.path.as_str();
+        let planned = a.src.as_ref().ok_or("transfer without a source entry")?;
+
+        // The source must still be what was planned, the destination what was seen.
+        let s_now = src
+            .stat(path)
+            .map_err(|e| e.to_string())?
+            .ok_or("source vanished since it was planned; will retry next run")?;
+        if !same_file(&s_now, planned) {
+            return Err("source changed since it was planned; will retry next run".into());
+        }
+        let d_now = dst.stat(path).map_err(|e| e.to_string())?;
+        match (&d_now, &a.dst) {
+            (None, _) => {}
+            (Some(now), Some(seen)) if same_file(now, seen) => {}
+            (Some(_), _) => {
+                return Err(
+                    "destination changed since it was planned; not overwriting it, will retry"
+                        .into(),
+                )
+            }
+        }
+
+        let size = s_now.size;
+        let partial = partial_name(path);
+        dst.mkdir_all(parent(path)).map_err(|e| e.to_string())?;
+
+        // Resume from a checkpoint that matches this very source version.
+        let mut offset = 0u64;
+        if let Some(cp) = self.checkpoint(path, dir) {
+            let same_source = cp.src_size == size
+                && cp.src_mtime == s_now.mtime
+                && (cp.src_inode.is_none() || cp.src_inode == s_now.inode);
+            let partial_len = dst
+                .stat(&partial)
+                .ok()
+                .flatten()
+                .filter(|e| e.is_file())
+                .map(|e| e.size);
+            if same_source && dst.capabilities().resume_write {
+                if let Some(len) = partial_len {
+                    if len >= cp.offset && cp.offset <= size {
+                        offset = cp.offset;
+                    }
+                }
+            }
+            if offset == 0 {
+                self.clear_checkpoint(path, dir)?;
+            }
+        }
+        let resumed_at = offset;
+
+        let secure = self.job.compare == Compare::Secure;
+        let mut hasher = secure.then(blake3::Hasher::new);
+        if let (Some(h), true) = (hasher.as_mut(), offset > 0) {
+            // Hash the prefix already sent, from the source, so the whole file is verified.
+            let mut r = src.open_read(path, 0).map_err(|e| e.to_string())?;
+            let mut left = offset;
+            let mut buf = vec![0u8; 1 << 20];
+            while left > 0 {
+                let want = (buf.len() as u64).min(left) as usize;
+                let n = r
+                    .read(&mut buf[..want])
+                    .map_err(|e| format!("read {path:?}: {e}"))?;
+                if n == 0 {
+                    break;
+                }
+                h.update(&buf[..n]);
+                left -= n as u64;
+            }
+        }
+
+        let result = self.copy_chunks(src, dst, path, &partial, dir, &s_now, offset, &mut hasher);
+        let sent = match result {
+            Ok(sent) => sent,
+            Err(e) => {
+                // Keep a checkpointed partial for the next run; drop one that cannot resume.
+                if self.checkpoint(path, dir).is_none() {
+                    let _ = dst.remove_file(&partial);
+                }
+                out.bytes = 0;
+                return Err(e);
+            }
+        };
+        out.bytes = sent;
+
+        // Verify: the source did not change while it was read, the partial is complete.
+        let discard = |msg: String| -> Result<(), String> {
+            let _ = dst.remove_file(&partial);
+            let _ = self.clear_checkpoint(path, dir);
+            Err(msg)
+        };
+        let s_after = src.stat(path).map_err(|e| e.to_string())?;
+        if !s_after.as_ref().is_some_and(|e| same_file(e, &s_now)) {
+            return discard("source changed while it was read; not committed, will retry".into());
+        }
+        let p_now = dst.stat(&partial).map_err(|e| e.to_string())?;
+        if p_now.as_ref().map(|e| e.size) != Some(size) {
+            return discard(format!(
+                "verification failed: wrote {} of {size} bytes",
+                p_now.map(|e| e.size).unwrap_or(0)
+            ));
+        }
+        let mut hash = None;
+        if let Some(h) = hasher {
+            let got = *h.finalize().as_bytes();
+            if planned.hash.is_some_and(|want| want != got) {
+                return discard("source content differs from the planned hash; will retry".into());
+            }
+            if dst.capabilities().content_hash {
+                let back = dst.hash(&partial).map_err(|e| e.to_string())?;
+                if back != got {
+                    return discard("verification failed: content hash mismatch".into());
+                }
+            }
+            hash = Some(got);
+        }
+
+        if dst.capabilities().set_mtime {
+            dst.set_mtime(&partial, s_now.mtime)
+                .map_err(|e| e.to_string())?;
+        }
+        // The version being replaced goes to trash; then the partial takes its name.
+        if let Some(old) = &d_now {
+            if old.is_file() && self.job.trash {
+                self.trash(dst, path)?;
+            }
+        }
+        dst.rename(&partial, path).map_err(|e| e.to_string())?;
+        self.clear_checkpoint(path, dir)?;
+
+        let mut d_final = dst
+            .stat(path)
+            .map_err(|e| e.to_string())?
+            .ok_or("file vanished right after it was written")?;
+        let mut s_entry = s_now;
+        s_entry.hash = hash;
+        d_final.hash = hash;
+        let row = if up {
+            BaseRow {
+                local: Some(s_entry),
+                remote: Some(d_final),
+            }
+        } else {
+            BaseRow {
+                local: Some(d_final),
+                remote: Some(s_entry),
+            }
+        };
+        out.base.push(BaseUpdate {
+            path: path.to_string(),
+            row: Some(row),
+        });
+        if resumed_at > 0 {
+            out.note = Some(format!(
+                "resumed at byte {resumed_at} of {size}; sent {sent} bytes"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Copy `src:path` from `offset` into `dst:partial`, checkpointing after each chunk that
+    /// is not the last. Returns the bytes sent.
+    #[allow(clippy::too_many_arguments)]
+    fn copy_chunks(
+        &self,
+        src: &dyn Remote,
+        dst: &dyn Remote,
+        path: &str,
+        partial: &str,
+        dir: &str,
+        s_now: &Entry,
+        mut offset: u64,
+        hasher: &mut Option<blake3::Hasher>,
+    ) -> Result<u64, String> {
+        let size = s_now.size;
+        let start = offset;
+        let chunk = self.job.chunk_size.max(1);
+        let mut reader = src.open_read(path, offset).map_err(|e| e.to_string())?;
+        let mut writer = dst.open_write(partial, offset).map_err(|e| e.to_string())?;
+        let buf_len = chunk.min(size.saturating_sub(offset)).max(1) as usize;
+        let mut buf = vec![0u8; buf_len];
+        while offset < size {
+            if self.cancel.load(Ordering::Relaxed) {
+                writer.close().map_err(|e| e.to_string())?;
+                return Err("interrupted; will resume from the last checkpoint".into());
+            }
+            let want = ((size - offset).min(buf.len() as u64)) as usize;
+            let mut filled = 0;
+            while filled < want {
+                let n = reader
+                    .read(&mut buf[filled..want])
+                    .map_err(|e| format!("read {path:?}: {e}"))?;
+                if n == 0 {
+                    break;
+                }
+                filled += n;
+            }
+            if filled == 0 {
+                return Err(
+                    "source is shorter than planned (changed while read); will retry".into(),
+                );
+            }
+            writer
+                .write_all(&buf[..filled])
+                .map_err(|e| e.to_string())?;
+            if let Some(h) = hasher.as_mut() {
+                h.update(&buf[..filled]);
+            }
+            offset += filled as u64;
+            self.progress_bytes
+                .fetch_add(filled as u64, Ordering::Relaxed);
+            if offset < size {
+                // Durable first, then claimed: a checkpoint never points past real data.
+                writer.sync().map_err(|e| e.to_string())?;
+                self.put_checkpoint(
+                    path,
+                    dir,
+                    Checkpoint {
+                        src_size: size,
+                        src_mtime: s_now.mtime,
+                        src_inode: s_now.inode,
+                        offset,
+                    },
+                )?;
+            }
+        }
+        // A source that grew is caught by the stat after reading.
+        writer.close().map_err(|e| e.to_string())?;
+        Ok(offset - start)
+    }
+}

@@ -1,0 +1,1231 @@
+//! The planner: a PURE function from (local tree, remote tree, base, options) to a plan.
+//!
+//! No I/O happens here, so every rule of SPEC "Modes" and "Details that settle edge cases" is
+//! tested with tables and properties (`tests/planner_table.rs`, `tests/planner_props.rs`).
+//!
+//! How a plan is made:
+//! 1. **Moves** are matched first. A path gone from one side whose identity reappears at a new
+//!    path on the same side (local: same inode, and for files same size and mtime; remote: same
+//!    size and mtime — and hash when known — or, for a folder, the same subtree) becomes one move
+//!    on the other side. The base and the other side's tree are then relocated as if the move had
+//!    happened, so a renamed folder yields one move and nothing for its children.
+//! 2. Every path of the union of both trees and the base is classified per side against that
+//!    side's base entry (`Change`), and the mode turns the pair into an `Intent`.
+//! 3. Intents become actions; a folder deletion whose contents do not all go is turned back into
+//!    a folder that stays; a file replacing a folder whose contents stay is an error.
+//! 4. Guards: `max_delete` (counted after moves) and the emptied/missing root checks.
+
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
+
+use crate::job::{Compare, ConflictPolicy, MaxDelete, Mode};
+use crate::model::{ActionKind, Base, BaseRow, Entry, Kind, Side, Tree};
+use crate::remote::{file_name, parent};
+use crate::state::BaseUpdate;
+
+/// Everything about a job the planner needs, as plain values.
+#[derive(Debug, Clone)]
+pub struct PlanOptions {
+    pub mode: Mode,
+    pub conflict: ConflictPolicy,
+    pub compare: Compare,
+    pub delete_orphans: bool,
+    pub max_delete: MaxDelete,
+    pub force_delete: bool,
+    /// Cross-side mtime tolerance (`mtime_tolerance`), ns.
+    pub tolerance_ns: i64,
+    pub local_precision_ns: i64,
+    pub remote_precision_ns: i64,
+    /// `YYYYMMDD-HHMMSS` of the run's start in UTC, for keep-both names.
+    pub conflict_stamp: String,
+}
+
+impl PlanOptions {
+    pub fn new(mode: Mode) -> PlanOptions {
+        PlanOptions {
+            mode,
+            conflict: ConflictPolicy::Newer,
+            compare: Compare::Fast,
+            delete_orphans: false,
+            max_delete: MaxDelete::Percent(50),
+            force_delete: false,
+            tolerance_ns: 1_000_000_000,
+            local_precision_ns: 1,
+            remote_precision_ns: 1,
+            conflict_stamp: "19700101-000000".into(),
+        }
+    }
+}
+
+/// The state of a side's root as seen before planning.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RootState {
+    Ok,
+    Missing,
+    NotDir,
+    Unreadable(String),
+}
+
+/// One side as listed.
+#[derive(Debug, Clone, Copy)]
+pub struct SideView<'a> {
+    pub tree: &'a Tree,
+    /// Folders whose listing failed: nothing at or below them is judged this run.
+    pub unknown: &'a [String],
+    pub root: &'a RootState,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct PlanInput<'a> {
+    pub local: SideView<'a>,
+    pub remote: SideView<'a>,
+    /// The base restricted to paths the filters let through.
+    pub base: &'a Base,
+}
+
+/// One step of a plan, in the action log's vocabulary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Action {
+    pub kind: ActionKind,
+    pub path: String,
+    /// Move/copy destination, or the keep-both copy's name for `conflict`.
+    pub to: Option<String>,
+    /// Bytes to send (transfers), else 0.
+    pub bytes: u64,
+    pub message: Option<String>,
+    /// The entry read (transfers), moved, created or deleted.
+    pub src: Option<Entry>,
+    /// What the destination held when planned: replaced entries go to trash, and a destination
+    /// that no longer matches at execution time is not overwritten.
+    pub dst: Option<Entry>,
+    /// Base rows written when the action succeeds (moves relocate rows; transfers, mkdirs and
+    /// deletes have theirs computed by the executor from what it observed).
+    pub base: Vec<BaseUpdate>,
+}
+
+impl Action {
+    fn new(kind: ActionKind, path: &str) -> Action {
+        Action {
+            kind,
+            path: path.to_string(),
+            to: None,
+            bytes: 0,
+            message: None,
+            src: None,
+            dst: None,
+            base: Vec::new(),
+        }
+    }
+
+    fn msg(mut self, m: impl Into<String>) -> Action {
+        self.message = Some(m.into());
+        self
+    }
+
+    pub fn is_delete(&self) -> bool {
+        matches!(
+            self.kind,
+            ActionKind::DeleteLocal | ActionKind::DeleteRemote
+        )
+    }
+
+    pub fn is_file_delete(&self) -> bool {
+        self.is_delete() && self.src.as_ref().is_some_and(|e| e.kind == Kind::File)
+    }
+}
+
+/// Why a plan must not run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Guard {
+    MaxDelete {
+        count: u64,
+        limit: u64,
+        setting: MaxDelete,
+    },
+    RootMissing {
+        side: Side,
+        reason: String,
+    },
+    EmptiedRoot {
+        side: Side,
+        deletes: u64,
+    },
+}
+
+impl std::fmt::Display for Guard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Guard::MaxDelete {
+                count,
+                limit,
+                setting,
+            } => write!(
+                f,
+                "the plan would delete {count} files, more than max_delete = {setting} \
+                 (limit {limit}); nothing was changed. Check the job's folders, then re-run \
+                 with --force-delete to allow it"
+            ),
+            Guard::RootMissing { side, reason } => write!(
+                f,
+                "the {} root {reason}, but the job has synced files before; nothing was \
+                 changed (is a disk or share not mounted?)",
+                side_name(*side)
+            ),
+            Guard::EmptiedRoot { side, deletes } => write!(
+                f,
+                "the {} root is empty although the last sync left files there; propagating \
+                 that would delete {deletes} files on the {} side. Nothing was changed. If \
+                 the folder was emptied on purpose, re-run with --force-delete",
+                side_name(*side),
+                side_name(side.other())
+            ),
+        }
+    }
+}
+
+fn side_name(s: Side) -> &'static str {
+    match s {
+        Side::Local => "local",
+        Side::Remote => "remote",
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Plan {
+    /// In execution order: records (conflict/skip/error), moves, deletions (deepest first),
+    /// folder creations (shallowest first), transfers.
+    pub actions: Vec<Action>,
+    /// Base rows to write with no action: equal files adopted, rows of paths gone on both
+    /// sides dropped.
+    pub base_updates: Vec<BaseUpdate>,
+    pub guard: Option<Guard>,
+    /// File deletions, counted after moves were matched.
+    pub file_deletes: u64,
+}
+
+impl Plan {
+    pub fn bytes(&self) -> u64 {
+        self.actions.iter().map(|a| a.bytes).sum()
+    }
+}
+
+/// A path's state on one side relative to that side's base entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// Not there now, not in the base.
+    Absent,
+    New,
+    Unchanged,
+    Changed,
+    Deleted,
+}
+
+impl Change {
+    fn is_new_or_changed(self) -> bool {
+        matches!(self, Change::New | Change::Changed)
+    }
+}
+
+/// What the mode decides for one path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Intent {
+    Nothing,
+    /// Make the remote like the local (upload / mkdir_remote).
+    Push {
+        conflict: bool,
+    },
+    /// Make the local like the remote.
+    Pull {
+        conflict: bool,
+    },
+    DeleteLocal,
+    DeleteRemote,
+    Adopt,
+    Drop,
+    KeepBoth,
+    Error(String),
+    Skip(String),
+}
+
+/// Compares entries under the job's settings.
+struct Cmp<'o> {
+    o: &'o PlanOptions,
+}
+
+impl Cmp<'_> {
+    /// Same side now vs. its own base entry: exact, since the base holds what the side
+    /// reported.
+    fn changed(&self, cur: &Entry, base: &Entry) -> bool {
+        if cur.kind != base.kind {
+            return true;
+        }
+        match cur.kind {
+            Kind::Dir | Kind::Symlink => false,
+            Kind::File => {
+                if cur.size != base.size {
+                    return true;
+                }
+                if self.o.compare == Compare::Secure {
+                    if let (Some(a), Some(b)) = (cur.hash, base.hash) {
+                        return a != b;
+                    }
+                }
+                cur.mtime != base.mtime
+            }
+        }
+    }
+
+    fn change(&self, cur: Option<&Entry>, base: Option<&Entry>) -> Change {
+        match (cur, base) {
+            (None, None) => Change::Absent,
+            (Some(_), None) => Change::New,
+            (None, Some(_)) => Change::Deleted,
+            (Some(c), Some(b)) => {
+                if self.changed(c, b) {
+                    Change::Changed
+                } else {
+                    Change::Unchanged
+                }
+            }
+        }
+    }
+
+    /// Local vs. remote: equal content? (size and mtime within tolerance at the coarser
+    /// precision, or equal hashes in secure mode when both are known)
+    fn same_content(&self, l: &Entry, r: &Entry) -> bool {
+        if l.kind != r.kind {
+            return false;
+        }
+        match l.kind {
+            Kind::Dir => true,
+            Kind::Symlink => false,
+            Kind::File => {
+                if l.size != r.size {
+                    return false;
+                }
+                if self.o.compare == Compare::Secure {
+                    if let (Some(a), Some(b)) = (l.hash, r.hash) {
+                        return a == b;
+                    }
+                }
+                self.mtime_close(l.mtime, r.mtime)
+            }
+        }
+    }
+
+    fn mtime_close(&self, a: i64, b: i64) -> bool {
+        let p = self
+            .o
+            .local_precision_ns
+            .max(self.o.remote_precision_ns)
+            .max(1);
+        let (a, b) = (a.div_euclid(p), b.div_euclid(p));
+        let diff = (a - b).unsigned_abs() as i128 * p as i128;
+        diff <= self.o.tolerance_ns as i128
+    }
+
+    /// Are the two sides holding the same thing, by the base or by content?
+    fn in_sync(&self, l: &Entry, r: &Entry, b: Option<&BaseRow>) -> bool {
+        if let Some(BaseRow {
+            local: Some(bl),
+            remote: Some(br),
+        }) = b
+        {
+            if !self.changed(l, bl) && !self.changed(r, br) {
+                return true;
+            }
+        }
+        self.same_content(l, r)
+    }
+}
+
+fn depth(p: &str) -> usize {
+    p.bytes().filter(|&c| c == b'/').count()
+}
+
+/// Is `p` equal to `dir` or inside it?
+fn at_or_under(p: &str, dir: &str) -> bool {
+    dir.is_empty()
+        || p == dir
+        || (p.len() > dir.len() && p.starts_with(dir) && p.as_bytes()[dir.len()] == b'/')
+}
+
+fn under_any(p: &str, dirs: &[String]) -> bool {
+    dirs.iter().any(|d| p.len() > d.len() && at_or_under(p, d))
+}
+
+/// Entries of `map` at or below `dir`, in order: the folder itself, then the contiguous key
+/// range `dir/` .. `dir0` (`0` is the byte after `/`).
+fn subtree<'m, V>(
+    map: &'m std::collections::BTreeMap<String, V>,
+    dir: &str,
+) -> Box<dyn Iterator<Item = (&'m String, &'m V)> + 'm> {
+    if dir.is_empty() {
+        return Box::new(map.iter());
+    }
+    let own = map.get_key_value(dir);
+    let lo = format!("{dir}/");
+    let hi = format!("{dir}0");
+    Box::new(own.into_iter().chain(map.range(lo..hi)))
+}
+
+/// Move everything at or below `from` to the same place below `to`.
+fn relocate<V: Clone>(map: &mut std::collections::BTreeMap<String, V>, from: &str, to: &str) {
+    let keys: Vec<String> = subtree(map, from).map(|(k, _)| k.clone()).collect();
+    let mut moved = Vec::with_capacity(keys.len());
+    for k in keys {
+        let v = map.remove(&k).expect("key listed above");
+        moved.push((format!("{to}{}", &k[from.len()..]), v));
+    }
+    for (k, v) in moved {
+        map.insert(k, v);
+    }
+}
+
+/// The keep-both copy's name: `NAME.conflict-STAMP[-N].EXT` beside `path`, not taken by
+/// anything in `taken`, at most 255 bytes.
+pub fn conflict_name(path: &str, stamp: &str, taken: &dyn Fn(&str) -> bool) -> String {
+    let dir = parent(path);
+    let name = file_name(path);
+    // The last extension is kept; a dotfile with no other dot has none.
+    let (stem, ext) = match name.rfind('.') {
+        Some(i) if i > 0 => (&name[..i], &name[i..]),
+        _ => (name, ""),
+    };
+    for n in 1.. {
+        let suffix = if n == 1 {
+            String::new()
+        } else {
+            format!("-{n}")
+        };
+        let tail = format!(".conflict-{stamp}{suffix}{ext}");
+        let mut stem_part = stem;
+        while stem_part.len() + tail.len() > 255 {
+            let mut cut = stem_part.len() - 1;
+            while !stem_part.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            stem_part = &stem_part[..cut];
+        }
+        let candidate = crate::remote::join(dir, &format!("{stem_part}{tail}"));
+        if !taken(&candidate) {
+            return candidate;
+        }
+    }
+    unreachable!()
+}
+
+/// Make the plan. Pure: same input, same plan.
+pub fn plan(input: &PlanInput<'_>, o: &PlanOptions) -> Plan {
+    let cmp = Cmp { o };
+    let mut out = Plan::default();
+
+    // Guard: a root that is missing, not a folder or unreadable, for a job that synced before.
+    let base_files = input
+        .base
+        .values()
+        .filter(|r| {
+            r.local.as_ref().is_some_and(Entry::is_file)
+                || r.remote.as_ref().is_some_and(Entry::is_file)
+        })
+        .count() as u64;
+    for (side, view) in [(Side::Local, &input.local), (Side::Remote, &input.remote)] {
+        let reason = match view.root {
+            RootState::Ok => continue,
+            RootState::Missing => "is missing".to_string(),
+            RootState::NotDir => "is not a directory".to_string(),
+            RootState::Unreadable(e) => format!("cannot be read ({e})"),
+        };
+        if base_files > 0 {
+            out.guard = Some(Guard::RootMissing { side, reason });
+            return out;
+        }
+    }
+
+    let mut local: Cow<'_, Tree> = Cow::Borrowed(input.local.tree);
+    let mut remote: Cow<'_, Tree> = Cow::Borrowed(input.remote.tree);
+    let mut base: Cow<'_, Base> = Cow::Borrowed(input.base);
+    let unknown: Vec<String> = input
+        .local
+        .unknown
+        .iter()
+        .chain(input.remote.unknown)
+        .cloned()
+        .collect();
+
+    let mut moves = Vec::new();
+    if o.mode.writes_remote() {
+        match_local_moves(&cmp, &local, &mut remote, &mut base, &unknown, &mut moves);
+    }
+    if o.mode.writes_local() {
+        match_remote_moves(&cmp, &mut local, &remote, &mut base, &unknown, &mut moves);
+    }
+
+    // Per-path intents over the union of paths, in order.
+    let mut intents: Vec<(String, Intent)> = Vec::new();
+    for (path, l, r, b) in union3(&local, &remote, &base) {
+        if unknown.iter().any(|d| at_or_under(path, d)) {
+            continue;
+        }
+        let intent = decide(&cmp, o, l, r, b);
+        if intent != Intent::Nothing {
+            intents.push((path.to_string(), intent));
+        }
+    }
+
+    materialize(&cmp, o, &local, &remote, &base, intents, &mut out);
+
+    // Order: records, moves, deletions deepest first, mkdirs shallowest first, transfers.
+    let mut records = Vec::new();
+    let mut deletes = Vec::new();
+    let mut mkdirs = Vec::new();
+    let mut transfers = Vec::new();
+    for a in std::mem::take(&mut out.actions) {
+        match a.kind {
+            ActionKind::Conflict | ActionKind::Skip | ActionKind::Error => records.push(a),
+            ActionKind::MoveLocal | ActionKind::MoveRemote | ActionKind::CopyRemote => {
+                moves.push(a)
+            }
+            ActionKind::DeleteLocal | ActionKind::DeleteRemote => deletes.push(a),
+            ActionKind::MkdirLocal | ActionKind::MkdirRemote => mkdirs.push(a),
+            ActionKind::Upload | ActionKind::Download => transfers.push(a),
+        }
+    }
+    deletes.sort_by(|a, b| b.path.cmp(&a.path));
+    out.file_deletes = deletes.iter().filter(|a| a.is_file_delete()).count() as u64;
+    out.actions = records;
+    out.actions.extend(moves);
+    out.actions.extend(deletes);
+    out.actions.extend(mkdirs);
+    out.actions.extend(transfers);
+
+    // Guard: max_delete, counted after moves were matched.
+    if !o.force_delete {
+        let limit = match o.max_delete {
+            MaxDelete::Count(n) => Some(n),
+            MaxDelete::Percent(p) if base_files > 0 => Some(base_files * p as u64 / 100),
+            MaxDelete::Percent(_) => None,
+        };
+        if let Some(limit) = limit {
+            if out.file_deletes > limit {
+                out.guard = Some(Guard::MaxDelete {
+                    count: out.file_deletes,
+                    limit,
+                    setting: o.max_delete,
+                });
+            }
+        }
+    }
+
+    // Guard: a root that is suddenly empty must not propagate its emptiness.
+    if !o.force_delete && base_files > 0 && out.guard.is_none() {
+        for (side, view, del_kind) in [
+            (Side::Local, &input.local, ActionKind::DeleteRemote),
+            (Side::Remote, &input.remote, ActionKind::DeleteLocal),
+        ] {
+            if !view.tree.is_empty() {
+                continue;
+            }
+            let deletes = out
+                .actions
+                .iter()
+                .filter(|a| a.kind == del_kind && a.is_file_delete())
+                .count() as u64;
+            if deletes > 0 {
+                out.guard = Some(Guard::EmptiedRoot { side, deletes });
+                break;
+            }
+        }
+    }
+    out
+}
+
+type Row<'a> = (
+    &'a str,
+    Option<&'a Entry>,
+    Option<&'a Entry>,
+    Option<&'a BaseRow>,
+);
+
+/// The sorted union of three sorted maps' keys, with each map's value.
+fn union3<'a>(l: &'a Tree, r: &'a Tree, b: &'a Base) -> Vec<Row<'a>> {
+    let mut li = l.iter().peekable();
+    let mut ri = r.iter().peekable();
+    let mut bi = b.iter().peekable();
+    let mut out = Vec::with_capacity(l.len().max(r.len()).max(b.len()));
+    loop {
+        let next = [
+            li.peek().map(|(k, _)| k.as_str()),
+            ri.peek().map(|(k, _)| k.as_str()),
+            bi.peek().map(|(k, _)| k.as_str()),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        let Some(key) = next else { break };
+        let lv = if li.peek().is_some_and(|(k, _)| k.as_str() == key) {
+            li.next().map(|(_, v)| v)
+        } else {
+            None
+        };
+        let rv = if ri.peek().is_some_and(|(k, _)| k.as_str() == key) {
+            ri.next().map(|(_, v)| v)
+        } else {
+            None
+        };
+        let (bk, bv) = if bi.peek().is_some_and(|(k, _)| k.as_str() == key) {
+            let (k, v) = bi.next().unwrap();
+            (Some(k.as_str()), Some(v))
+        } else {
+            (None, None)
+        };
+        // Borrow the key from whichever map holds it, so it lives as long as the maps.
+        let key: &'a str = match (lv, rv, bk) {
+            (Some(_), _, _) => l.get_key_value(key).unwrap().0.as_str(),
+            (None, Some(_), _) => r.get_key_value(key).unwrap().0.as_str(),
+            (None, None, Some(k)) => k,
+            (None, None, None) => unreachable!(),
+        };
+        out.push((key, lv, rv, bv));
+    }
+    out
+}
+
+fn decide(
+    cmp: &Cmp<'_>,
+    o: &PlanOptions,
+    l: Option<&Entry>,
+    r: Option<&Entry>,
+    b: Option<&BaseRow>,
+) -> Intent {
+    let bl = b.and_then(|b| b.local.as_ref());
+    let br = b.and_then(|b| b.remote.as_ref());
+
+    // Symlinks are never followed nor replaced.
+    let l_link = l.is_some_and(|e| e.kind == Kind::Symlink);
+    let r_link = r.is_some_and(|e| e.kind == Kind::Symlink);
+    if l_link || r_link {
+        let relevant = match o.mode {
+            Mode::Bidirectional => true,
+            Mode::Upload | Mode::MirrorUpload => l_link || r.is_some() && l.is_some(),
+            Mode::Download | Mode::Mirror => r_link || l.is_some() && r.is_some(),
+        };
+        if !relevant {
+            return Intent::Nothing;
+        }
+        let side = if l_link { "local" } else { "remote" };
+        return Intent::Skip(format!("symlink on the {side} side: not followed"));
+    }
+
+    let lc = cmp.change(l, bl);
+    let rc = cmp.change(r, br);
+    use Change::*;
+
+    match o.mode {
+        Mode::Bidirectional => match (lc, rc) {
+            (Absent, Absent) | (Deleted, Deleted) | (Deleted, Absent) | (Absent, Deleted) => {
+                if b.is_some() {
+                    Intent::Drop
+                } else {
+                    Intent::Nothing
+                }
+            }
+            (Unchanged, Unchanged) => Intent::Nothing,
+            (New | Changed, Absent | Unchanged | Deleted) | (Unchanged, Absent) => {
+                Intent::Push { conflict: false }
+            }
+            (Absent | Unchanged | Deleted, New | Changed) | (Absent, Unchanged) => {
+                Intent::Pull { conflict: false }
+            }
+            (Deleted, Unchanged) => Intent::DeleteRemote,
+            (Unchanged, Deleted) => Intent::DeleteLocal,
+            (New | Changed, New | Changed) => {
+                let (l, r) = (l.unwrap(), r.unwrap());
+                if cmp.in_sync(l, r, b) {
+                    Intent::Adopt
+                } else if l.kind != r.kind {
+                    Intent::Error(format!(
+                        "type clash: a {} on the local side and a {} on the remote side; \
+                         neither matches the last sync, nothing was changed",
+                        l.kind.as_str(),
+                        r.kind.as_str()
+                    ))
+                } else {
+                    match o.conflict {
+                        ConflictPolicy::Local => Intent::Push { conflict: true },
+                        ConflictPolicy::Remote => Intent::Pull { conflict: true },
+                        ConflictPolicy::Newer => {
+                            if l.mtime >= r.mtime {
+                                Intent::Push { conflict: true }
+                            } else {
+                                Intent::Pull { conflict: true }
+                            }
+                        }
+                        ConflictPolicy::KeepBoth => Intent::KeepBoth,
+                    }
+                }
+            }
+        },
+        Mode::Upload | Mode::MirrorUpload | Mode::Download | Mode::Mirror => {
+            let to_remote = matches!(o.mode, Mode::Upload | Mode::MirrorUpload);
+            let (s, d, sc, dc) = if to_remote {
+                (l, r, lc, rc)
+            } else {
+                (r, l, rc, lc)
+            };
+            let push = if to_remote {
+                |conflict| Intent::Push { conflict }
+            } else {
+                |conflict| Intent::Pull { conflict }
+            };
+            let delete_dest = if to_remote {
+                Intent::DeleteRemote
+            } else {
+                Intent::DeleteLocal
+            };
+            let mirror = o.mode.is_mirror();
+            match sc {
+                Absent | Deleted => {
+                    if mirror && o.delete_orphans && d.is_some() {
+                        delete_dest
+                    } else if sc == Deleted {
+                        Intent::Drop
+                    } else {
+                        Intent::Nothing
+                    }
+                }
+                New | Changed => {
+                    let s = s.unwrap();
+                    match d {
+                        Some(d) if cmp.in_sync_oriented(s, d, b, to_remote) => Intent::Adopt,
+                        Some(_) if dc.is_new_or_changed() => push(true),
+                        _ => push(false),
+                    }
+                }
+                Unchanged => {
+                    if !mirror {
+                        return Intent::Nothing;
+                    }
+                    let s = s.unwrap();
+                    match d {
+                        Some(d) if cmp.in_sync_oriented(s, d, b, to_remote) => Intent::Nothing,
+                        _ => push(false),
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Cmp<'_> {
+    /// `in_sync` with the source/destination pair put back in local/remote order.
+    fn in_sync_oriented(
+        &self,
+        s: &Entry,
+        d: &Entry,
+        b: Option<&BaseRow>,
+        s_is_local: bool,
+    ) -> bool {
+        if s_is_local {
+            self.in_sync(s, d, b)
+        } else {
+            self.in_sync(d, s, b)
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn materialize(
+    cmp: &Cmp<'_>,
+    o: &PlanOptions,
+    local: &Tree,
+    remote: &Tree,
+    base: &Base,
+    intents: Vec<(String, Intent)>,
+    out: &mut Plan,
+) {
+    let _ = cmp;
+    // Which paths each side will lose, to check that a folder deletion takes all its contents.
+    let mut deleted_local: HashSet<&str> = HashSet::new();
+    let mut deleted_remote: HashSet<&str> = HashSet::new();
+    for (p, i) in &intents {
+        match i {
+            Intent::DeleteLocal => {
+                deleted_local.insert(p.as_str());
+            }
+            Intent::DeleteRemote => {
+                deleted_remote.insert(p.as_str());
+            }
+            // A file pushed over a folder, or a folder pushed over a file, removes the other.
+            Intent::Push { .. }
+                if local.get(p).map(|e| e.kind) != remote.get(p).map(|e| e.kind)
+                    && remote.contains_key(p) =>
+            {
+                deleted_remote.insert(p.as_str());
+            }
+            Intent::Pull { .. }
+                if local.get(p).map(|e| e.kind) != remote.get(p).map(|e| e.kind)
+                    && local.contains_key(p) =>
+            {
+                deleted_local.insert(p.as_str());
+            }
+            _ => {}
+        }
+    }
+    let all_go = |tree: &Tree, deleted: &HashSet<&str>, dir: &str| -> bool {
+        subtree(tree, dir).all(|(k, _)| deleted.contains(k.as_str()))
+    };
+
+    // Names a keep-both copy must not take.
+    let mut taken_names: HashSet<String> = HashSet::new();
+    let mut skip_under: Vec<String> = Vec::new();
+
+    for (path, intent) in &intents {
+        let p = path.as_str();
+        if under_any(p, &skip_under) {
+            continue;
+        }
+        let l = local.get(p);
+        let r = remote.get(p);
+        let b = base.get(p);
+        match intent {
+            Intent::Nothing => {}
+            Intent::Adopt => out.base_updates.push(BaseUpdate {
+                path: path.clone(),
+                row: Some(BaseRow {
+                    local: l.cloned(),
+                    remote: r.cloned(),
+                }),
+            }),
+            Intent::Drop => out.base_updates.push(BaseUpdate {
+                path: path.clone(),
+                row: None,
+            }),
+            Intent::Skip(m) => out
+                .actions
+                .push(Action::new(ActionKind::Skip, p).msg(m.clone())),
+            Intent::Error(m) => {
+                out.actions
+                    .push(Action::new(ActionKind::Error, p).msg(m.clone()));
+                skip_under.push(path.clone());
+            }
+            Intent::DeleteLocal | Intent::DeleteRemote => {
+                let (kind, victim, tree, deleted, keep_kind) = if *intent == Intent::DeleteLocal {
+                    (
+                        ActionKind::DeleteLocal,
+                        l,
+                        local,
+                        &deleted_local,
+                        ActionKind::MkdirRemote,
+                    )
+                } else {
+                    (
+                        ActionKind::DeleteRemote,
+                        r,
+                        remote,
+                        &deleted_remote,
+                        ActionKind::MkdirLocal,
+                    )
+                };
+                let Some(victim) = victim else {
+                    if b.is_some() {
+                        out.base_updates.push(BaseUpdate {
+                            path: path.clone(),
+                            row: None,
+                        });
+                    }
+                    continue;
+                };
+                if victim.is_dir() && !all_go(tree, deleted, p) {
+                    // Something inside stays (changed on this side): keep the folder, and
+                    // recreate it on the side where it was deleted.
+                    let other = if kind == ActionKind::DeleteLocal {
+                        r
+                    } else {
+                        l
+                    };
+                    if other.is_none() {
+                        let mut a = Action::new(keep_kind, p);
+                        a.src = Some(victim.clone());
+                        out.actions.push(a);
+                    }
+                    continue;
+                }
+                let mut a = Action::new(kind, p);
+                a.src = Some(victim.clone());
+                out.actions.push(a);
+            }
+            Intent::Push { conflict } | Intent::Pull { conflict } => {
+                let push = matches!(intent, Intent::Push { .. });
+                let (s, d, tree_d, deleted_d, del_kind, mk_kind, xfer) = if push {
+                    (
+                        l,
+                        r,
+                        remote,
+                        &deleted_remote,
+                        ActionKind::DeleteRemote,
+                        ActionKind::MkdirRemote,
+                        ActionKind::Upload,
+                    )
+                } else {
+                    (
+                        r,
+                        l,
+                        local,
+                        &deleted_local,
+                        ActionKind::DeleteLocal,
+                        ActionKind::MkdirLocal,
+                        ActionKind::Download,
+                    )
+                };
+                let Some(s) = s else { continue };
+                if *conflict {
+                    let winner = if push { "local" } else { "remote" };
+                    out.actions.push(Action::new(ActionKind::Conflict, p).msg(format!(
+                        "changed on both sides; the {winner} version wins ({}), the other goes to trash",
+                        o.conflict.as_str()
+                    )));
+                }
+                match (s.kind, d.map(|e| e.kind)) {
+                    (Kind::Dir, Some(Kind::Dir)) => out.base_updates.push(BaseUpdate {
+                        path: path.clone(),
+                        row: Some(BaseRow {
+                            local: l.cloned(),
+                            remote: r.cloned(),
+                        }),
+                    }),
+                    (Kind::Dir, dk) => {
+                        if let Some(Kind::File) = dk {
+                            let mut del = Action::new(del_kind, p);
+                            del.src = d.cloned();
+                            out.actions.push(del);
+                        }
+                        let mut a = Action::new(mk_kind, p);
+                        a.src = Some(s.clone());
+                        out.actions.push(a);
+                    }
+                    (Kind::File, dk) => {
+                        if dk == Some(Kind::Dir) {
+                            if !all_go(tree_d, deleted_d, p)
+                                || subtree(tree_d, p)
+                                    .any(|(k, _)| k != path && !deleted_d.contains(k.as_str()))
+                            {
+                                out.actions.push(Action::new(ActionKind::Error, p).msg(
+                                    "type clash: a file replaces a folder whose contents \
+                                     changed or are kept; nothing was changed",
+                                ));
+                                skip_under.push(path.clone());
+                                continue;
+                            }
+                            let mut del = Action::new(del_kind, p);
+                            del.src = d.cloned();
+                            out.actions.push(del);
+                        }
+                        let mut a = Action::new(xfer, p);
+                        a.bytes = s.size;
+                        a.src = Some(s.clone());
+                        a.dst = d.filter(|e| e.is_file()).cloned();
+                        out.actions.push(a);
+                    }
+                    (Kind::Symlink, _) => {}
+                }
+            }
+            Intent::KeepBoth => {
+                let (Some(l), Some(r)) = (l, r) else { continue };
+                let taken = |c: &str| {
+                    local.contains_key(c) || remote.contains_key(c) || taken_names.contains(c)
+                };
+                let copy = conflict_name(p, &o.conflict_stamp, &taken);
+                taken_names.insert(copy.clone());
+                let mut rec = Action::new(ActionKind::Conflict, p).msg(
+                    "changed on both sides; both kept (keep-both): the remote version is saved as the copy",
+                );
+                rec.to = Some(copy.clone());
+                out.actions.push(rec);
+                let mut mv = Action::new(ActionKind::MoveRemote, p);
+                mv.to = Some(copy.clone());
+                mv.src = Some(r.clone());
+                out.actions.push(mv);
+                let mut down = Action::new(ActionKind::Download, &copy);
+                down.bytes = r.size;
+                down.src = Some(r.clone());
+                out.actions.push(down);
+                let mut up = Action::new(ActionKind::Upload, p);
+                up.bytes = l.size;
+                up.src = Some(l.clone());
+                out.actions.push(up);
+            }
+        }
+    }
+}
+
+/// A remote file's identity for move matching: size, mtime, hash when known.
+type FileKey = (u64, i64, Option<[u8; 32]>);
+
+/// Local renames: a base path gone locally whose inode shows up at a new local path.
+fn match_local_moves(
+    cmp: &Cmp<'_>,
+    local: &Tree,
+    remote: &mut Cow<'_, Tree>,
+    base: &mut Cow<'_, Base>,
+    unknown: &[String],
+    moves: &mut Vec<Action>,
+) {
+    // New local paths by inode.
+    let mut by_inode: HashMap<u64, &str> = HashMap::new();
+    let mut dup_inodes: HashSet<u64> = HashSet::new();
+    for (p, e) in local.iter() {
+        if e.kind == Kind::Symlink {
+            continue;
+        }
+        let Some(ino) = e.inode else { continue };
+        if base.get(p).is_some_and(|b| b.local.is_some()) {
+            continue;
+        }
+        if by_inode.insert(ino, p.as_str()).is_some() {
+            dup_inodes.insert(ino);
+        }
+    }
+    if by_inode.is_empty() {
+        return;
+    }
+    let mut candidates: Vec<(String, String)> = Vec::new();
+    for (p, row) in base.iter() {
+        let Some(bl) = &row.local else { continue };
+        let Some(ino) = bl.inode else { continue };
+        if local.contains_key(p) || dup_inodes.contains(&ino) {
+            continue;
+        }
+        if let Some(q) = by_inode.get(&ino) {
+            candidates.push((p.clone(), q.to_string()));
+        }
+    }
+    candidates.sort_by_key(|(p, _)| (depth(p), p.clone()));
+    for (p, q) in candidates {
+        if under_any(&p, unknown) || under_any(&q, unknown) || at_or_under(&q, &p) {
+            continue;
+        }
+        let Some(row) = base.get(&p).cloned() else {
+            continue; // relocated by an earlier folder move
+        };
+        let (Some(bl), Some(br)) = (&row.local, &row.remote) else {
+            continue;
+        };
+        let Some(lq) = local.get(&q) else { continue };
+        if base.contains_key(&q) || remote.contains_key(&q) || lq.kind != bl.kind {
+            continue;
+        }
+        if lq.kind == Kind::File && (lq.size != bl.size || lq.mtime != bl.mtime) {
+            continue;
+        }
+        let Some(rp) = remote.get(&p) else { continue };
+        if cmp.changed(rp, br) {
+            continue;
+        }
+        let mut a = Action::new(ActionKind::MoveRemote, &p);
+        a.to = Some(q.clone());
+        a.src = Some(rp.clone());
+        a.base = relocation_updates(base, &p, &q);
+        relocate(remote.to_mut(), &p, &q);
+        relocate(base.to_mut(), &p, &q);
+        moves.push(a);
+    }
+}
+
+/// Remote renames: a base path gone remotely whose content (file: size, mtime, hash when
+/// known; folder: its whole subtree) shows up, unambiguously, at a new remote path.
+fn match_remote_moves(
+    cmp: &Cmp<'_>,
+    local: &mut Cow<'_, Tree>,
+    remote: &Tree,
+    base: &mut Cow<'_, Base>,
+    unknown: &[String],
+    moves: &mut Vec<Action>,
+) {
+    let new_remote: Vec<(&String, &Entry)> = remote
+        .iter()
+        .filter(|(p, e)| {
+            e.kind != Kind::Symlink && base.get(*p).is_none_or(|b| b.remote.is_none())
+        })
+        .collect();
+    if new_remote.is_empty() {
+        return;
+    }
+    let gone: Vec<(String, Entry)> = base
+        .iter()
+        .filter(|(p, row)| row.remote.is_some() && !remote.contains_key(*p))
+        .map(|(p, row)| (p.clone(), row.remote.clone().unwrap()))
+        .collect();
+    if gone.is_empty() {
+        return;
+    }
+
+    // Identity keys: files by (size, mtime, hash); folders by a digest of their subtree.
+    fn file_key(e: &Entry) -> FileKey {
+        (e.size, e.mtime, e.hash)
+    }
+    fn subtree_sig<'m>(
+        items: impl Iterator<Item = (&'m str, &'m Entry)>,
+        root: &str,
+    ) -> Option<[u8; 32]> {
+        let mut h = blake3::Hasher::new();
+        let mut files = 0;
+        for (k, e) in items {
+            if k == root {
+                continue;
+            }
+            h.update(&k.as_bytes()[root.len()..]);
+            h.update(&[0, e.kind as u8]);
+            if e.kind == Kind::File {
+                files += 1;
+                h.update(&e.size.to_le_bytes());
+                h.update(&e.mtime.to_le_bytes());
+            }
+        }
+        (files > 0).then(|| *h.finalize().as_bytes())
+    }
+
+    let mut new_files: HashMap<FileKey, Vec<&str>> = HashMap::new();
+    let mut new_dirs: HashMap<[u8; 32], Vec<&str>> = HashMap::new();
+    for (p, e) in &new_remote {
+        if e.kind == Kind::File {
+            new_files.entry(file_key(e)).or_default().push(p.as_str());
+        }
+    }
+    let any_gone_dir = gone.iter().any(|(_, e)| e.is_dir());
+    if any_gone_dir {
+        for (p, e) in &new_remote {
+            if e.kind == Kind::Dir {
+                let items = subtree(remote, p).map(|(k, v)| (k.as_str(), v));
+                if let Some(sig) = subtree_sig(items, p) {
+                    new_dirs.entry(sig).or_default().push(p.as_str());
+                }
+            }
+        }
+    }
+    let mut gone_files: HashMap<FileKey, usize> = HashMap::new();
+    for (_, e) in &gone {
+        if e.kind == Kind::File {
+            *gone_files.entry(file_key(e)).or_default() += 1;
+        }
+    }
+
+    let mut candidates: Vec<(String, String)> = Vec::new();
+    for (p, e) in &gone {
+        match e.kind {
+            Kind::File => {
+                let key = file_key(e);
+                if let (Some(qs), Some(1)) = (new_files.get(&key), gone_files.get(&key)) {
+                    if qs.len() == 1 {
+                        candidates.push((p.clone(), qs[0].to_string()));
+                    }
+                }
+            }
+            Kind::Dir => {
+                let items = subtree(base, p)
+                    .filter_map(|(k, row)| row.remote.as_ref().map(|e| (k.as_str(), e)));
+                if let Some(sig) = subtree_sig(items, p) {
+                    if let Some(qs) = new_dirs.get(&sig) {
+                        if qs.len() == 1 {
+                            candidates.push((p.clone(), qs[0].to_string()));
+                        }
+                    }
+                }
+            }
+            Kind::Symlink => {}
+        }
+    }
+    candidates.sort_by_key(|(p, _)| (depth(p), p.clone()));
+    let mut used_targets: HashSet<String> = HashSet::new();
+    for (p, q) in candidates {
+        if under_any(&p, unknown) || under_any(&q, unknown) || at_or_under(&q, &p) {
+            continue;
+        }
+        if used_targets.contains(&q) || used_targets.iter().any(|t| at_or_under(&q, t)) {
+            continue;
+        }
+        let Some(row) = base.get(&p).cloned() else {
+            continue;
+        };
+        let (Some(bl), Some(_)) = (&row.local, &row.remote) else {
+            continue;
+        };
+        if base.contains_key(&q) || local.contains_key(&q) || !remote.contains_key(&q) {
+            continue;
+        }
+        let Some(lp) = local.get(&p) else { continue };
+        if cmp.changed(lp, bl) {
+            continue;
+        }
+        let mut a = Action::new(ActionKind::MoveLocal, &p);
+        a.to = Some(q.clone());
+        a.src = Some(lp.clone());
+        a.base = relocation_updates(base, &p, &q);
+        relocate(local.to_mut(), &p, &q);
+        relocate(base.to_mut(), &p, &q);
+        used_targets.insert(q);
+        moves.push(a);
+    }
+}
+
+/// The base rows a move rewrites: every row at or below `from` goes to `to`.
+fn relocation_updates(base: &Base, from: &str, to: &str) -> Vec<BaseUpdate> {
+    let mut ups = Vec::new();
+    for (k, row) in subtree(base, from) {
+        ups.push(BaseUpdate {
+            path: k.clone(),
+            row: None,
+        });
+        ups.push(BaseUpdate {
+            path: format!("{to}{}", &k[from.len()..]),
+            row: Some(row.clone()),
+        });
+    }
+    ups
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conflict_names_follow_spec() {
+        let none = |_: &str| false;
+        let s = "20261122-020000";
+        assert_eq!(
+            conflict_name("a.tar.gz", s, &none),
+            "a.tar.conflict-20261122-020000.gz"
+        );
+        assert_eq!(
+            conflict_name("d/Makefile", s, &none),
+            "d/Makefile.conflict-20261122-020000"
+        );
+        assert_eq!(
+            conflict_name(".bashrc", s, &none),
+            ".bashrc.conflict-20261122-020000"
+        );
+        let first = "x.conflict-20261122-020000.txt".to_string();
+        let taken = move |c: &str| c == first;
+        assert_eq!(
+            conflict_name("x.txt", s, &taken),
+            "x.conflict-20261122-020000-2.txt"
+        );
+        let long = "é".repeat(127) + ".txt"; // 258 bytes
+        let c = conflict_name(&long, s, &none);
+        assert!(c.len() <= 255, "{}", c.len());
+        assert!(c.ends_with(".conflict-20261122-020000.txt"));
+    }
+
+    #[test]
+    fn subtree_and_relocate() {
+        let mut t: Tree = Tree::new();
+        for k in ["a", "a.txt", "a/b", "a/b/c", "ab", "b"] {
+            t.insert(k.into(), Entry::dir(0));
+        }
+        let keys: Vec<&str> = subtree(&t, "a").map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["a", "a/b", "a/b/c"]);
+        relocate(&mut t, "a", "z/q");
+        let keys: Vec<&str> = t.keys().map(|k| k.as_str()).collect();
+        assert_eq!(keys, ["a.txt", "ab", "b", "z/q", "z/q/b", "z/q/b/c"]);
+    }
+}

@@ -1,0 +1,399 @@
+//! A directory on this machine as a `Remote`: the local side of every job, and the remote side
+//! of `protocol = "local"` jobs (a mounted NAS, a second disk).
+
+use std::collections::HashSet;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use super::{Capabilities, Listing, Remote, RemoteError, Result, RootStatus, WriteHandle};
+use crate::model::{Entry, Kind};
+
+pub struct LocalFs {
+    root: PathBuf,
+    /// Directories already checked to be real directories (not symlinks) during this run, so a
+    /// write below them does not re-check every component.
+    checked_dirs: Mutex<HashSet<String>>,
+}
+
+impl LocalFs {
+    pub fn new(root: impl Into<PathBuf>) -> LocalFs {
+        LocalFs {
+            root: root.into(),
+            checked_dirs: Mutex::new(HashSet::new()),
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn full(&self, path: &str) -> PathBuf {
+        if path.is_empty() {
+            self.root.clone()
+        } else {
+            self.root.join(path)
+        }
+    }
+
+    /// Refuse to act below a component that is a symlink: a link planted inside the tree must
+    /// not redirect a write outside it.
+    fn check_parents(&self, op: &'static str, path: &str) -> Result<()> {
+        let dir = super::parent(path);
+        if dir.is_empty() {
+            return Ok(());
+        }
+        if self.checked_dirs.lock().unwrap().contains(dir) {
+            return Ok(());
+        }
+        let mut prefix = String::new();
+        for part in dir.split('/') {
+            if !prefix.is_empty() {
+                prefix.push('/');
+            }
+            prefix.push_str(part);
+            if self.checked_dirs.lock().unwrap().contains(&prefix) {
+                continue;
+            }
+            match fs::symlink_metadata(self.full(&prefix)) {
+                Ok(m) if m.file_type().is_symlink() => {
+                    return Err(RemoteError::refused(
+                        op,
+                        path,
+                        format!("{prefix:?} is a symlink; not following it"),
+                    ))
+                }
+                Ok(m) if !m.is_dir() => {
+                    return Err(RemoteError::refused(
+                        op,
+                        path,
+                        format!("{prefix:?} is not a directory"),
+                    ))
+                }
+                Ok(_) => {
+                    self.checked_dirs.lock().unwrap().insert(prefix.clone());
+                }
+                Err(e) => return Err(RemoteError::io(op, path, e)),
+            }
+        }
+        Ok(())
+    }
+
+    fn forget_dir(&self, path: &str) {
+        let mut set = self.checked_dirs.lock().unwrap();
+        let prefix = format!("{path}/");
+        set.retain(|d| d != path && !d.starts_with(&prefix));
+    }
+}
+
+pub fn entry_from_metadata(m: &fs::Metadata) -> Entry {
+    let ft = m.file_type();
+    let kind = if ft.is_symlink() {
+        Kind::Symlink
+    } else if ft.is_dir() {
+        Kind::Dir
+    } else {
+        Kind::File
+    };
+    Entry {
+        kind,
+        size: if kind == Kind::File { m.len() } else { 0 },
+        mtime: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
+        inode: Some(m.ino()),
+        hash: None,
+    }
+}
+
+/// Is this a regular file, directory or symlink? Sockets, FIFOs and devices are not synced.
+fn is_syncable(ft: &fs::FileType) -> bool {
+    ft.is_file() || ft.is_dir() || ft.is_symlink()
+}
+
+struct LocalWriter {
+    file: File,
+    path: String,
+}
+
+impl WriteHandle for LocalWriter {
+    fn write_all(&mut self, data: &[u8]) -> Result<()> {
+        self.file
+            .write_all(data)
+            .map_err(|e| RemoteError::io("write", &self.path, e))
+    }
+
+    fn sync(&mut self) -> Result<()> {
+        self.file
+            .sync_data()
+            .map_err(|e| RemoteError::io("fsync", &self.path, e))
+    }
+
+    fn close(self: Box<Self>) -> Result<()> {
+        // Dropping a std File closes it; close errors on local filesystems surface at write or
+        // fsync time, which callers see above.
+        Ok(())
+    }
+}
+
+impl Remote for LocalFs {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            server_copy: true,
+            set_mtime: true,
+            content_hash: true,
+            resume_write: true,
+            case_insensitive: false,
+            inodes: true,
+            mtime_precision_ns: 1,
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!("local:{}", self.root.display())
+    }
+
+    fn root_status(&self) -> RootStatus {
+        match fs::metadata(&self.root) {
+            Ok(m) if m.is_dir() => match fs::read_dir(&self.root) {
+                Ok(_) => RootStatus::Dir,
+                Err(e) => RootStatus::Unreadable(e.to_string()),
+            },
+            Ok(_) => RootStatus::NotDir,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => RootStatus::Missing,
+            Err(e) => RootStatus::Unreadable(e.to_string()),
+        }
+    }
+
+    fn create_root(&self) -> Result<()> {
+        fs::create_dir_all(&self.root).map_err(|e| RemoteError::io("mkdir", "", e))
+    }
+
+    fn list(&self, dir: &str) -> Result<Listing> {
+        let rd = fs::read_dir(self.full(dir)).map_err(|e| RemoteError::io("list", dir, e))?;
+        let mut out = Listing::default();
+        for item in rd {
+            let item = item.map_err(|e| RemoteError::io("list", dir, e))?;
+            let name = match item.file_name().into_string() {
+                Ok(n) => n,
+                Err(raw) => {
+                    out.bad_names.push(raw.to_string_lossy().into_owned());
+                    continue;
+                }
+            };
+            // DirEntry::metadata does not follow symlinks on Unix.
+            let m = match item.metadata() {
+                Ok(m) => m,
+                // Vanished between readdir and stat: it is simply not there.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(RemoteError::io("stat", &super::join(dir, &name), e)),
+            };
+            if !is_syncable(&m.file_type()) {
+                continue;
+            }
+            out.entries.push((name, entry_from_metadata(&m)));
+        }
+        Ok(out)
+    }
+
+    fn stat(&self, path: &str) -> Result<Option<Entry>> {
+        match fs::symlink_metadata(self.full(path)) {
+            Ok(m) => Ok(Some(entry_from_metadata(&m))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(RemoteError::io("stat", path, e)),
+        }
+    }
+
+    fn open_read(&self, path: &str, offset: u64) -> Result<Box<dyn Read + Send>> {
+        self.check_parents("read", path)?;
+        let mut f = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(self.full(path))
+            .map_err(|e| RemoteError::io("open", path, e))?;
+        if offset > 0 {
+            f.seek(SeekFrom::Start(offset))
+                .map_err(|e| RemoteError::io("seek", path, e))?;
+        }
+        Ok(Box::new(f))
+    }
+
+    fn open_write(&self, path: &str, offset: u64) -> Result<Box<dyn WriteHandle>> {
+        self.check_parents("write", path)?;
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(offset == 0)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(self.full(path))
+            .map_err(|e| RemoteError::io("open", path, e))?;
+        if offset > 0 {
+            f.set_len(offset)
+                .map_err(|e| RemoteError::io("truncate", path, e))?;
+            f.seek(SeekFrom::Start(offset))
+                .map_err(|e| RemoteError::io("seek", path, e))?;
+        }
+        Ok(Box::new(LocalWriter {
+            file: f,
+            path: path.to_string(),
+        }))
+    }
+
+    fn rename(&self, from: &str, to: &str) -> Result<()> {
+        self.check_parents("rename", from)?;
+        self.check_parents("rename", to)?;
+        fs::rename(self.full(from), self.full(to))
+            .map_err(|e| RemoteError::io("rename", from, e))?;
+        self.forget_dir(from);
+        Ok(())
+    }
+
+    fn remove_file(&self, path: &str) -> Result<()> {
+        self.check_parents("remove", path)?;
+        fs::remove_file(self.full(path)).map_err(|e| RemoteError::io("remove", path, e))
+    }
+
+    fn remove_dir(&self, path: &str) -> Result<()> {
+        self.check_parents("rmdir", path)?;
+        fs::remove_dir(self.full(path)).map_err(|e| RemoteError::io("rmdir", path, e))?;
+        self.forget_dir(path);
+        Ok(())
+    }
+
+    fn mkdir_all(&self, dir: &str) -> Result<()> {
+        if dir.is_empty() {
+            return Ok(());
+        }
+        if self.checked_dirs.lock().unwrap().contains(dir) {
+            return Ok(());
+        }
+        // Create component by component so that no symlink is ever followed.
+        let mut prefix = String::new();
+        for part in dir.split('/') {
+            if !prefix.is_empty() {
+                prefix.push('/');
+            }
+            prefix.push_str(part);
+            if self.checked_dirs.lock().unwrap().contains(&prefix) {
+                continue;
+            }
+            let full = self.full(&prefix);
+            match fs::symlink_metadata(&full) {
+                Ok(m) if m.is_dir() => {}
+                Ok(m) if m.file_type().is_symlink() => {
+                    return Err(RemoteError::refused(
+                        "mkdir",
+                        dir,
+                        format!("{prefix:?} is a symlink; not following it"),
+                    ))
+                }
+                Ok(_) => {
+                    return Err(RemoteError::refused(
+                        "mkdir",
+                        dir,
+                        format!("{prefix:?} exists and is not a directory"),
+                    ))
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => match fs::create_dir(&full) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                        let m = fs::symlink_metadata(&full)
+                            .map_err(|e| RemoteError::io("mkdir", dir, e))?;
+                        if !m.is_dir() {
+                            return Err(RemoteError::refused(
+                                "mkdir",
+                                dir,
+                                format!("{prefix:?} exists and is not a directory"),
+                            ));
+                        }
+                    }
+                    Err(e) => return Err(RemoteError::io("mkdir", dir, e)),
+                },
+                Err(e) => return Err(RemoteError::io("mkdir", dir, e)),
+            }
+            self.checked_dirs.lock().unwrap().insert(prefix.clone());
+        }
+        Ok(())
+    }
+
+    fn set_mtime(&self, path: &str, mtime_ns: i64) -> Result<()> {
+        self.check_parents("set mtime", path)?;
+        let t = filetime::FileTime::from_unix_time(
+            mtime_ns.div_euclid(1_000_000_000),
+            mtime_ns.rem_euclid(1_000_000_000) as u32,
+        );
+        filetime::set_symlink_file_times(self.full(path), t, t)
+            .map_err(|e| RemoteError::io("set mtime", path, e))
+    }
+
+    fn copy_file(&self, from: &str, to: &str) -> Result<()> {
+        self.check_parents("copy", from)?;
+        self.check_parents("copy", to)?;
+        fs::copy(self.full(from), self.full(to)).map_err(|e| RemoteError::io("copy", from, e))?;
+        Ok(())
+    }
+
+    fn hash(&self, path: &str) -> Result<[u8; 32]> {
+        self.check_parents("hash", path)?;
+        let f = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(self.full(path))
+            .map_err(|e| RemoteError::io("open", path, e))?;
+        hash_file(f).map_err(|e| RemoteError::io("read", path, e))
+    }
+}
+
+/// blake3 of a whole file, read in large blocks (the SIMD kernels want big inputs).
+pub fn hash_file(mut f: File) -> std::io::Result<[u8; 32]> {
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(*hasher.finalize().as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_never_follow_a_planted_symlink() {
+        let root = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(outside.path(), root.path().join("link")).unwrap();
+        let fs = LocalFs::new(root.path());
+        assert!(fs.open_write("link/x", 0).is_err());
+        assert!(fs.mkdir_all("link/sub").is_err());
+        assert!(fs.rename("a", "link/a").is_err());
+        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn write_at_offset_keeps_prefix_and_drops_tail() {
+        let root = tempfile::tempdir().unwrap();
+        let fs = LocalFs::new(root.path());
+        let mut w = fs.open_write("f", 0).unwrap();
+        w.write_all(b"hello world").unwrap();
+        w.close().unwrap();
+        let mut w = fs.open_write("f", 5).unwrap();
+        w.write_all(b"!").unwrap();
+        w.close().unwrap();
+        assert_eq!(std::fs::read(root.path().join("f")).unwrap(), b"hello!");
+    }
+
+    #[test]
+    fn mtime_round_trips_with_nanoseconds() {
+        let root = tempfile::tempdir().unwrap();
+        let fs = LocalFs::new(root.path());
+        fs.open_write("f", 0).unwrap().close().unwrap();
+        let t = 1_700_000_000_123_456_789;
+        fs.set_mtime("f", t).unwrap();
+        assert_eq!(fs.stat("f").unwrap().unwrap().mtime, t);
+    }
+}

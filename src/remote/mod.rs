@@ -1,0 +1,263 @@
+//! The `Remote` trait: everything the engine asks of one side of a job.
+//!
+//! Both sides of a job are `Remote`s: the local folder is a [`local::LocalFs`], and so is the
+//! remote side of a `protocol = "local"` job. The engine never asks which protocol it talks to;
+//! it reads [`Capabilities`] and falls back where a capability is absent.
+//!
+//! Contract for implementors:
+//! - Paths are relative to the side's root, `/`-separated, already validated by
+//!   [`check_rel_path`]; `""` is the root itself. An implementation must never touch anything
+//!   outside its root, and must not follow symlinks in any component of a path it writes.
+//! - Methods may be called from several threads at once (`transfers` workers).
+//! - Errors carry the operation and the path; `NotFound` is distinct so callers can react.
+
+pub mod local;
+
+use std::io::Read;
+
+use crate::model::Entry;
+
+/// What a side can do. The engine adapts to these, never to protocol names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capabilities {
+    /// A server-side copy exists (`copy_file`).
+    pub server_copy: bool,
+    /// Modification times can be set; when false the base records what the side reports.
+    pub set_mtime: bool,
+    /// A content hash (blake3) can be had without moving the content over a network.
+    pub content_hash: bool,
+    /// `open_write` at a non-zero offset keeps the bytes before it (resumable writes).
+    pub resume_write: bool,
+    /// Names differing only in case are the same file.
+    pub case_insensitive: bool,
+    /// Inodes are reported (moves recognised by identity).
+    pub inodes: bool,
+    /// Granularity of reported mtimes, in nanoseconds (1 = exact, 1e9 = whole seconds).
+    pub mtime_precision_ns: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    #[error("{op} {path:?}: not found")]
+    NotFound { op: &'static str, path: String },
+    #[error("{op} {path:?}: {source}")]
+    Io {
+        op: &'static str,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{op} {path:?}: {message}")]
+    Refused {
+        op: &'static str,
+        path: String,
+        message: String,
+    },
+    #[error("connection: {0}")]
+    Connection(String),
+}
+
+impl RemoteError {
+    pub fn io(op: &'static str, path: &str, source: std::io::Error) -> RemoteError {
+        if source.kind() == std::io::ErrorKind::NotFound {
+            RemoteError::NotFound {
+                op,
+                path: path.to_string(),
+            }
+        } else {
+            RemoteError::Io {
+                op,
+                path: path.to_string(),
+                source,
+            }
+        }
+    }
+
+    pub fn refused(op: &'static str, path: &str, message: impl Into<String>) -> RemoteError {
+        RemoteError::Refused {
+            op,
+            path: path.to_string(),
+            message: message.into(),
+        }
+    }
+
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, RemoteError::NotFound { .. })
+    }
+}
+
+pub type Result<T> = std::result::Result<T, RemoteError>;
+
+/// One directory's entries. Names that cannot be represented (not UTF-8) are reported apart,
+/// never guessed at.
+#[derive(Debug, Default)]
+pub struct Listing {
+    pub entries: Vec<(String, Entry)>,
+    pub bad_names: Vec<String>,
+}
+
+/// The state of a side's root folder before a run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RootStatus {
+    Dir,
+    Missing,
+    NotDir,
+    Unreadable(String),
+}
+
+/// An open destination file being written sequentially from some offset.
+pub trait WriteHandle: Send {
+    fn write_all(&mut self, data: &[u8]) -> Result<()>;
+    /// Make what was written durable before a checkpoint claims it.
+    fn sync(&mut self) -> Result<()>;
+    /// Finish the write; errors here mean the data may not be complete.
+    fn close(self: Box<Self>) -> Result<()>;
+}
+
+pub trait Remote: Send + Sync {
+    fn capabilities(&self) -> Capabilities;
+
+    /// For messages: `local:/data/x`, `sftp://user@host:22/path`. Never contains a secret.
+    fn describe(&self) -> String;
+
+    fn root_status(&self) -> RootStatus;
+
+    /// Create the root folder (and its parents).
+    fn create_root(&self) -> Result<()>;
+
+    /// The entries of one directory, by name. Names are returned as the server gives them;
+    /// the caller validates them with [`check_name`].
+    fn list(&self, dir: &str) -> Result<Listing>;
+
+    /// `Ok(None)` when the path does not exist. Does not follow a final symlink.
+    fn stat(&self, path: &str) -> Result<Option<Entry>>;
+
+    /// A reader positioned at `offset`.
+    fn open_read(&self, path: &str, offset: u64) -> Result<Box<dyn Read + Send>>;
+
+    /// Open `path` for writing at `offset`: 0 creates or truncates it; a non-zero offset keeps
+    /// the first `offset` bytes and drops anything after them.
+    fn open_write(&self, path: &str, offset: u64) -> Result<Box<dyn WriteHandle>>;
+
+    /// Rename, replacing a file at `to` atomically where it exists.
+    fn rename(&self, from: &str, to: &str) -> Result<()>;
+
+    fn remove_file(&self, path: &str) -> Result<()>;
+
+    /// Remove an empty directory.
+    fn remove_dir(&self, path: &str) -> Result<()>;
+
+    fn mkdir_all(&self, dir: &str) -> Result<()>;
+
+    /// Set the modification time (ns since the epoch); a no-op where `set_mtime` is false.
+    fn set_mtime(&self, path: &str, mtime_ns: i64) -> Result<()>;
+
+    /// Server-side copy, where `server_copy` is true.
+    fn copy_file(&self, from: &str, to: &str) -> Result<()> {
+        let _ = to;
+        Err(RemoteError::refused(
+            "copy",
+            from,
+            "server-side copy is not supported",
+        ))
+    }
+
+    /// blake3 of a file's content. The default reads it through `open_read`.
+    fn hash(&self, path: &str) -> Result<[u8; 32]> {
+        let mut reader = self.open_read(path, 0)?;
+        let mut hasher = blake3::Hasher::new();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = reader
+                .read(&mut buf)
+                .map_err(|e| RemoteError::io("read", path, e))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+        }
+        Ok(*hasher.finalize().as_bytes())
+    }
+}
+
+/// Is `name` a single, harmless path component? A server that returns `..`, `/x`, `a/b` or
+/// names with NUL cannot make us address anything outside the job's folders.
+pub fn check_name(name: &str) -> std::result::Result<(), String> {
+    if name.is_empty() {
+        return Err("empty name".into());
+    }
+    if name == "." || name == ".." {
+        return Err(format!("refusing name {name:?}"));
+    }
+    if name.contains('/') {
+        return Err(format!("name {name:?} contains '/'"));
+    }
+    if name.contains('\0') {
+        return Err(format!("name {name:?} contains NUL"));
+    }
+    Ok(())
+}
+
+/// Is `path` a relative, `/`-separated path whose every component passes [`check_name`]?
+pub fn check_rel_path(path: &str) -> std::result::Result<(), String> {
+    if path.is_empty() {
+        return Ok(());
+    }
+    for part in path.split('/') {
+        check_name(part).map_err(|e| format!("path {path:?}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// `a/b/c` → `a/b`; `c` → `""`.
+pub fn parent(path: &str) -> &str {
+    match path.rfind('/') {
+        Some(i) => &path[..i],
+        None => "",
+    }
+}
+
+/// `a/b/c` → `c`.
+pub fn file_name(path: &str) -> &str {
+    match path.rfind('/') {
+        Some(i) => &path[i + 1..],
+        None => path,
+    }
+}
+
+/// Join a directory and a name (`""` is the root).
+pub fn join(dir: &str, name: &str) -> String {
+    if dir.is_empty() {
+        name.to_string()
+    } else {
+        format!("{dir}/{name}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostile_names_are_refused() {
+        for bad in ["", ".", "..", "a/b", "/etc", "x\0y"] {
+            assert!(check_name(bad).is_err(), "{bad:?} accepted");
+        }
+        for good in ["a", ".hidden", "...", "a b", "ü", "a\\b"] {
+            assert!(check_name(good).is_ok(), "{good:?} refused");
+        }
+        assert!(check_rel_path("a/../b").is_err());
+        assert!(check_rel_path("/a").is_err());
+        assert!(check_rel_path("a//b").is_err());
+        assert!(check_rel_path("a/b/c").is_ok());
+    }
+
+    #[test]
+    fn path_helpers() {
+        assert_eq!(parent("a/b/c"), "a/b");
+        assert_eq!(parent("c"), "");
+        assert_eq!(file_name("a/b/c"), "c");
+        assert_eq!(join("", "x"), "x");
+        assert_eq!(join("a", "x"), "a/x");
+    }
+}

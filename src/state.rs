@@ -1,0 +1,1266 @@
+//! The agent's SQLite database: the base, runs, the action log and resume checkpoints.
+//!
+//! All SQL of the project lives in this module. One database file per agent, in WAL mode so the
+//! CLI can read while the agent writes; every multi-row write is one transaction, so a burst of
+//! 100,000 rows costs one fsync, not 100,000.
+//!
+//! Storage conventions: sizes (`u64`) and inodes (`u64`) are stored as SQLite integers by
+//! bit-casting to `i64` and back, so the full range round-trips; mtimes are `i64` nanoseconds;
+//! hashes are 32-byte BLOBs; kinds are the strings of [`Kind::as_str`]; times are RFC 3339 UTC
+//! strings, compared as text.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::types::Value;
+use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
+
+use crate::model::{ActionRecord, Base, BaseRow, Entry, Kind};
+
+/// How long a writer waits for another connection's lock before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The schema, as numbered migrations: `MIGRATIONS[i]` takes the database from
+/// `user_version = i` to `i + 1`. Append new migrations; never edit an applied one.
+const MIGRATIONS: &[&str] = &[
+    // 1: jobs, the base, runs, the action log, resume checkpoints.
+    r#"
+    CREATE TABLE jobs (
+        id   INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE
+    );
+
+    CREATE TABLE entries (
+        job_id  INTEGER NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+        path    TEXT NOT NULL,
+        l_kind  TEXT CHECK (l_kind IN ('file', 'dir', 'symlink')),
+        l_size  INTEGER,
+        l_mtime INTEGER,
+        l_inode INTEGER,
+        l_hash  BLOB CHECK (l_hash IS NULL OR length(l_hash) = 32),
+        r_kind  TEXT CHECK (r_kind IN ('file', 'dir', 'symlink')),
+        r_size  INTEGER,
+        r_mtime INTEGER,
+        r_inode INTEGER,
+        r_hash  BLOB CHECK (r_hash IS NULL OR length(r_hash) = 32),
+        PRIMARY KEY (job_id, path)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE runs (
+        id        INTEGER PRIMARY KEY AUTOINCREMENT,
+        job_id    INTEGER NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+        started   TEXT NOT NULL,
+        finished  TEXT,
+        dry_run   INTEGER NOT NULL DEFAULT 0,
+        result    TEXT,
+        exit_code INTEGER,
+        summary   TEXT,
+        bytes     INTEGER NOT NULL DEFAULT 0,
+        errors    INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX runs_job ON runs(job_id, id);
+
+    CREATE TABLE actions (
+        id      INTEGER PRIMARY KEY,
+        time    TEXT NOT NULL,
+        job     TEXT NOT NULL,
+        run     INTEGER NOT NULL,
+        action  TEXT NOT NULL,
+        path    TEXT NOT NULL,
+        "to"    TEXT,
+        bytes   INTEGER NOT NULL DEFAULT 0,
+        ms      INTEGER,
+        dry_run INTEGER NOT NULL DEFAULT 0,
+        message TEXT
+    );
+    CREATE INDEX actions_job_time ON actions(job, time);
+    CREATE INDEX actions_run ON actions(run);
+    CREATE INDEX actions_time ON actions(time);
+
+    CREATE TABLE transfers (
+        job_id    INTEGER NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+        path      TEXT NOT NULL,
+        direction TEXT NOT NULL,
+        src_size  INTEGER NOT NULL,
+        src_mtime INTEGER NOT NULL,
+        src_inode INTEGER,
+        "offset"  INTEGER NOT NULL,
+        updated   TEXT NOT NULL,
+        PRIMARY KEY (job_id, path, direction)
+    ) WITHOUT ROWID;
+    "#,
+];
+
+/// The schema version this build writes: the number of migrations.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+pub type Result<T> = std::result::Result<T, StateError>;
+
+/// A failure of the state database, naming what was being done.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("cannot create the state directory {}: {source}", path.display())]
+    CreateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("state database {}: {context}: {source}", path.display())]
+    Open {
+        path: PathBuf,
+        context: &'static str,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error(
+        "state database {} has schema version {found}, newer than this omnisync understands \
+         ({supported}); upgrade omnisync",
+        path.display()
+    )]
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        supported: i64,
+    },
+    #[error("state database: {context}: {source}")]
+    Sql {
+        context: String,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("state database: {context}: {detail}")]
+    Corrupt { context: String, detail: String },
+    #[error("state database: run {0} does not exist")]
+    UnknownRun(i64),
+}
+
+/// Attach a context sentence to a rusqlite error.
+trait Context<T> {
+    fn ctx(self, context: impl Into<String>) -> Result<T>;
+}
+
+impl<T> Context<T> for std::result::Result<T, rusqlite::Error> {
+    fn ctx(self, context: impl Into<String>) -> Result<T> {
+        self.map_err(|source| StateError::Sql {
+            context: context.into(),
+            source,
+        })
+    }
+}
+
+/// One change to the base: `row: None` deletes the path's row. A row with neither side is
+/// meaningless and is treated as a deletion too.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BaseUpdate {
+    pub path: String,
+    pub row: Option<BaseRow>,
+}
+
+/// A resume checkpoint: `offset` bytes of the source (as identified by size, mtime and inode)
+/// have been written to the destination's partial file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub src_size: u64,
+    pub src_mtime: i64,
+    pub src_inode: Option<u64>,
+    pub offset: u64,
+}
+
+/// Filters of [`Store::query_actions`]. `limit = 0` means no limit.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogFilter {
+    pub job: Option<String>,
+    pub action: Option<String>,
+    pub search: Option<String>,
+    /// RFC 3339 UTC; records with `time >= since` (compared as text).
+    pub since: Option<String>,
+    pub run: Option<i64>,
+    pub limit: usize,
+}
+
+/// One row of `runs`, with the job's name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunInfo {
+    pub id: i64,
+    pub job: String,
+    pub started: String,
+    pub finished: Option<String>,
+    pub dry_run: bool,
+    pub result: Option<String>,
+    pub exit_code: Option<i32>,
+    pub bytes: u64,
+    pub errors: u64,
+}
+
+/// The state database of one agent.
+#[derive(Debug)]
+pub struct Store {
+    conn: Connection,
+}
+
+const ENTRY_COLUMNS: &str = "path, l_kind, l_size, l_mtime, l_inode, l_hash, \
+                             r_kind, r_size, r_mtime, r_inode, r_hash";
+
+const UPSERT_ENTRY: &str = "INSERT OR REPLACE INTO entries \
+    (job_id, path, l_kind, l_size, l_mtime, l_inode, l_hash, \
+     r_kind, r_size, r_mtime, r_inode, r_hash) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)";
+
+const DELETE_ENTRY: &str = "DELETE FROM entries WHERE job_id = ?1 AND path = ?2";
+
+const INSERT_ACTION: &str = "INSERT INTO actions \
+    (time, job, run, action, path, \"to\", bytes, ms, dry_run, message) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
+
+const ACTION_COLUMNS: &str = "time, job, run, action, path, \"to\", bytes, ms, dry_run, message";
+
+/// The columns of one side of an entry row, ready to bind.
+struct SideCols {
+    kind: Option<&'static str>,
+    size: Option<i64>,
+    mtime: Option<i64>,
+    inode: Option<i64>,
+    hash: Option<[u8; 32]>,
+}
+
+impl SideCols {
+    fn of(e: Option<&Entry>) -> SideCols {
+        match e {
+            None => SideCols {
+                kind: None,
+                size: None,
+                mtime: None,
+                inode: None,
+                hash: None,
+            },
+            Some(e) => SideCols {
+                kind: Some(e.kind.as_str()),
+                size: Some(e.size as i64),
+                mtime: Some(e.mtime),
+                inode: e.inode.map(|i| i as i64),
+                hash: e.hash,
+            },
+        }
+    }
+}
+
+fn row_is_empty(row: &BaseRow) -> bool {
+    row.local.is_none() && row.remote.is_none()
+}
+
+/// Insert or replace one base row with a (cached) prepared statement.
+fn upsert_entry(conn: &Connection, job_id: i64, path: &str, row: &BaseRow) -> Result<()> {
+    let l = SideCols::of(row.local.as_ref());
+    let r = SideCols::of(row.remote.as_ref());
+    let mut stmt = conn
+        .prepare_cached(UPSERT_ENTRY)
+        .ctx("preparing a base update")?;
+    stmt.execute(params![
+        job_id,
+        path,
+        l.kind,
+        l.size,
+        l.mtime,
+        l.inode,
+        l.hash.as_ref().map(|h| &h[..]),
+        r.kind,
+        r.size,
+        r.mtime,
+        r.inode,
+        r.hash.as_ref().map(|h| &h[..]),
+    ])
+    .ctx(format!("saving the base row of {path:?}"))?;
+    Ok(())
+}
+
+/// Read one side of an entry row starting at column `at` (kind, size, mtime, inode, hash).
+fn read_side(row: &Row<'_>, at: usize, path: &str) -> Result<Option<Entry>> {
+    let get = |e: rusqlite::Error| StateError::Sql {
+        context: format!("reading the base row of {path:?}"),
+        source: e,
+    };
+    let kind: Option<String> = row.get(at).map_err(get)?;
+    let Some(kind) = kind else {
+        return Ok(None);
+    };
+    let kind = Kind::parse(&kind).ok_or_else(|| StateError::Corrupt {
+        context: format!("reading the base row of {path:?}"),
+        detail: format!("unknown kind {kind:?}"),
+    })?;
+    let size: Option<i64> = row.get(at + 1).map_err(get)?;
+    let mtime: Option<i64> = row.get(at + 2).map_err(get)?;
+    let inode: Option<i64> = row.get(at + 3).map_err(get)?;
+    let hash: Option<Vec<u8>> = row.get(at + 4).map_err(get)?;
+    let hash = match hash {
+        None => None,
+        Some(h) => Some(
+            <[u8; 32]>::try_from(h.as_slice()).map_err(|_| StateError::Corrupt {
+                context: format!("reading the base row of {path:?}"),
+                detail: format!("hash of {} bytes, expected 32", h.len()),
+            })?,
+        ),
+    };
+    Ok(Some(Entry {
+        kind,
+        size: size.unwrap_or(0) as u64,
+        mtime: mtime.unwrap_or(0),
+        inode: inode.map(|i| i as u64),
+        hash,
+    }))
+}
+
+fn read_action(row: &Row<'_>) -> rusqlite::Result<ActionRecord> {
+    Ok(ActionRecord {
+        time: row.get(0)?,
+        job: row.get(1)?,
+        run: row.get(2)?,
+        action: row.get(3)?,
+        path: row.get(4)?,
+        to: row.get(5)?,
+        bytes: row.get::<_, i64>(6)? as u64,
+        ms: row.get::<_, Option<i64>>(7)?.map(|m| m as u64),
+        dry_run: row.get::<_, i64>(8)? != 0,
+        message: row.get(9)?,
+    })
+}
+
+impl Store {
+    /// Open (creating the parent directories and the file if needed) and migrate the database.
+    pub fn open(path: &Path) -> Result<Store> {
+        if let Some(parent) = path.parent() {
+            if !parent.as_os_str().is_empty() {
+                std::fs::create_dir_all(parent).map_err(|source| StateError::CreateDir {
+                    path: parent.to_path_buf(),
+                    source,
+                })?;
+            }
+        }
+        let open_err = |context: &'static str| {
+            move |source| StateError::Open {
+                path: path.to_path_buf(),
+                context,
+                source,
+            }
+        };
+        let conn = Connection::open(path).map_err(open_err("cannot open"))?;
+        conn.busy_timeout(BUSY_TIMEOUT)
+            .map_err(open_err("cannot set the busy timeout"))?;
+        // Returns the resulting mode; a filesystem without WAL support keeps its old mode,
+        // which is still correct, only less concurrent.
+        conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get::<_, String>(0))
+            .map_err(open_err("cannot switch to WAL mode"))?;
+        let mut store = Store::configure(conn).map_err(|e| match e {
+            StateError::Sql { source, .. } => StateError::Open {
+                path: path.to_path_buf(),
+                context: "cannot configure the connection",
+                source,
+            },
+            other => other,
+        })?;
+        store.migrate(path)?;
+        Ok(store)
+    }
+
+    /// A private in-memory database, fully migrated (tests).
+    pub fn open_in_memory() -> Result<Store> {
+        let path = Path::new(":memory:");
+        let conn = Connection::open_in_memory().map_err(|source| StateError::Open {
+            path: path.to_path_buf(),
+            context: "cannot open",
+            source,
+        })?;
+        let mut store = Store::configure(conn)?;
+        store.migrate(path)?;
+        Ok(store)
+    }
+
+    fn configure(conn: Connection) -> Result<Store> {
+        conn.busy_timeout(BUSY_TIMEOUT)
+            .ctx("setting the busy timeout")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .ctx("setting synchronous = NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .ctx("enabling foreign keys")?;
+        conn.set_prepared_statement_cache_capacity(32);
+        Ok(Store { conn })
+    }
+
+    /// Apply the migrations the database has not seen yet, each in its own transaction. The
+    /// version is re-read under the write lock, so two processes opening a fresh database at
+    /// once do not both migrate it.
+    fn migrate(&mut self, path: &Path) -> Result<()> {
+        loop {
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(|source| StateError::Open {
+                    path: path.to_path_buf(),
+                    context: "cannot lock the database for migration",
+                    source,
+                })?;
+            let version: i64 = tx
+                .pragma_query_value(None, "user_version", |r| r.get(0))
+                .map_err(|source| StateError::Open {
+                    path: path.to_path_buf(),
+                    context: "cannot read the schema version",
+                    source,
+                })?;
+            if version > SCHEMA_VERSION {
+                return Err(StateError::TooNew {
+                    path: path.to_path_buf(),
+                    found: version,
+                    supported: SCHEMA_VERSION,
+                });
+            }
+            if version == SCHEMA_VERSION {
+                return Ok(());
+            }
+            let sql = MIGRATIONS[version as usize];
+            tx.execute_batch(sql)
+                .and_then(|()| tx.pragma_update(None, "user_version", version + 1))
+                .and_then(|()| tx.commit())
+                .map_err(|source| StateError::Open {
+                    path: path.to_path_buf(),
+                    context: "schema migration failed",
+                    source,
+                })?;
+        }
+    }
+
+    /// The id of the job called `name`, created on first use.
+    pub fn job_id(&mut self, name: &str) -> Result<i64> {
+        self.conn
+            .prepare_cached("INSERT INTO jobs(name) VALUES (?1) ON CONFLICT(name) DO NOTHING")
+            .and_then(|mut s| s.execute([name]))
+            .ctx(format!("registering job {name:?}"))?;
+        self.conn
+            .prepare_cached("SELECT id FROM jobs WHERE name = ?1")
+            .and_then(|mut s| s.query_row([name], |r| r.get(0)))
+            .ctx(format!("looking up job {name:?}"))
+    }
+
+    /// The whole base of a job.
+    pub fn load_base(&self, job_id: i64) -> Result<Base> {
+        let ctx = || format!("loading the base of job {job_id}");
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {ENTRY_COLUMNS} FROM entries WHERE job_id = ?1"
+            ))
+            .ctx(ctx())?;
+        let mut rows = stmt.query([job_id]).ctx(ctx())?;
+        let mut base = Base::new();
+        while let Some(row) = rows.next().ctx(ctx())? {
+            let path: String = row.get(0).ctx(ctx())?;
+            let local = read_side(row, 1, &path)?;
+            let remote = read_side(row, 6, &path)?;
+            base.insert(path, BaseRow { local, remote });
+        }
+        Ok(base)
+    }
+
+    /// Rows of the base where either side is a file (the denominator of `max_delete = "N%"`).
+    pub fn base_file_count(&self, job_id: i64) -> Result<u64> {
+        self.conn
+            .prepare_cached(
+                "SELECT count(*) FROM entries \
+                 WHERE job_id = ?1 AND (l_kind = 'file' OR r_kind = 'file')",
+            )
+            .and_then(|mut s| s.query_row([job_id], |r| r.get::<_, i64>(0)))
+            .map(|n| n as u64)
+            .ctx(format!("counting the files in the base of job {job_id}"))
+    }
+
+    /// Apply many base changes in one transaction.
+    pub fn apply_base_updates(&mut self, job_id: i64, updates: &[BaseUpdate]) -> Result<()> {
+        let tx = self
+            .conn
+            .transaction()
+            .ctx("starting a base update transaction")?;
+        for u in updates {
+            match &u.row {
+                Some(row) if !row_is_empty(row) => upsert_entry(&tx, job_id, &u.path, row)?,
+                _ => {
+                    tx.prepare_cached(DELETE_ENTRY)
+                        .and_then(|mut s| s.execute(params![job_id, u.path]))
+                        .ctx(format!("deleting the base row of {:?}", u.path))?;
+                }
+            }
+        }
+        tx.commit().ctx("committing base updates")
+    }
+
+    /// Replace the whole base of a job, in one transaction.
+    pub fn replace_base(&mut self, job_id: i64, base: &Base) -> Result<()> {
+        let tx = self
+            .conn
+            .transaction()
+            .ctx("starting a base replacement transaction")?;
+        tx.execute("DELETE FROM entries WHERE job_id = ?1", [job_id])
+            .ctx(format!("clearing the base of job {job_id}"))?;
+        for (path, row) in base {
+            if !row_is_empty(row) {
+                upsert_entry(&tx, job_id, path, row)?;
+            }
+        }
+        tx.commit().ctx("committing the new base")
+    }
+
+    /// Record the start of a run; returns the run's id.
+    pub fn start_run(&mut self, job_id: i64, started: &str, dry_run: bool) -> Result<i64> {
+        self.conn
+            .prepare_cached("INSERT INTO runs(job_id, started, dry_run) VALUES (?1, ?2, ?3)")
+            .and_then(|mut s| s.insert(params![job_id, started, dry_run]))
+            .ctx(format!("recording the start of a run of job {job_id}"))
+    }
+
+    /// Record the end of a run.
+    #[allow(clippy::too_many_arguments)]
+    pub fn finish_run(
+        &mut self,
+        run_id: i64,
+        finished: &str,
+        result: &str,
+        exit_code: i32,
+        summary_json: &str,
+        bytes: u64,
+        errors: u64,
+    ) -> Result<()> {
+        let n = self
+            .conn
+            .prepare_cached(
+                "UPDATE runs SET finished = ?2, result = ?3, exit_code = ?4, summary = ?5, \
+                 bytes = ?6, errors = ?7 WHERE id = ?1",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    run_id,
+                    finished,
+                    result,
+                    exit_code,
+                    summary_json,
+                    bytes as i64,
+                    errors as i64
+                ])
+            })
+            .ctx(format!("recording the end of run {run_id}"))?;
+        if n == 0 {
+            return Err(StateError::UnknownRun(run_id));
+        }
+        Ok(())
+    }
+
+    /// Append records to the action log, in one transaction.
+    pub fn insert_actions(&mut self, recs: &[ActionRecord]) -> Result<()> {
+        if recs.is_empty() {
+            return Ok(());
+        }
+        let tx = self
+            .conn
+            .transaction()
+            .ctx("starting an action log transaction")?;
+        {
+            let mut stmt = tx
+                .prepare_cached(INSERT_ACTION)
+                .ctx("preparing an action log insert")?;
+            for r in recs {
+                stmt.execute(params![
+                    r.time,
+                    r.job,
+                    r.run,
+                    r.action,
+                    r.path,
+                    r.to,
+                    r.bytes as i64,
+                    r.ms.map(|m| m as i64),
+                    r.dry_run,
+                    r.message,
+                ])
+                .ctx(format!("logging {} {:?}", r.action, r.path))?;
+            }
+        }
+        tx.commit().ctx("committing action log records")
+    }
+
+    /// Records matching every given filter: `job`, `action` and `run` exact, `search` a
+    /// case-insensitive substring of `path`, `to` or `message` (`%` and `_` are literal; case
+    /// folding is ASCII, as SQLite's `lower`), `since` = `time >= since`. Returns the last
+    /// `limit` matching records (by id; all when `limit` is 0) in ascending time/id order.
+    pub fn query_actions(&self, f: &LogFilter) -> Result<Vec<ActionRecord>> {
+        let mut conds: Vec<String> = Vec::new();
+        let mut args: Vec<Value> = Vec::new();
+        // Binds a value and returns its placeholder, `?N`.
+        let mut bind = |v: Value| {
+            args.push(v);
+            format!("?{}", args.len())
+        };
+        if let Some(job) = &f.job {
+            conds.push(format!("job = {}", bind(Value::Text(job.clone()))));
+        }
+        if let Some(action) = &f.action {
+            conds.push(format!("action = {}", bind(Value::Text(action.clone()))));
+        }
+        if let Some(search) = &f.search {
+            let p = bind(Value::Text(search.to_ascii_lowercase()));
+            conds.push(format!(
+                "(instr(lower(path), {p}) > 0 \
+                  OR instr(lower(coalesce(\"to\", '')), {p}) > 0 \
+                  OR instr(lower(coalesce(message, '')), {p}) > 0)"
+            ));
+        }
+        if let Some(since) = &f.since {
+            conds.push(format!("time >= {}", bind(Value::Text(since.clone()))));
+        }
+        if let Some(run) = f.run {
+            conds.push(format!("run = {}", bind(Value::Integer(run))));
+        }
+        let where_sql = if conds.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", conds.join(" AND "))
+        };
+        let limit = if f.limit == 0 {
+            -1
+        } else {
+            i64::try_from(f.limit).unwrap_or(i64::MAX)
+        };
+        let limit = bind(Value::Integer(limit));
+        let sql = format!(
+            "SELECT {ACTION_COLUMNS} FROM \
+             (SELECT id, {ACTION_COLUMNS} FROM actions{where_sql} ORDER BY id DESC LIMIT {limit}) \
+             ORDER BY time, id"
+        );
+        let ctx = "querying the action log";
+        let mut stmt = self.conn.prepare(&sql).ctx(ctx)?;
+        let rows = stmt
+            .query_map(rusqlite::params_from_iter(args), read_action)
+            .ctx(ctx)?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().ctx(ctx)
+    }
+
+    /// Delete action records with `time < older_than`; returns how many.
+    pub fn prune_actions(&mut self, older_than: &str) -> Result<usize> {
+        self.conn
+            .prepare_cached("DELETE FROM actions WHERE time < ?1")
+            .and_then(|mut s| s.execute([older_than]))
+            .ctx(format!(
+                "pruning action log records older than {older_than}"
+            ))
+    }
+
+    /// The most recent run of `job` that was not a dry run, finished or not.
+    pub fn last_run(&self, job: &str) -> Result<Option<RunInfo>> {
+        self.conn
+            .prepare_cached(
+                "SELECT r.id, j.name, r.started, r.finished, r.dry_run, r.result, r.exit_code, \
+                        r.bytes, r.errors \
+                 FROM runs r JOIN jobs j ON j.id = r.job_id \
+                 WHERE j.name = ?1 AND r.dry_run = 0 \
+                 ORDER BY r.id DESC LIMIT 1",
+            )
+            .and_then(|mut s| {
+                s.query_row([job], |r| {
+                    Ok(RunInfo {
+                        id: r.get(0)?,
+                        job: r.get(1)?,
+                        started: r.get(2)?,
+                        finished: r.get(3)?,
+                        dry_run: r.get::<_, i64>(4)? != 0,
+                        result: r.get(5)?,
+                        exit_code: r.get(6)?,
+                        bytes: r.get::<_, i64>(7)? as u64,
+                        errors: r.get::<_, i64>(8)? as u64,
+                    })
+                })
+                .optional()
+            })
+            .ctx(format!("looking up the last run of job {job:?}"))
+    }
+
+    /// The resume checkpoint of one transfer, if any.
+    pub fn get_checkpoint(
+        &self,
+        job_id: i64,
+        path: &str,
+        direction: &str,
+    ) -> Result<Option<Checkpoint>> {
+        self.conn
+            .prepare_cached(
+                "SELECT src_size, src_mtime, src_inode, \"offset\" FROM transfers \
+                 WHERE job_id = ?1 AND path = ?2 AND direction = ?3",
+            )
+            .and_then(|mut s| {
+                s.query_row(params![job_id, path, direction], |r| {
+                    Ok(Checkpoint {
+                        src_size: r.get::<_, i64>(0)? as u64,
+                        src_mtime: r.get(1)?,
+                        src_inode: r.get::<_, Option<i64>>(2)?.map(|i| i as u64),
+                        offset: r.get::<_, i64>(3)? as u64,
+                    })
+                })
+                .optional()
+            })
+            .ctx(format!("reading the {direction} checkpoint of {path:?}"))
+    }
+
+    /// Save (insert or overwrite) the resume checkpoint of one transfer.
+    pub fn put_checkpoint(
+        &mut self,
+        job_id: i64,
+        path: &str,
+        direction: &str,
+        cp: &Checkpoint,
+    ) -> Result<()> {
+        self.conn
+            .prepare_cached(
+                "INSERT OR REPLACE INTO transfers \
+                 (job_id, path, direction, src_size, src_mtime, src_inode, \"offset\", updated) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, strftime('%Y-%m-%dT%H:%M:%SZ', 'now'))",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    job_id,
+                    path,
+                    direction,
+                    cp.src_size as i64,
+                    cp.src_mtime,
+                    cp.src_inode.map(|i| i as i64),
+                    cp.offset as i64,
+                ])
+            })
+            .ctx(format!("saving the {direction} checkpoint of {path:?}"))?;
+        Ok(())
+    }
+
+    /// Every resume checkpoint of a job: (path, direction, checkpoint).
+    pub fn load_checkpoints(&self, job_id: i64) -> Result<Vec<(String, String, Checkpoint)>> {
+        self.conn
+            .prepare_cached(
+                "SELECT path, direction, src_size, src_mtime, src_inode, \"offset\" \
+                 FROM transfers WHERE job_id = ?1 ORDER BY path, direction",
+            )
+            .and_then(|mut s| {
+                s.query_map(params![job_id], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        Checkpoint {
+                            src_size: r.get::<_, i64>(2)? as u64,
+                            src_mtime: r.get(3)?,
+                            src_inode: r.get::<_, Option<i64>>(4)?.map(|i| i as u64),
+                            offset: r.get::<_, i64>(5)? as u64,
+                        },
+                    ))
+                })?
+                .collect()
+            })
+            .ctx(format!("reading the checkpoints of job {job_id}"))
+    }
+
+    /// Forget the resume checkpoint of one transfer (no error if there is none).
+    pub fn clear_checkpoint(&mut self, job_id: i64, path: &str, direction: &str) -> Result<()> {
+        self.conn
+            .prepare_cached(
+                "DELETE FROM transfers WHERE job_id = ?1 AND path = ?2 AND direction = ?3",
+            )
+            .and_then(|mut s| s.execute(params![job_id, path, direction]))
+            .ctx(format!("clearing the {direction} checkpoint of {path:?}"))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(size: u64, mtime: i64, inode: Option<u64>, hash: Option<[u8; 32]>) -> Entry {
+        Entry {
+            kind: Kind::File,
+            size,
+            mtime,
+            inode,
+            hash,
+        }
+    }
+
+    fn rec(time: &str, job: &str, run: i64, action: &str, path: &str) -> ActionRecord {
+        ActionRecord {
+            time: time.to_string(),
+            job: job.to_string(),
+            run,
+            action: action.to_string(),
+            path: path.to_string(),
+            to: None,
+            bytes: 10,
+            ms: Some(3),
+            dry_run: false,
+            message: None,
+        }
+    }
+
+    fn paths(recs: &[ActionRecord]) -> Vec<&str> {
+        recs.iter().map(|r| r.path.as_str()).collect()
+    }
+
+    fn sample_base() -> Base {
+        let mut base = Base::new();
+        base.insert(
+            "a.txt".into(),
+            BaseRow {
+                local: Some(file(5, 1_700_000_000_123_456_789, Some(42), Some([7; 32]))),
+                remote: Some(file(5, 1_700_000_000_000_000_000, None, Some([7; 32]))),
+            },
+        );
+        base.insert(
+            "dir".into(),
+            BaseRow {
+                local: Some(Entry::dir(-5)),
+                remote: None,
+            },
+        );
+        base.insert(
+            "dir/link".into(),
+            BaseRow {
+                local: None,
+                remote: Some(Entry {
+                    kind: Kind::Symlink,
+                    size: 0,
+                    mtime: 0,
+                    inode: None,
+                    hash: None,
+                }),
+            },
+        );
+        base.insert(
+            "big".into(),
+            BaseRow {
+                // Values past i64::MAX survive the bit-cast.
+                local: Some(file(u64::MAX, i64::MIN, Some(u64::MAX - 1), None)),
+                remote: Some(file(1 << 40, i64::MAX, Some(3), None)),
+            },
+        );
+        base
+    }
+
+    #[test]
+    fn migrations_are_idempotent_on_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nested/state/omnisync.db");
+        {
+            let mut s = Store::open(&path).unwrap();
+            let id = s.job_id("j").unwrap();
+            s.replace_base(id, &sample_base()).unwrap();
+            let mode: String = s
+                .conn
+                .pragma_query_value(None, "journal_mode", |r| r.get(0))
+                .unwrap();
+            assert_eq!(mode, "wal");
+            let fk: i64 = s
+                .conn
+                .pragma_query_value(None, "foreign_keys", |r| r.get(0))
+                .unwrap();
+            assert_eq!(fk, 1);
+            let sync: i64 = s
+                .conn
+                .pragma_query_value(None, "synchronous", |r| r.get(0))
+                .unwrap();
+            assert_eq!(sync, 1, "NORMAL");
+        }
+        for _ in 0..2 {
+            let mut s = Store::open(&path).unwrap();
+            let v: i64 = s
+                .conn
+                .pragma_query_value(None, "user_version", |r| r.get(0))
+                .unwrap();
+            assert_eq!(v, SCHEMA_VERSION);
+            let id = s.job_id("j").unwrap();
+            assert_eq!(s.load_base(id).unwrap(), sample_base());
+        }
+    }
+
+    #[test]
+    fn newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("omnisync.db");
+        drop(Store::open(&path).unwrap());
+        {
+            let c = Connection::open(&path).unwrap();
+            c.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+                .unwrap();
+        }
+        let err = Store::open(&path).unwrap_err();
+        assert!(matches!(err, StateError::TooNew { .. }), "{err}");
+        assert!(err.to_string().contains("newer"), "{err}");
+    }
+
+    #[test]
+    fn job_ids_are_stable() {
+        let mut s = Store::open_in_memory().unwrap();
+        let a = s.job_id("a").unwrap();
+        let b = s.job_id("b").unwrap();
+        assert_ne!(a, b);
+        assert_eq!(s.job_id("a").unwrap(), a);
+        assert_eq!(s.job_id("b").unwrap(), b);
+    }
+
+    #[test]
+    fn base_round_trip() {
+        let mut s = Store::open_in_memory().unwrap();
+        let j = s.job_id("j").unwrap();
+        let other = s.job_id("other").unwrap();
+        assert!(s.load_base(j).unwrap().is_empty());
+        s.replace_base(j, &sample_base()).unwrap();
+        assert_eq!(s.load_base(j).unwrap(), sample_base());
+        assert!(s.load_base(other).unwrap().is_empty());
+        // a.txt and big are files; dir and dir/link are not.
+        assert_eq!(s.base_file_count(j).unwrap(), 2);
+        assert_eq!(s.base_file_count(other).unwrap(), 0);
+
+        // replace_base drops rows that are not in the new base.
+        let mut smaller = sample_base();
+        smaller.remove("a.txt");
+        s.replace_base(j, &smaller).unwrap();
+        assert_eq!(s.load_base(j).unwrap(), smaller);
+        assert_eq!(s.base_file_count(j).unwrap(), 1);
+    }
+
+    #[test]
+    fn updates_insert_replace_and_delete() {
+        let mut s = Store::open_in_memory().unwrap();
+        let j = s.job_id("j").unwrap();
+        let other = s.job_id("other").unwrap();
+        s.replace_base(j, &sample_base()).unwrap();
+        s.replace_base(other, &sample_base()).unwrap();
+        let new_row = BaseRow {
+            local: Some(file(9, 9, Some(9), None)),
+            remote: None,
+        };
+        s.apply_base_updates(
+            j,
+            &[
+                BaseUpdate {
+                    path: "a.txt".into(),
+                    row: None,
+                },
+                BaseUpdate {
+                    path: "dir".into(),
+                    row: Some(new_row.clone()),
+                },
+                BaseUpdate {
+                    path: "new".into(),
+                    row: Some(new_row.clone()),
+                },
+                BaseUpdate {
+                    path: "dir/link".into(),
+                    row: Some(BaseRow::default()),
+                },
+                BaseUpdate {
+                    path: "never-existed".into(),
+                    row: None,
+                },
+            ],
+        )
+        .unwrap();
+        let mut want = sample_base();
+        want.remove("a.txt");
+        want.remove("dir/link");
+        want.insert("dir".into(), new_row.clone());
+        want.insert("new".into(), new_row);
+        assert_eq!(s.load_base(j).unwrap(), want);
+        // Other jobs are untouched.
+        assert_eq!(s.load_base(other).unwrap(), sample_base());
+    }
+
+    #[test]
+    fn hundred_thousand_updates_in_one_transaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&dir.path().join("omnisync.db")).unwrap();
+        let j = s.job_id("j").unwrap();
+        let updates: Vec<BaseUpdate> = (0..100_000u64)
+            .map(|i| BaseUpdate {
+                path: format!("d{}/f{i}.bin", i % 100),
+                row: Some(BaseRow {
+                    local: Some(file(i, i as i64 * 1_000_000_000, Some(i), None)),
+                    remote: Some(file(i, i as i64 * 1_000_000_000, None, Some([1; 32]))),
+                }),
+            })
+            .collect();
+        s.apply_base_updates(j, &updates).unwrap();
+        assert_eq!(s.base_file_count(j).unwrap(), 100_000);
+        let deletes: Vec<BaseUpdate> = updates
+            .iter()
+            .step_by(2)
+            .map(|u| BaseUpdate {
+                path: u.path.clone(),
+                row: None,
+            })
+            .collect();
+        s.apply_base_updates(j, &deletes).unwrap();
+        let base = s.load_base(j).unwrap();
+        assert_eq!(base.len(), 50_000);
+        assert_eq!(base["d1/f1.bin"], updates[1].row.clone().unwrap());
+    }
+
+    #[test]
+    fn runs_and_last_run() {
+        let mut s = Store::open_in_memory().unwrap();
+        let j = s.job_id("j").unwrap();
+        assert_eq!(s.last_run("j").unwrap(), None);
+        assert_eq!(s.last_run("nope").unwrap(), None);
+        let r1 = s.start_run(j, "2026-01-01T00:00:00Z", false).unwrap();
+        s.finish_run(r1, "2026-01-01T00:00:05Z", "ok", 0, r#"{"bytes":7}"#, 7, 0)
+            .unwrap();
+        let dry = s.start_run(j, "2026-01-02T00:00:00Z", true).unwrap();
+        assert!(dry > r1);
+        let last = s.last_run("j").unwrap().unwrap();
+        assert_eq!(
+            last,
+            RunInfo {
+                id: r1,
+                job: "j".into(),
+                started: "2026-01-01T00:00:00Z".into(),
+                finished: Some("2026-01-01T00:00:05Z".into()),
+                dry_run: false,
+                result: Some("ok".into()),
+                exit_code: Some(0),
+                bytes: 7,
+                errors: 0,
+            }
+        );
+        // An unfinished run counts.
+        let r3 = s.start_run(j, "2026-01-03T00:00:00Z", false).unwrap();
+        let last = s.last_run("j").unwrap().unwrap();
+        assert_eq!(last.id, r3);
+        assert_eq!(last.finished, None);
+        assert_eq!(last.exit_code, None);
+        assert!(matches!(
+            s.finish_run(9999, "x", "ok", 0, "{}", 0, 0),
+            Err(StateError::UnknownRun(9999))
+        ));
+    }
+
+    fn log_fixture() -> Store {
+        let mut s = Store::open_in_memory().unwrap();
+        let mut recs = [
+            rec("2026-01-01T00:00:00Z", "a", 1, "download", "one.txt"),
+            rec("2026-01-01T00:00:01Z", "a", 1, "upload", "Two.TXT"),
+            rec("2026-01-02T00:00:00Z", "b", 2, "download", "100%_done.pdf"),
+            rec("2026-01-02T00:00:01Z", "b", 2, "move_remote", "x/old"),
+            rec("2026-01-03T00:00:00Z", "a", 3, "error", "three"),
+            rec("2026-01-03T00:00:01Z", "a", 3, "conflict", "four"),
+        ];
+        recs[3].to = Some("x/NEW-Name".into());
+        recs[4].message = Some("Permission DENIED".into());
+        recs[4].ms = None;
+        recs[5].dry_run = true;
+        recs[5].bytes = u64::MAX;
+        s.insert_actions(&recs[..3]).unwrap();
+        s.insert_actions(&recs[3..]).unwrap();
+        s.insert_actions(&[]).unwrap();
+        s
+    }
+
+    fn query(s: &Store, f: LogFilter) -> Vec<ActionRecord> {
+        s.query_actions(&f).unwrap()
+    }
+
+    #[test]
+    fn action_records_round_trip() {
+        let s = log_fixture();
+        let all = query(&s, LogFilter::default());
+        assert_eq!(all.len(), 6);
+        assert_eq!(
+            all[0],
+            rec("2026-01-01T00:00:00Z", "a", 1, "download", "one.txt")
+        );
+        assert_eq!(all[3].to.as_deref(), Some("x/NEW-Name"));
+        assert_eq!(all[4].message.as_deref(), Some("Permission DENIED"));
+        assert_eq!(all[4].ms, None);
+        assert!(all[5].dry_run);
+        assert!(!all[4].dry_run);
+        assert_eq!(all[5].bytes, u64::MAX);
+    }
+
+    #[test]
+    fn action_query_filters() {
+        let s = log_fixture();
+        let q = |f: LogFilter| paths(&query(&s, f)).join(",");
+        assert_eq!(
+            q(LogFilter {
+                job: Some("b".into()),
+                ..Default::default()
+            }),
+            "100%_done.pdf,x/old"
+        );
+        assert_eq!(
+            q(LogFilter {
+                action: Some("download".into()),
+                ..Default::default()
+            }),
+            "one.txt,100%_done.pdf"
+        );
+        assert_eq!(
+            q(LogFilter {
+                run: Some(3),
+                ..Default::default()
+            }),
+            "three,four"
+        );
+        assert_eq!(
+            q(LogFilter {
+                since: Some("2026-01-02T00:00:01Z".into()),
+                ..Default::default()
+            }),
+            "x/old,three,four"
+        );
+        assert_eq!(
+            q(LogFilter {
+                job: Some("a".into()),
+                action: Some("download".into()),
+                ..Default::default()
+            }),
+            "one.txt"
+        );
+        assert_eq!(
+            q(LogFilter {
+                job: Some("zzz".into()),
+                ..Default::default()
+            }),
+            ""
+        );
+    }
+
+    #[test]
+    fn action_search_is_case_insensitive_and_literal() {
+        let s = log_fixture();
+        let search = |needle: &str| {
+            paths(&query(
+                &s,
+                LogFilter {
+                    search: Some(needle.into()),
+                    ..Default::default()
+                },
+            ))
+            .join(",")
+        };
+        // path, either case
+        assert_eq!(search("two.txt"), "Two.TXT");
+        assert_eq!(search("ONE.t"), "one.txt");
+        assert_eq!(search(".txt"), "one.txt,Two.TXT");
+        // to and message
+        assert_eq!(search("new-name"), "x/old");
+        assert_eq!(search("permission denied"), "three");
+        // % and _ are literal characters, not wildcards
+        assert_eq!(search("%"), "100%_done.pdf");
+        assert_eq!(search("0%_d"), "100%_done.pdf");
+        assert_eq!(search("_"), "100%_done.pdf");
+        assert_eq!(search("o%e"), "");
+        assert_eq!(search("t_o"), "");
+        // combined with another filter
+        assert_eq!(
+            paths(&query(
+                &s,
+                LogFilter {
+                    job: Some("b".into()),
+                    search: Some("X/".into()),
+                    ..Default::default()
+                }
+            )),
+            vec!["x/old"]
+        );
+    }
+
+    #[test]
+    fn action_limit_returns_the_last_records_in_ascending_order() {
+        let s = log_fixture();
+        let got = query(
+            &s,
+            LogFilter {
+                limit: 2,
+                ..Default::default()
+            },
+        );
+        assert_eq!(paths(&got), vec!["three", "four"]);
+        let got = query(
+            &s,
+            LogFilter {
+                job: Some("a".into()),
+                limit: 3,
+                ..Default::default()
+            },
+        );
+        assert_eq!(paths(&got), vec!["Two.TXT", "three", "four"]);
+        let got = query(
+            &s,
+            LogFilter {
+                limit: 100,
+                ..Default::default()
+            },
+        );
+        assert_eq!(got.len(), 6);
+        assert_eq!(got[0].path, "one.txt");
+    }
+
+    #[test]
+    fn prune_deletes_only_older_records() {
+        let mut s = log_fixture();
+        assert_eq!(s.prune_actions("2026-01-01T00:00:00Z").unwrap(), 0);
+        assert_eq!(s.prune_actions("2026-01-02T00:00:01Z").unwrap(), 3);
+        assert_eq!(
+            paths(&query(&s, LogFilter::default())),
+            vec!["x/old", "three", "four"]
+        );
+        assert_eq!(s.prune_actions("2026-01-02T00:00:01Z").unwrap(), 0);
+        assert_eq!(s.prune_actions("2027-01-01T00:00:00Z").unwrap(), 3);
+        assert!(query(&s, LogFilter::default()).is_empty());
+    }
+
+    #[test]
+    fn checkpoints() {
+        let mut s = Store::open_in_memory().unwrap();
+        let j = s.job_id("j").unwrap();
+        let k = s.job_id("k").unwrap();
+        assert_eq!(s.get_checkpoint(j, "a", "upload").unwrap(), None);
+        let cp = Checkpoint {
+            src_size: u64::MAX,
+            src_mtime: -1,
+            src_inode: Some(u64::MAX),
+            offset: 4 << 20,
+        };
+        s.put_checkpoint(j, "a", "upload", &cp).unwrap();
+        assert_eq!(s.get_checkpoint(j, "a", "upload").unwrap(), Some(cp));
+        // Keyed by job, path and direction.
+        assert_eq!(s.get_checkpoint(j, "a", "download").unwrap(), None);
+        assert_eq!(s.get_checkpoint(k, "a", "upload").unwrap(), None);
+        assert_eq!(s.get_checkpoint(j, "b", "upload").unwrap(), None);
+        // Overwrite.
+        let cp2 = Checkpoint {
+            src_size: 10,
+            src_mtime: 5,
+            src_inode: None,
+            offset: 8 << 20,
+        };
+        s.put_checkpoint(j, "a", "upload", &cp2).unwrap();
+        assert_eq!(s.get_checkpoint(j, "a", "upload").unwrap(), Some(cp2));
+        let updated: String = s
+            .conn
+            .query_row("SELECT updated FROM transfers", [], |r| r.get(0))
+            .unwrap();
+        assert!(updated.ends_with('Z') && updated.len() == 20, "{updated}");
+        s.clear_checkpoint(j, "a", "upload").unwrap();
+        assert_eq!(s.get_checkpoint(j, "a", "upload").unwrap(), None);
+        // Clearing what is not there is fine.
+        s.clear_checkpoint(j, "a", "upload").unwrap();
+    }
+
+    #[test]
+    fn errors_are_readable() {
+        let dir = tempfile::tempdir().unwrap();
+        let blocker = dir.path().join("file");
+        std::fs::write(&blocker, b"x").unwrap();
+        let err = Store::open(&blocker.join("sub/omnisync.db")).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("state directory"), "{msg}");
+        assert!(msg.contains("file/sub"), "{msg}");
+    }
+}
