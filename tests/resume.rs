@@ -1,0 +1,158 @@
+//! Kill -9 in the middle of a 512 MiB transfer, run again: the transfer resumes from its
+//! checkpoint (the second run sends less than the file), the result is byte-identical, no
+//! partial file is left, and the final name never held a partial file.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const SIZE: u64 = 512 << 20;
+
+fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_omnisync"))
+}
+
+/// Deterministic, incompressible-enough content without reading /dev/urandom.
+fn write_big_file(path: &Path) -> [u8; 32] {
+    let mut f = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path).unwrap());
+    let mut hasher = blake3::Hasher::new();
+    let mut block = vec![0u8; 1 << 20];
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    for _ in 0..(SIZE >> 20) {
+        for chunk in block.chunks_mut(8) {
+            // xorshift64*
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            chunk.copy_from_slice(&x.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
+        }
+        hasher.update(&block);
+        f.write_all(&block).unwrap();
+    }
+    f.flush().unwrap();
+    *hasher.finalize().as_bytes()
+}
+
+fn hash_of(path: &Path) -> [u8; 32] {
+    omnisync::remote::local::hash_file(std::fs::File::open(path).unwrap()).unwrap()
+}
+
+#[test]
+fn kill_9_mid_transfer_then_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("local");
+    let remote = dir.path().join("remote");
+    std::fs::create_dir_all(&local).unwrap();
+    std::fs::create_dir_all(&remote).unwrap();
+    let want = write_big_file(&local.join("big.bin"));
+    let config = dir.path().join("omnisync.toml");
+    // 1 MiB chunks: a checkpoint (after an fsync) every MiB, so the run is killed mid-way.
+    std::fs::write(
+        &config,
+        format!(
+            "[agent]\nstate_dir = {:?}\n\n[[job]]\nname = \"big\"\nprotocol = \"local\"\n\
+             mode = \"upload\"\nlocal_path = {:?}\nremote_path = {:?}\nchunk_size = \"1MiB\"\n",
+            dir.path().join("state"),
+            local,
+            remote
+        ),
+    )
+    .unwrap();
+
+    let final_path = remote.join("big.bin");
+    let partial = remote.join("big.bin.omnisync-partial");
+    let mut child = Command::new(bin())
+        .args(["--config", config.to_str().unwrap(), "run", "big", "--json"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let killed_at = loop {
+        assert!(
+            !final_path.exists(),
+            "the final name appeared before the transfer was complete"
+        );
+        let len = std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0);
+        if len >= 96 << 20 {
+            child.kill().unwrap(); // SIGKILL
+            child.wait().unwrap();
+            break len;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the run finished before it could be killed ({status})");
+        }
+        assert!(Instant::now() < deadline, "transfer did not progress");
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    assert!(killed_at < SIZE, "killed after the whole file was written");
+    assert!(!final_path.exists(), "a partial file took the final name");
+    assert!(
+        partial.exists(),
+        "the partial file should be kept for resuming"
+    );
+
+    let out = Command::new(bin())
+        .args(["--config", config.to_str().unwrap(), "run", "big", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let upload: serde_json::Value = stdout
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|v| v["action"] == "upload")
+        .unwrap_or_else(|| panic!("no upload record in {stdout}"));
+    let sent = upload["bytes"].as_u64().unwrap();
+    assert!(
+        sent < SIZE,
+        "the second run sent {sent} bytes: it did not resume"
+    );
+    assert!(
+        sent <= SIZE - (64 << 20),
+        "resumed too early: sent {sent} of {SIZE}"
+    );
+    assert!(
+        upload["message"].as_str().unwrap_or("").contains("resumed"),
+        "{upload}"
+    );
+    let summary: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(summary["summary"]["bytes"].as_u64(), Some(sent));
+
+    assert_eq!(hash_of(&final_path), want, "resumed file differs");
+    assert!(!partial.exists(), "partial file left after a completed run");
+    let leftovers: Vec<_> = walk(&remote)
+        .into_iter()
+        .filter(|p| p.to_string_lossy().ends_with(".omnisync-partial"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+
+    // And the third run has nothing to do.
+    let out = Command::new(bin())
+        .args(["--config", config.to_str().unwrap(), "run", "big", "--json"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let summary: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(summary["summary"]["upload"].as_u64(), Some(0), "{stdout}");
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        let p = e.path();
+        if e.file_type().unwrap().is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
