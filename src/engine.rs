@@ -366,10 +366,14 @@ pub fn run_job(
     let job_id = store.lock().unwrap().job_id(&job.name)?;
     let full_base = store.lock().unwrap().load_base(job_id)?;
     let base = visible_base(&full_base, &filter);
-    let synced_before = base.values().any(|r| {
-        r.local.as_ref().is_some_and(|e| e.is_file())
-            || r.remote.as_ref().is_some_and(|e| e.is_file())
-    });
+    // "Has synced before": anything in the base, or an earlier run that completed. A job
+    // whose base was emptied (an intake folder drained by its consumer) still counts.
+    let synced_before = !full_base.is_empty()
+        || store
+            .lock()
+            .unwrap()
+            .last_run(&job.name)?
+            .is_some_and(|r| matches!(r.result.as_deref(), Some("ok" | "partial")));
 
     let local = LocalFs::new(job.local_path.clone());
     let remote = open_remote(job)?;
@@ -455,6 +459,27 @@ pub fn run_job(
                     job.name, job.remote_path
                 )))
             }
+        }
+    }
+
+    // A root that is missing, not a folder or unreadable stops a job that synced before,
+    // whatever the base holds; nothing overrides it (not even --force-delete).
+    if synced_before {
+        for (side, root, path) in [
+            ("local", &local_root, job.local_path.display().to_string()),
+            ("remote", &remote_root, job.remote_path.clone()),
+        ] {
+            let reason = match root {
+                RootState::Ok => continue,
+                RootState::Missing => "is missing".to_string(),
+                RootState::NotDir => "is not a directory".to_string(),
+                RootState::Unreadable(e) => format!("cannot be read ({e})"),
+            };
+            return Err(RunError::Guard(format!(
+                "job {:?}: the {side} root {path} {reason}, but the job has synced before; \
+                 nothing was changed (is a disk or share not mounted?)",
+                job.name
+            )));
         }
     }
 
@@ -600,7 +625,15 @@ pub fn run_job(
         };
         execute(&exec, &plan.actions, job, run_id, &recorder, opts.progress);
         recorder.flush();
-        cleanup_partials(&exec, &plan.actions, &l_scan, &r_scan, &store, job_id);
+        cleanup_partials(
+            &exec,
+            &plan.actions,
+            &l_scan,
+            &r_scan,
+            &store,
+            job_id,
+            &filter,
+        );
         prune_trash(&local, job.trash_retention_days, start_time);
         prune_trash(remote, job.trash_retention_days, start_time);
     }
@@ -706,6 +739,7 @@ fn cleanup_partials(
     r_scan: &ScanResult,
     store: &Mutex<Store>,
     job_id: i64,
+    filter: &Filter,
 ) {
     let planned: std::collections::HashSet<(&str, &str)> = actions
         .iter()
@@ -743,7 +777,21 @@ fn cleanup_partials(
             exec.local
         };
         for p in &scan.partials {
-            if !keep.contains(&(side, p.clone())) {
+            if keep.contains(&(side, p.clone())) {
+                continue;
+            }
+            // Only partials of paths this job owns: an excluded path is invisible to the job
+            // (another job sharing the folder may be writing it). A hidden short partial name
+            // does not say its target, so it is ours only when the job filters nothing.
+            let target = &p[..p.len() - crate::exec::PARTIAL_SUFFIX.len()];
+            let hidden_short = crate::remote::file_name(target).starts_with('.')
+                && crate::remote::file_name(target).len() == 25;
+            let ours = if hidden_short {
+                filter.is_empty()
+            } else {
+                filter.includes_file(target)
+            };
+            if ours {
                 let _ = fs.remove_file(p);
             }
         }

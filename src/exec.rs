@@ -212,17 +212,54 @@ impl<'a> Executor<'a> {
     }
 
     /// Move `path` into this run's trash folder on `side`; returns the trash path.
+    ///
+    /// A path trashed twice on one day gets `~2`, `~3`…; when an earlier trashed *file*
+    /// occupies a folder name this path needs (a file that later became a folder), the first
+    /// such component is suffixed instead, so trashing never fails for lack of a name.
     fn trash(&self, side: &dyn Remote, path: &str) -> Result<String, String> {
-        let base = format!("{TRASH_DIR}/{}/{path}", self.trash_date);
-        let mut target = base.clone();
-        let mut n = 2;
-        while side.stat(&target).map_err(|e| e.to_string())?.is_some() {
-            target = format!("{base}~{n}");
-            n += 1;
+        let day = format!("{TRASH_DIR}/{}", self.trash_date);
+        let parts: Vec<&str> = path.split('/').collect();
+        let mut last_err = String::new();
+        for attempt in 0..parts.len() {
+            // attempt 0: the path as it is; attempt k: component k-1 renamed `NAME~N`.
+            let mut n = 2;
+            loop {
+                let rel = if attempt == 0 {
+                    path.to_string()
+                } else {
+                    let mut p = parts.clone();
+                    let renamed = format!("{}~{n}", parts[attempt - 1]);
+                    p[attempt - 1] = &renamed;
+                    p.join("/")
+                };
+                let base = format!("{day}/{rel}");
+                let mut target = base.clone();
+                if attempt == 0 {
+                    let mut m = 2;
+                    while side.stat(&target).map_err(|e| e.to_string())?.is_some() {
+                        target = format!("{base}~{m}");
+                        m += 1;
+                    }
+                } else if side.stat(&target).map_err(|e| e.to_string())?.is_some() {
+                    n += 1;
+                    continue;
+                }
+                match side.mkdir_all(parent(&target)) {
+                    Ok(()) => {
+                        side.rename(path, &target).map_err(|e| e.to_string())?;
+                        return Ok(target);
+                    }
+                    Err(e) => {
+                        last_err = e.to_string();
+                        if attempt == 0 || n > 50 {
+                            break;
+                        }
+                        n += 1;
+                    }
+                }
+            }
         }
-        side.mkdir_all(parent(&target)).map_err(|e| e.to_string())?;
-        side.rename(path, &target).map_err(|e| e.to_string())?;
-        Ok(target)
+        Err(format!("cannot move {path:?} to the trash: {last_err}"))
     }
 
     fn do_mkdir(&self, out: &mut Outcome) -> Result<(), String> {

@@ -106,6 +106,11 @@ impl Filter {
         self.include.is_active()
     }
 
+    /// Does this filter let everything through (no include and no exclude patterns)?
+    pub fn is_empty(&self) -> bool {
+        !self.include.is_active() && !self.exclude.is_active()
+    }
+
     /// Reserved names that are never synced, whatever the filters say: the root's `.omnisync`
     /// folder (exactly the top-level `.omnisync` and everything under it) and any file whose name
     /// ends with `.omnisync-partial`.

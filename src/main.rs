@@ -20,6 +20,7 @@ use omnisync::state::LogFilter;
 #[command(
     name = "omnisync",
     version,
+    propagate_version = true,
     about = "Keeps local folders in sync with SFTP, FTP/FTPS, SMB servers and plain directories",
     long_about = None
 )]

@@ -354,6 +354,12 @@ fn under_any(p: &str, dirs: &[String]) -> bool {
     dirs.iter().any(|d| p.len() > d.len() && at_or_under(p, d))
 }
 
+/// Is `p`'s subtree touching one of `dirs` (at, above or below `p`)? A move must not carry
+/// an unreadable folder, whose listed contents are incomplete.
+fn overlaps_any(p: &str, dirs: &[String]) -> bool {
+    dirs.iter().any(|d| at_or_under(p, d) || at_or_under(d, p))
+}
+
 /// Entries of `map` at or below `dir`, in order: the folder itself, then the contiguous key
 /// range `dir/` .. `dir0` (`0` is the byte after `/`).
 fn subtree<'m, V>(
@@ -474,6 +480,21 @@ pub fn plan(input: &PlanInput<'_>, o: &PlanOptions) -> Plan {
     }
 
     materialize(&cmp, o, &local, &remote, &base, intents, &mut out);
+
+    // Rows of paths a move relocates are written with that move, after its relocation:
+    // written before it (as plain base updates are), the move would overwrite them.
+    if !moves.is_empty() {
+        for u in std::mem::take(&mut out.base_updates) {
+            let owner = moves
+                .iter_mut()
+                .rev()
+                .find(|m| m.to.as_deref().is_some_and(|t| at_or_under(&u.path, t)));
+            match owner {
+                Some(m) => m.base.push(u),
+                None => out.base_updates.push(u),
+            }
+        }
+    }
 
     // Order: records, moves, deletions deepest first, mkdirs shallowest first, transfers.
     let mut records = Vec::new();
@@ -801,9 +822,12 @@ fn materialize(
                 path: path.clone(),
                 row: None,
             }),
-            Intent::Skip(m) => out
-                .actions
-                .push(Action::new(ActionKind::Skip, p).msg(m.clone())),
+            Intent::Skip(m) => {
+                out.actions
+                    .push(Action::new(ActionKind::Skip, p).msg(m.clone()));
+                // A symlink where the other side has a folder: nothing is written through it.
+                skip_under.push(path.clone());
+            }
             Intent::Error(m) => {
                 out.actions
                     .push(Action::new(ActionKind::Error, p).msg(m.clone()));
@@ -844,7 +868,13 @@ fn materialize(
                     } else {
                         l
                     };
-                    if other.is_none() {
+                    // (Only where the mode writes: a mirror never touches its source.)
+                    let may_write = if keep_kind == ActionKind::MkdirRemote {
+                        o.mode.writes_remote()
+                    } else {
+                        o.mode.writes_local()
+                    };
+                    if other.is_none() && may_write {
                         let mut a = Action::new(keep_kind, p);
                         a.src = Some(victim.clone());
                         out.actions.push(a);
@@ -879,6 +909,36 @@ fn materialize(
                     )
                 };
                 let Some(s) = s else { continue };
+                // A file replacing a folder whose contents stay is a clash, not a conflict
+                // resolved by a transfer: only the error is logged.
+                if s.kind == Kind::File
+                    && d.is_some_and(Entry::is_dir)
+                    && !all_go(tree_d, deleted_d, p)
+                {
+                    out.actions.push(Action::new(ActionKind::Error, p).msg(
+                        "type clash: a file replaces a folder whose contents \
+                         changed or are kept; nothing was changed",
+                    ));
+                    skip_under.push(path.clone());
+                    continue;
+                }
+                // A destination ancestor that is not a folder and stays (a destination-only
+                // type change a one-way mode leaves alone) leaves no place for this path.
+                if let Some(anc) = blocking_ancestor(tree_d, deleted_d, p) {
+                    let (sn, dn) = if push {
+                        ("local", "remote")
+                    } else {
+                        ("remote", "local")
+                    };
+                    let kind = tree_d[anc].kind.as_str();
+                    let m = format!(
+                        "type clash: {anc:?} is a {kind} on the {dn} side but a folder on \
+                         the {sn} side; nothing was changed"
+                    );
+                    out.actions.push(Action::new(ActionKind::Error, p).msg(m));
+                    skip_under.push(path.clone());
+                    continue;
+                }
                 if *conflict {
                     let winner = if push { "local" } else { "remote" };
                     out.actions.push(Action::new(ActionKind::Conflict, p).msg(format!(
@@ -906,17 +966,6 @@ fn materialize(
                     }
                     (Kind::File, dk) => {
                         if dk == Some(Kind::Dir) {
-                            if !all_go(tree_d, deleted_d, p)
-                                || subtree(tree_d, p)
-                                    .any(|(k, _)| k != path && !deleted_d.contains(k.as_str()))
-                            {
-                                out.actions.push(Action::new(ActionKind::Error, p).msg(
-                                    "type clash: a file replaces a folder whose contents \
-                                     changed or are kept; nothing was changed",
-                                ));
-                                skip_under.push(path.clone());
-                                continue;
-                            }
                             let mut del = Action::new(del_kind, p);
                             del.src = d.cloned();
                             out.actions.push(del);
@@ -962,6 +1011,21 @@ fn materialize(
 /// A remote file's identity for move matching: size, mtime, hash when known.
 type FileKey = (u64, i64, Option<[u8; 32]>);
 
+/// The nearest proper ancestor of `p` in `tree` that is not a folder and is not deleted by
+/// this plan.
+fn blocking_ancestor<'t>(tree: &'t Tree, deleted: &HashSet<&str>, p: &str) -> Option<&'t str> {
+    let mut q = parent(p);
+    while !q.is_empty() {
+        if let Some((k, e)) = tree.get_key_value(q) {
+            if !e.is_dir() && !deleted.contains(q) {
+                return Some(k.as_str());
+            }
+        }
+        q = parent(q);
+    }
+    None
+}
+
 /// Local renames: a base path gone locally whose inode shows up at a new local path.
 fn match_local_moves(
     cmp: &Cmp<'_>,
@@ -1000,9 +1064,12 @@ fn match_local_moves(
             candidates.push((p.clone(), q.to_string()));
         }
     }
-    candidates.sort_by_key(|(p, _)| (depth(p), p.clone()));
+    // Shallowest target first: a move into a folder another move creates comes after it
+    // (the executor makes missing parents, which would then block that other move); a
+    // folder's own move still comes before its children's.
+    candidates.sort_by_key(|(p, q)| (depth(q), depth(p), p.clone()));
     for (p, q) in candidates {
-        if under_any(&p, unknown) || under_any(&q, unknown) || at_or_under(&q, &p) {
+        if overlaps_any(&p, unknown) || overlaps_any(&q, unknown) || at_or_under(&q, &p) {
             continue;
         }
         let Some(row) = base.get(&p).cloned() else {
@@ -1013,6 +1080,10 @@ fn match_local_moves(
         };
         let Some(lq) = local.get(&q) else { continue };
         if base.contains_key(&q) || remote.contains_key(&q) || lq.kind != bl.kind {
+            continue;
+        }
+        // Moves run before deletions: a file where the target's folder goes would block it.
+        if blocking_ancestor(remote, &HashSet::new(), &q).is_some() {
             continue;
         }
         if lq.kind == Kind::File && (lq.size != bl.size || lq.mtime != bl.mtime) {
@@ -1044,9 +1115,7 @@ fn match_remote_moves(
 ) {
     let new_remote: Vec<(&String, &Entry)> = remote
         .iter()
-        .filter(|(p, e)| {
-            e.kind != Kind::Symlink && base.get(*p).is_none_or(|b| b.remote.is_none())
-        })
+        .filter(|(p, e)| e.kind != Kind::Symlink && base.get(*p).is_none_or(|b| b.remote.is_none()))
         .collect();
     if new_remote.is_empty() {
         return;
@@ -1135,10 +1204,13 @@ fn match_remote_moves(
             Kind::Symlink => {}
         }
     }
-    candidates.sort_by_key(|(p, _)| (depth(p), p.clone()));
+    // Shallowest target first: a move into a folder another move creates comes after it
+    // (the executor makes missing parents, which would then block that other move); a
+    // folder's own move still comes before its children's.
+    candidates.sort_by_key(|(p, q)| (depth(q), depth(p), p.clone()));
     let mut used_targets: HashSet<String> = HashSet::new();
     for (p, q) in candidates {
-        if under_any(&p, unknown) || under_any(&q, unknown) || at_or_under(&q, &p) {
+        if overlaps_any(&p, unknown) || overlaps_any(&q, unknown) || at_or_under(&q, &p) {
             continue;
         }
         if used_targets.contains(&q) || used_targets.iter().any(|t| at_or_under(&q, t)) {
@@ -1151,6 +1223,9 @@ fn match_remote_moves(
             continue;
         };
         if base.contains_key(&q) || local.contains_key(&q) || !remote.contains_key(&q) {
+            continue;
+        }
+        if blocking_ancestor(local, &HashSet::new(), &q).is_some() {
             continue;
         }
         let Some(lp) = local.get(&p) else { continue };

@@ -382,6 +382,20 @@ impl Store {
         conn.pragma_update(None, "foreign_keys", "ON")
             .ctx("enabling foreign keys")?;
         conn.set_prepared_statement_cache_capacity(32);
+        // Unicode-aware lower case for `log --search` (SQLite's own lower() folds ASCII only).
+        conn.create_scalar_function(
+            "omni_lower",
+            1,
+            rusqlite::functions::FunctionFlags::SQLITE_UTF8
+                | rusqlite::functions::FunctionFlags::SQLITE_DETERMINISTIC,
+            |ctx| {
+                Ok(ctx
+                    .get::<Option<String>>(0)?
+                    .map(|s| s.to_lowercase())
+                    .unwrap_or_default())
+            },
+        )
+        .ctx("registering omni_lower")?;
         Ok(Store { conn })
     }
 
@@ -584,7 +598,7 @@ impl Store {
 
     /// Records matching every given filter: `job`, `action` and `run` exact, `search` a
     /// case-insensitive substring of `path`, `to` or `message` (`%` and `_` are literal; case
-    /// folding is ASCII, as SQLite's `lower`), `since` = `time >= since`. Returns the last
+    /// folding is Unicode, through the `omni_lower` function registered on each connection), `since` = `time >= since`. Returns the last
     /// `limit` matching records (by id; all when `limit` is 0) in ascending time/id order.
     pub fn query_actions(&self, f: &LogFilter) -> Result<Vec<ActionRecord>> {
         let mut conds: Vec<String> = Vec::new();
@@ -601,11 +615,11 @@ impl Store {
             conds.push(format!("action = {}", bind(Value::Text(action.clone()))));
         }
         if let Some(search) = &f.search {
-            let p = bind(Value::Text(search.to_ascii_lowercase()));
+            let p = bind(Value::Text(search.to_lowercase()));
             conds.push(format!(
-                "(instr(lower(path), {p}) > 0 \
-                  OR instr(lower(coalesce(\"to\", '')), {p}) > 0 \
-                  OR instr(lower(coalesce(message, '')), {p}) > 0)"
+                "(instr(omni_lower(path), {p}) > 0 \
+                  OR instr(omni_lower(\"to\"), {p}) > 0 \
+                  OR instr(omni_lower(message), {p}) > 0)"
             ));
         }
         if let Some(since) = &f.since {

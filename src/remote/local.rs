@@ -199,7 +199,15 @@ impl Remote for LocalFs {
     fn stat(&self, path: &str) -> Result<Option<Entry>> {
         match fs::symlink_metadata(self.full(path)) {
             Ok(m) => Ok(Some(entry_from_metadata(&m))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            // A path below a file does not exist either.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+                ) =>
+            {
+                Ok(None)
+            }
             Err(e) => Err(RemoteError::io("stat", path, e)),
         }
     }
