@@ -530,6 +530,7 @@ pub fn run_job(
         tolerance_ns: job.mtime_tolerance.as_nanos() as i64,
         local_precision_ns: caps_l.mtime_precision_ns,
         remote_precision_ns: caps_r.mtime_precision_ns,
+        job_trash: job.trash,
         conflict_stamp: {
             let f = time::macros::format_description!("[year][month][day]-[hour][minute][second]");
             start_time.format(&f).unwrap_or_default()

@@ -38,6 +38,8 @@ pub struct PlanOptions {
     pub remote_precision_ns: i64,
     /// `YYYYMMDD-HHMMSS` of the run's start in UTC, for keep-both names.
     pub conflict_stamp: String,
+    /// `trash` (only for messages: the executor does the trashing).
+    pub job_trash: bool,
 }
 
 impl PlanOptions {
@@ -53,6 +55,7 @@ impl PlanOptions {
             local_precision_ns: 1,
             remote_precision_ns: 1,
             conflict_stamp: "19700101-000000".into(),
+            job_trash: true,
         }
     }
 }
@@ -161,9 +164,10 @@ impl std::fmt::Display for Guard {
                 setting,
             } => write!(
                 f,
-                "the plan would delete {count} files, more than max_delete = {setting} \
+                "the plan would delete {}, more than max_delete = {setting} \
                  (limit {limit}); nothing was changed. Check the job's folders, then re-run \
-                 with --force-delete to allow it"
+                 with --force-delete to allow it",
+                files(*count)
             ),
             Guard::RootMissing { side, reason } => write!(
                 f,
@@ -174,12 +178,21 @@ impl std::fmt::Display for Guard {
             Guard::EmptiedRoot { side, deletes } => write!(
                 f,
                 "the {} root is empty although the last sync left files there; propagating \
-                 that would delete {deletes} files on the {} side. Nothing was changed. If \
+                 that would delete {} on the {} side. Nothing was changed. If \
                  the folder was emptied on purpose, re-run with --force-delete",
                 side_name(*side),
+                files(*deletes),
                 side_name(side.other())
             ),
         }
+    }
+}
+
+fn files(n: u64) -> String {
+    if n == 1 {
+        "1 file".into()
+    } else {
+        format!("{n} files")
     }
 }
 
@@ -520,26 +533,9 @@ pub fn plan(input: &PlanInput<'_>, o: &PlanOptions) -> Plan {
     out.actions.extend(mkdirs);
     out.actions.extend(transfers);
 
-    // Guard: max_delete, counted after moves were matched.
-    if !o.force_delete {
-        let limit = match o.max_delete {
-            MaxDelete::Count(n) => Some(n),
-            MaxDelete::Percent(p) if base_files > 0 => Some(base_files * p as u64 / 100),
-            MaxDelete::Percent(_) => None,
-        };
-        if let Some(limit) = limit {
-            if out.file_deletes > limit {
-                out.guard = Some(Guard::MaxDelete {
-                    count: out.file_deletes,
-                    limit,
-                    setting: o.max_delete,
-                });
-            }
-        }
-    }
-
+    // The emptied-root guard first: its message says more than the count would.
     // Guard: a root that is suddenly empty must not propagate its emptiness.
-    if !o.force_delete && base_files > 0 && out.guard.is_none() {
+    if !o.force_delete && base_files > 0 {
         for (side, view, del_kind) in [
             (Side::Local, &input.local, ActionKind::DeleteRemote),
             (Side::Remote, &input.remote, ActionKind::DeleteLocal),
@@ -558,6 +554,24 @@ pub fn plan(input: &PlanInput<'_>, o: &PlanOptions) -> Plan {
             }
         }
     }
+    // Guard: max_delete, counted after moves were matched.
+    if !o.force_delete && out.guard.is_none() {
+        let limit = match o.max_delete {
+            MaxDelete::Count(n) => Some(n),
+            MaxDelete::Percent(p) if base_files > 0 => Some(base_files * p as u64 / 100),
+            MaxDelete::Percent(_) => None,
+        };
+        if let Some(limit) = limit {
+            if out.file_deletes > limit {
+                out.guard = Some(Guard::MaxDelete {
+                    count: out.file_deletes,
+                    limit,
+                    setting: o.max_delete,
+                });
+            }
+        }
+    }
+
     out
 }
 
@@ -941,10 +955,20 @@ fn materialize(
                 }
                 if *conflict {
                     let winner = if push { "local" } else { "remote" };
-                    out.actions.push(Action::new(ActionKind::Conflict, p).msg(format!(
-                        "changed on both sides; the {winner} version wins ({}), the other goes to trash",
-                        o.conflict.as_str()
-                    )));
+                    let why = if o.mode == Mode::Bidirectional {
+                        format!("conflict = {}", o.conflict.as_str())
+                    } else {
+                        format!("the source side in {} mode", o.mode.as_str())
+                    };
+                    let fate = if o.job_trash {
+                        "the other goes to trash"
+                    } else {
+                        "the other is overwritten (trash = false)"
+                    };
+                    out.actions
+                        .push(Action::new(ActionKind::Conflict, p).msg(format!(
+                            "changed on both sides; the {winner} version wins ({why}), {fate}"
+                        )));
                 }
                 match (s.kind, d.map(|e| e.kind)) {
                     (Kind::Dir, Some(Kind::Dir)) => out.base_updates.push(BaseUpdate {
