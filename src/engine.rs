@@ -223,25 +223,26 @@ fn root_state(s: RootStatus) -> RootState {
 }
 
 /// Base rows the filters let through; the others are kept untouched for later.
-fn visible_base(base: &Base, filter: &Filter) -> Base {
-    base.iter()
-        .filter(|(p, row)| {
-            if Filter::is_reserved(p) {
-                return false;
-            }
-            let is_dir = row
-                .local
-                .as_ref()
-                .or(row.remote.as_ref())
-                .is_some_and(|e| e.kind == Kind::Dir);
-            if is_dir {
-                !filter.excludes_dir(p)
-            } else {
-                filter.includes_file(p)
-            }
-        })
-        .map(|(p, r)| (p.clone(), r.clone()))
-        .collect()
+fn visible_base(base: Base, filter: &Filter) -> Base {
+    let visible = |p: &str, row: &crate::model::BaseRow| {
+        if Filter::is_reserved(p) {
+            return false;
+        }
+        let is_dir = row
+            .local
+            .as_ref()
+            .or(row.remote.as_ref())
+            .is_some_and(|e| e.kind == Kind::Dir);
+        if is_dir {
+            !filter.excludes_dir(p)
+        } else {
+            filter.includes_file(p)
+        }
+    };
+    if filter.is_empty() && !base.keys().any(|p| Filter::is_reserved(p)) {
+        return base;
+    }
+    base.into_iter().filter(|(p, r)| visible(p, r)).collect()
 }
 
 fn record(job: &Job, run: i64, a: &Action, dry_run: bool) -> ActionRecord {
@@ -364,11 +365,9 @@ pub fn run_job(
     let store = Store::open(&db_path(agent))?;
     let store = Mutex::new(store);
     let job_id = store.lock().unwrap().job_id(&job.name)?;
-    let full_base = store.lock().unwrap().load_base(job_id)?;
-    let base = visible_base(&full_base, &filter);
     // "Has synced before": anything in the base, or an earlier run that completed. A job
     // whose base was emptied (an intake folder drained by its consumer) still counts.
-    let synced_before = !full_base.is_empty()
+    let synced_before = store.lock().unwrap().has_base(job_id)?
         || store
             .lock()
             .unwrap()
@@ -483,15 +482,25 @@ pub fn run_job(
         }
     }
 
-    // Scan both sides at once.
+    // Load the base while both sides are scanned (in secure mode the scan reuses the base's
+    // hashes, so the base comes first).
     let hash = job.compare == Compare::Secure;
+    let load_base = || -> Result<Base, RunError> {
+        let t = Instant::now();
+        let full = store.lock().unwrap().load_base(job_id)?;
+        tracing::debug!(job = %job.name, rows = full.len(), ms = t.elapsed().as_millis() as u64, "base loaded");
+        Ok(visible_base(full, &filter))
+    };
+    let early_base = if hash { Some(load_base()?) } else { None };
+    let empty_base = Base::new();
+    let scan_base = early_base.as_ref().unwrap_or(&empty_base);
     let scan_side = |fs: &dyn Remote, side: Side, ok: bool, empty: bool| -> ScanResult {
         if !ok || empty {
             return ScanResult::default();
         }
         scan::scan(
             fs,
-            &base,
+            scan_base,
             &ScanOptions {
                 filter: &filter,
                 side,
@@ -500,7 +509,9 @@ pub fn run_job(
             },
         )
     };
-    let (l_scan, r_scan) = std::thread::scope(|s| {
+    let t = Instant::now();
+    let (l_scan, r_scan, late_base) = std::thread::scope(|s| {
+        let b = (!hash).then(|| s.spawn(load_base));
         let l = s.spawn(|| {
             scan_side(
                 &local,
@@ -515,9 +526,22 @@ pub fn run_job(
             remote_root == RootState::Ok,
             remote_empty,
         );
-        (l.join().expect("local scan panicked"), r)
+        let b = b.map(|h| h.join().expect("base load panicked"));
+        (l.join().expect("local scan panicked"), r, b)
     });
+    let base = match (early_base, late_base) {
+        (Some(b), _) => b,
+        (None, Some(b)) => b?,
+        (None, None) => unreachable!("the base is loaded early or late"),
+    };
 
+    tracing::debug!(
+        job = %job.name,
+        local = l_scan.tree.len(),
+        remote = r_scan.tree.len(),
+        ms = t.elapsed().as_millis() as u64,
+        "scanned"
+    );
     let caps_l = local.capabilities();
     let caps_r = remote.capabilities();
     let popts = PlanOptions {
@@ -536,6 +560,7 @@ pub fn run_job(
             start_time.format(&f).unwrap_or_default()
         },
     };
+    let t = Instant::now();
     let plan = plan::plan(
         &PlanInput {
             local: SideView {
@@ -553,6 +578,12 @@ pub fn run_job(
         &popts,
     );
 
+    tracing::debug!(
+        job = %job.name,
+        actions = plan.actions.len(),
+        ms = t.elapsed().as_millis() as u64,
+        "planned"
+    );
     let run_id = store
         .lock()
         .unwrap()
