@@ -192,8 +192,7 @@ fn dispatch(cli: &Cli) -> Result<i32, Failure> {
     }
 }
 
-fn print_record(rec: &ActionRecord, json: bool) {
-    let mut out = std::io::stdout().lock();
+fn print_record(out: &mut dyn Write, rec: &ActionRecord, json: bool) {
     if json {
         let _ = writeln!(
             out,
@@ -258,12 +257,25 @@ fn cmd_run(cli: &Cli, args: &RunArgs) -> Result<i32, Failure> {
         progress: !args.json && std::io::stderr().is_terminal(),
     };
     let json = args.json;
-    let sink = move |r: &ActionRecord| print_record(r, json);
+    // Piped output is block-buffered (one write per 8 KiB, not per action line); a terminal
+    // sees each line as it happens.
+    let out: Mutex<Box<dyn Write + Send>> = Mutex::new(if std::io::stdout().is_terminal() {
+        Box::new(std::io::stdout())
+    } else {
+        Box::new(std::io::BufWriter::with_capacity(
+            64 << 10,
+            std::io::stdout(),
+        ))
+    });
+    let sink = |r: &ActionRecord| print_record(&mut **out.lock().unwrap(), r, json);
 
     let results: Mutex<Vec<(String, Result<RunSummary, RunError>)>> = Mutex::new(Vec::new());
     let run_one = |job: &Job| {
         let r = engine::run_job(&cfg.agent, job, &opts, &sink);
-        report(&r, json, &job.name);
+        let mut o = out.lock().unwrap();
+        let _ = o.flush();
+        report(&mut **o, &r, json, &job.name);
+        let _ = o.flush();
         results.lock().unwrap().push((job.name.clone(), r));
     };
     if args.parallel && jobs.len() > 1 {
@@ -296,11 +308,11 @@ fn cmd_run(cli: &Cli, args: &RunArgs) -> Result<i32, Failure> {
 }
 
 /// The summary line (stderr) or object (stdout, with --json); failures on stderr.
-fn report(r: &Result<RunSummary, RunError>, json: bool, job: &str) {
+fn report(out: &mut dyn Write, r: &Result<RunSummary, RunError>, json: bool, job: &str) {
     match r {
         Ok(s) => {
             if json {
-                println!("{}", s.to_json());
+                let _ = writeln!(out, "{}", s.to_json());
             } else {
                 eprintln!("{}", s.to_text());
             }
@@ -308,7 +320,8 @@ fn report(r: &Result<RunSummary, RunError>, json: bool, job: &str) {
         Err(e) => {
             eprintln!("omnisync: {e}");
             if json {
-                println!(
+                let _ = writeln!(
+                    out,
                     "{}",
                     serde_json::json!({"summary": {"job": job, "error": e.to_string(), "exit": e.exit_code()}})
                 );

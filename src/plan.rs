@@ -589,39 +589,19 @@ fn union3<'a>(l: &'a Tree, r: &'a Tree, b: &'a Base) -> Vec<Row<'a>> {
     let mut bi = b.iter().peekable();
     let mut out = Vec::with_capacity(l.len().max(r.len()).max(b.len()));
     loop {
-        let next = [
-            li.peek().map(|(k, _)| k.as_str()),
-            ri.peek().map(|(k, _)| k.as_str()),
-            bi.peek().map(|(k, _)| k.as_str()),
+        let next: Option<&'a String> = [
+            li.peek().map(|(k, _)| *k),
+            ri.peek().map(|(k, _)| *k),
+            bi.peek().map(|(k, _)| *k),
         ]
         .into_iter()
         .flatten()
         .min();
         let Some(key) = next else { break };
-        let lv = if li.peek().is_some_and(|(k, _)| k.as_str() == key) {
-            li.next().map(|(_, v)| v)
-        } else {
-            None
-        };
-        let rv = if ri.peek().is_some_and(|(k, _)| k.as_str() == key) {
-            ri.next().map(|(_, v)| v)
-        } else {
-            None
-        };
-        let (bk, bv) = if bi.peek().is_some_and(|(k, _)| k.as_str() == key) {
-            let (k, v) = bi.next().unwrap();
-            (Some(k.as_str()), Some(v))
-        } else {
-            (None, None)
-        };
-        // Borrow the key from whichever map holds it, so it lives as long as the maps.
-        let key: &'a str = match (lv, rv, bk) {
-            (Some(_), _, _) => l.get_key_value(key).unwrap().0.as_str(),
-            (None, Some(_), _) => r.get_key_value(key).unwrap().0.as_str(),
-            (None, None, Some(k)) => k,
-            (None, None, None) => unreachable!(),
-        };
-        out.push((key, lv, rv, bv));
+        let lv = li.next_if(|(k, _)| *k == key).map(|(_, v)| v);
+        let rv = ri.next_if(|(k, _)| *k == key).map(|(_, v)| v);
+        let bv = bi.next_if(|(k, _)| *k == key).map(|(_, v)| v);
+        out.push((key.as_str(), lv, rv, bv));
     }
     out
 }
@@ -1032,6 +1012,27 @@ fn materialize(
     }
 }
 
+/// Entries of `tree` without a `side` entry in the base: one merge walk of the two sorted maps
+/// instead of a lookup per path.
+fn not_in_base<'a>(tree: &'a Tree, base: &Base, side: Side) -> Vec<(&'a String, &'a Entry)> {
+    let mut bi = base.iter().peekable();
+    let mut out = Vec::new();
+    for (p, e) in tree {
+        while bi.next_if(|(k, _)| k.as_str() < p.as_str()).is_some() {}
+        let known = bi.peek().is_some_and(|(k, row)| {
+            *k == p
+                && match side {
+                    Side::Local => row.local.is_some(),
+                    Side::Remote => row.remote.is_some(),
+                }
+        });
+        if !known {
+            out.push((p, e));
+        }
+    }
+    out
+}
+
 /// A remote file's identity for move matching: size, mtime, hash when known.
 type FileKey = (u64, i64, Option<[u8; 32]>);
 
@@ -1062,14 +1063,11 @@ fn match_local_moves(
     // New local paths by inode.
     let mut by_inode: HashMap<u64, &str> = HashMap::new();
     let mut dup_inodes: HashSet<u64> = HashSet::new();
-    for (p, e) in local.iter() {
+    for (p, e) in not_in_base(local, base, Side::Local) {
         if e.kind == Kind::Symlink {
             continue;
         }
         let Some(ino) = e.inode else { continue };
-        if base.get(p).is_some_and(|b| b.local.is_some()) {
-            continue;
-        }
         if by_inode.insert(ino, p.as_str()).is_some() {
             dup_inodes.insert(ino);
         }
@@ -1081,12 +1079,14 @@ fn match_local_moves(
     for (p, row) in base.iter() {
         let Some(bl) = &row.local else { continue };
         let Some(ino) = bl.inode else { continue };
-        if local.contains_key(p) || dup_inodes.contains(&ino) {
+        // The hash lookup first: it rules out nearly every row, far cheaper than the tree's.
+        let Some(q) = by_inode.get(&ino) else {
+            continue;
+        };
+        if dup_inodes.contains(&ino) || local.contains_key(p) {
             continue;
         }
-        if let Some(q) = by_inode.get(&ino) {
-            candidates.push((p.clone(), q.to_string()));
-        }
+        candidates.push((p.clone(), q.to_string()));
     }
     // Shallowest target first: a move into a folder another move creates comes after it
     // (the executor makes missing parents, which would then block that other move); a

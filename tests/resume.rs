@@ -47,7 +47,7 @@ fn kill_9_mid_transfer_then_resume() {
     std::fs::create_dir_all(&remote).unwrap();
     let want = write_big_file(&local.join("big.bin"));
     let config = dir.path().join("omnisync.toml");
-    // 1 MiB chunks: a checkpoint (after an fsync) every MiB, so the run is killed mid-way.
+    // Checkpoints (after an fsync) every 64 MiB; the run is killed past the first one.
     std::fs::write(
         &config,
         format!(
@@ -75,7 +75,7 @@ fn kill_9_mid_transfer_then_resume() {
             "the final name appeared before the transfer was complete"
         );
         let len = std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0);
-        if len >= 96 << 20 {
+        if len >= 80 << 20 {
             child.kill().unwrap(); // SIGKILL
             child.wait().unwrap();
             break len;
