@@ -472,6 +472,7 @@ fn unknown_host_key_stops_before_anything_is_sent() {
     assert_eq!(code, 3, "{err}");
     assert!(recs.iter().all(|r| r.get("action").is_none()), "{recs:?}");
     assert!(!t.remote.exists(), "something was written");
+    eprintln!("unknown host key message:\n{err}");
     assert!(err.contains("SHA256:"), "{err}");
     let line = format!("[127.0.0.1]:{} ssh-ed25519 AAAA", t.s.port);
     assert!(err.contains(&line), "{err}");
@@ -687,4 +688,101 @@ fn secrets_do_not_appear_in_config_check_or_logs() {
         !all.contains(sshd::PASSWORD),
         "the password appears in the output"
     );
+}
+
+#[test]
+fn rsa_ecdsa_and_passphrase_keys_and_ssh_agent() {
+    let s = Sshd::start();
+    let local = tempfile::tempdir().unwrap();
+    let keys = tempfile::tempdir().unwrap();
+    let mut authorized = std::fs::read_to_string(s.dir.path().join("authorized_keys")).unwrap();
+    let mut made = Vec::new();
+    for (name, args, pass) in [
+        ("rsa", &["-t", "rsa", "-b", "3072"][..], ""),
+        ("ecdsa", &["-t", "ecdsa", "-b", "256"][..], ""),
+        ("ed25519-pass", &["-t", "ed25519"][..], "key-Pass-1"),
+    ] {
+        let path = keys.path().join(name);
+        let st = Command::new("ssh-keygen")
+            .arg("-q")
+            .args(args)
+            .args(["-N", pass, "-C", name, "-f"])
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        authorized.push_str(&std::fs::read_to_string(path.with_extension("pub")).unwrap());
+        made.push((path, pass));
+    }
+    std::fs::write(s.dir.path().join("authorized_keys"), authorized).unwrap();
+    // Unencrypted RSA and ECDSA keys, directly (the passphrase one goes through the binary
+    // below: setting the environment of this multi-threaded test process would be a race).
+    for (path, _) in made.iter().filter(|(_, pass)| pass.is_empty()) {
+        let mut job = sftp_job(&s, &s.data, local.path());
+        job.private_key = Some(path.clone());
+        let r = SftpRemote::connect(&job)
+            .unwrap_or_else(|e| panic!("login with {} failed: {e}", path.display()));
+        assert_eq!(r.root_status(), RootStatus::Dir);
+    }
+
+    // ssh-agent: neither key nor password configured.
+    let sock = keys.path().join("agent.sock");
+    let agent = Command::new("ssh-agent")
+        .arg("-D")
+        .arg("-a")
+        .arg(&sock)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("ssh-agent (openssh-client) is needed");
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _agent = Kill(agent);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !sock.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let st = Command::new("ssh-add")
+        .arg("-q")
+        .arg(&made[0].0)
+        .env("SSH_AUTH_SOCK", &sock)
+        .status()
+        .unwrap();
+    assert!(st.success(), "ssh-add failed");
+    let t = Setup::with(s, "upload", "");
+    std::fs::write(t.local.join("x.txt"), b"x").unwrap();
+    let cfg = std::fs::read_to_string(&t.config).unwrap();
+    std::fs::write(
+        &t.config,
+        cfg.replace(
+            &format!("private_key = {:?}", t.s.user_key),
+            &format!(
+                "private_key = {:?}\nprivate_key_passphrase_env = \"KEY_PASS\"",
+                made[2].0
+            ),
+        ),
+    )
+    .unwrap();
+    let (code, recs, err) = t.run(&[("KEY_PASS", made[2].1)]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(actions(&recs, "upload"), vec!["x.txt"]);
+    std::fs::write(t.local.join("y.txt"), b"y").unwrap();
+    let cfg = std::fs::read_to_string(&t.config).unwrap();
+    let cfg: String = cfg
+        .lines()
+        .filter(|l| !l.starts_with("private_key"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&t.config, cfg).unwrap();
+    let (code, recs, err) = t.run(&[("SSH_AUTH_SOCK", sock.to_str().unwrap())]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(actions(&recs, "upload"), vec!["y.txt"]);
+    // No agent either: exit 3 saying what is missing.
+    let (code, _, err) = t.run(&[]);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("ssh-agent"), "{err}");
 }

@@ -67,12 +67,15 @@ const EXT_COPY_DATA: &str = "copy-data";
 const EXT_FSYNC: &str = "fsync@openssh.com";
 const EXT_LIMITS: &str = "limits@openssh.com";
 
-/// What the server advertised in its SFTP VERSION packet.
-#[derive(Debug, Clone, Copy, Default)]
+/// What the server advertised in its SFTP VERSION packet (and `limits@openssh.com`).
+#[derive(Debug, Clone, Copy)]
 struct Extensions {
     posix_rename: bool,
     copy_data: bool,
     fsync: bool,
+    read_block: usize,
+    write_block: usize,
+    max_handles: usize,
 }
 
 pub struct SftpRemote {
@@ -334,7 +337,7 @@ impl SftpRemote {
             rth,
             ssh: Mutex::new(Some(ssh)),
             sftp,
-            handles: Arc::new(Semaphore::new(MAX_HANDLES)),
+            handles: Arc::new(Semaphore::new(ext.max_handles)),
             root,
             label,
             ext,
@@ -613,7 +616,6 @@ async fn ssh_login(
         .map_err(|e| format!("cannot start the sftp subsystem: {e}"))?;
     let cfg = russh_sftp::client::Config {
         request_timeout_secs: REQUEST_TIMEOUT_SECS,
-        max_packet_len: (IO_BLOCK as u32) + 1024,
         ..Default::default()
     };
     let mut sftp = RawSftpSession::new_with_config(channel.into_stream(), cfg);
@@ -621,14 +623,29 @@ async fn ssh_login(
         format!("the server did not start SFTP (is the sftp subsystem enabled?): {e}")
     })?;
     let has = |name: &str| version.extensions.contains_key(name);
-    let ext = Extensions {
+    let mut ext = Extensions {
         posix_rename: has(EXT_POSIX_RENAME),
         copy_data: has(EXT_COPY_DATA),
         fsync: has(EXT_FSYNC),
+        read_block: IO_BLOCK,
+        write_block: IO_BLOCK,
+        max_handles: MAX_HANDLES,
     };
     if has(EXT_LIMITS) {
         if let Ok(l) = sftp.limits().await {
-            sftp.set_limits(l.into());
+            let l: russh_sftp::client::rawsession::Limits = l.into();
+            // Room for the request's own fields (type, id, handle, offset, length).
+            let packet = l.packet_len.map(|p| p.saturating_sub(1024) as usize);
+            let cap = |v: Option<u64>| {
+                let v = v.map(|v| v as usize).unwrap_or(IO_BLOCK);
+                v.min(packet.unwrap_or(IO_BLOCK)).clamp(512, IO_BLOCK)
+            };
+            ext.read_block = cap(l.read_len);
+            ext.write_block = cap(l.write_len);
+            if let Some(h) = l.open_handles {
+                ext.max_handles = (h as usize).saturating_sub(1).clamp(1, MAX_HANDLES);
+            }
+            sftp.set_limits(l);
         }
     }
     Ok((ssh, Arc::new(sftp), ext))
@@ -760,6 +777,8 @@ struct SftpReader {
     path: String,
     /// Next offset to request.
     next: u64,
+    /// Bytes per READ request.
+    block: usize,
     window: usize,
     pending: VecDeque<(u64, u32, ReadTask)>,
     buf: Vec<u8>,
@@ -772,7 +791,7 @@ impl SftpReader {
         let Some(h) = &self.handle else { return };
         while self.pending.len() < self.window {
             let (sftp, h, off) = (self.sftp.clone(), h.clone(), self.next);
-            let len = IO_BLOCK as u32;
+            let len = self.block as u32;
             let task = self
                 .rth
                 .spawn(async move { sftp.read(h, off, len).await.map(|d| d.data) });
@@ -864,6 +883,8 @@ struct SftpWriter {
     permit: Option<OwnedSemaphorePermit>,
     path: String,
     offset: u64,
+    /// Bytes per WRITE request.
+    block: usize,
     fsync: bool,
     pending: VecDeque<JoinHandle<std::result::Result<(), SftpError>>>,
 }
@@ -903,7 +924,7 @@ impl WriteHandle for SftpWriter {
         let Some(h) = self.handle.clone() else {
             return Err(RemoteError::refused("write", &self.path, "file is closed"));
         };
-        for block in data.chunks(IO_BLOCK) {
+        for block in data.chunks(self.block) {
             while self.pending.len() >= IN_FLIGHT {
                 self.wait_one()?;
             }
@@ -1081,6 +1102,7 @@ impl Remote for SftpRemote {
             permit: Some(permit),
             path: path.to_string(),
             next: offset,
+            block: self.ext.read_block,
             window: 2,
             pending: VecDeque::new(),
             buf: Vec::new(),
@@ -1115,6 +1137,7 @@ impl Remote for SftpRemote {
             permit: Some(permit),
             path: path.to_string(),
             offset,
+            block: self.ext.write_block,
             fsync: self.ext.fsync,
             pending: VecDeque::new(),
         };
