@@ -786,3 +786,68 @@ fn rsa_ecdsa_and_passphrase_keys_and_ssh_agent() {
     assert_eq!(code, 3, "{err}");
     assert!(err.contains("ssh-agent"), "{err}");
 }
+
+/// Not a check, a measurement: `cargo test --test sftp -- --ignored --nocapture throughput`.
+#[test]
+#[ignore]
+fn throughput_256mib_up_and_down() {
+    const SIZE: usize = 256 << 20;
+    let t = Setup::new("upload", "");
+    std::fs::write(t.local.join("big.bin"), pattern(SIZE, 5)).unwrap();
+    let t0 = Instant::now();
+    let (code, _, err) = t.run(&[]);
+    assert_eq!(code, 0, "{err}");
+    let up = t0.elapsed();
+    let d = Setup::with(t.s, "download", "");
+    std::fs::create_dir_all(&d.remote).unwrap();
+    std::fs::rename(t.remote.join("big.bin"), d.remote.join("big.bin")).unwrap();
+    d.s.chown_tree(&d.remote);
+    let t0 = Instant::now();
+    let (code, _, err) = d.run(&[]);
+    assert_eq!(code, 0, "{err}");
+    let down = t0.elapsed();
+    let mib = (SIZE >> 20) as f64;
+    eprintln!(
+        "256 MiB upload {:.2}s ({:.0} MiB/s), download {:.2}s ({:.0} MiB/s)",
+        up.as_secs_f64(),
+        mib / up.as_secs_f64(),
+        down.as_secs_f64(),
+        mib / down.as_secs_f64()
+    );
+}
+
+/// Not a check: raw backend read and write speed, without the engine.
+#[test]
+#[ignore]
+fn throughput_backend_read_write() {
+    const SIZE: usize = 256 << 20;
+    let s = Sshd::start();
+    let local = tempfile::tempdir().unwrap();
+    let r = SftpRemote::connect(&sftp_job(&s, &s.data, local.path())).unwrap();
+    let data = pattern(SIZE, 9);
+    let t0 = Instant::now();
+    let mut w = r.open_write("big.bin", 0).unwrap();
+    for c in data.chunks(4 << 20) {
+        w.write_all(c).unwrap();
+    }
+    w.close().unwrap();
+    let wt = t0.elapsed();
+    let t0 = Instant::now();
+    let mut rd = r.open_read("big.bin", 0).unwrap();
+    let mut buf = vec![0u8; 4 << 20];
+    let mut n = 0;
+    loop {
+        let k = rd.read(&mut buf).unwrap();
+        if k == 0 {
+            break;
+        }
+        n += k;
+    }
+    let rt = t0.elapsed();
+    assert_eq!(n, SIZE);
+    eprintln!(
+        "backend: write {:.0} MiB/s, read {:.0} MiB/s",
+        256.0 / wt.as_secs_f64(),
+        256.0 / rt.as_secs_f64()
+    );
+}

@@ -62,6 +62,16 @@ const LOGIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// One SFTP request (an fsync of a large file on a slow disk is the slowest).
 const REQUEST_TIMEOUT_SECS: u64 = 60;
 
+/// AES-GCM first: ring runs it on AES-NI, about twice as fast here as russh's software
+/// ChaCha20-Poly1305 (russh's default first choice), which stays the fallback.
+const CIPHERS: &[russh::cipher::Name] = &[
+    russh::cipher::AES_256_GCM,
+    russh::cipher::AES_128_GCM,
+    russh::cipher::CHACHA20_POLY1305,
+    russh::cipher::AES_256_CTR,
+    russh::cipher::AES_128_CTR,
+];
+
 const EXT_POSIX_RENAME: &str = "posix-rename@openssh.com";
 const EXT_COPY_DATA: &str = "copy-data";
 const EXT_FSYNC: &str = "fsync@openssh.com";
@@ -592,6 +602,11 @@ async fn ssh_login(
     let config = client::Config {
         keepalive_interval: Some(Duration::from_secs(15)),
         keepalive_max: 3,
+        window_size: 16 << 20,
+        preferred: russh::Preferred {
+            cipher: std::borrow::Cow::Borrowed(CIPHERS),
+            ..Default::default()
+        },
         nodelay: true,
         ..Default::default()
     };
