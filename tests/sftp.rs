@@ -532,6 +532,7 @@ fn test_command_reports_success_and_each_failure() {
         "{stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    eprintln!("omnisync test said:\n{stdout}");
     assert!(stdout.contains("round-trip"), "{stdout}");
     assert!(stdout.contains("writable"), "{stdout}");
     // The probe is gone.
@@ -549,6 +550,7 @@ fn test_command_reports_success_and_each_failure() {
     let fail = |what: &str, needle: &str| {
         let out = t.omnisync(&["test", "j"], &[]);
         let err = String::from_utf8_lossy(&out.stderr);
+        eprintln!("{what}: {err}");
         assert_eq!(out.status.code(), Some(3), "{what}: {err}");
         assert!(err.contains(needle), "{what}: {err}");
     };

@@ -191,8 +191,22 @@ fn sftp_err(op: &'static str, path: &str, e: SftpError) -> RemoteError {
                     path: path.to_string(),
                 }
             }
-            StatusCode::PermissionDenied => (ErrorKind::PermissionDenied, e.to_string()),
-            _ => (ErrorKind::Other, e.to_string()),
+            code => {
+                // OpenSSH's message repeats the code's name ("Permission denied"); say it once.
+                let name = code.to_string();
+                let msg = s.error_message.trim();
+                let text = if msg.is_empty() || msg.eq_ignore_ascii_case(&name) {
+                    name
+                } else {
+                    format!("{name} ({msg})")
+                };
+                let kind = if code == StatusCode::PermissionDenied {
+                    ErrorKind::PermissionDenied
+                } else {
+                    ErrorKind::Other
+                };
+                (kind, text)
+            }
         },
         SftpError::Timeout => (
             ErrorKind::TimedOut,
@@ -1089,6 +1103,15 @@ impl Remote for SftpRemote {
                 out.entries.push((name, e));
             }
         }
+        // READDIR attributes are LSTAT's: the folders listed here are real folders, so the
+        // scan descending into them costs no extra LSTAT per folder.
+        let mut checked = self.checked_dirs.lock().unwrap();
+        for (name, e) in &out.entries {
+            if e.kind == Kind::Dir {
+                checked.insert(super::join(dir, name));
+            }
+        }
+        drop(checked);
         Ok(out)
     }
 
