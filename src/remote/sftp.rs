@@ -1359,12 +1359,6 @@ impl Remote for SftpRemote {
     }
 }
 
-#[allow(dead_code)]
-fn assert_send_sync() {
-    fn f<T: Send + Sync>() {}
-    f::<SftpRemote>();
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
