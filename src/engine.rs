@@ -18,7 +18,7 @@ use crate::job::{AgentSettings, Compare, Job, Mode, Protocol};
 use crate::model::{ActionKind, ActionRecord, Base, Kind, Side};
 use crate::plan::{self, Action, PlanInput, PlanOptions, RootState, SideView};
 use crate::remote::local::LocalFs;
-use crate::remote::{join, Remote, RootStatus};
+use crate::remote::{join, Remote, RemoteError, RootStatus};
 use crate::scan::{self, ScanOptions, ScanResult};
 use crate::state::{BaseUpdate, LogFilter, Store};
 
@@ -160,8 +160,16 @@ pub fn db_path(agent: &AgentSettings) -> PathBuf {
 pub fn open_remote(job: &Job) -> Result<Box<dyn Remote>, RunError> {
     match job.protocol {
         Protocol::Local => Ok(Box::new(LocalFs::new(PathBuf::from(&job.remote_path)))),
+        Protocol::Sftp => match crate::remote::sftp::SftpRemote::connect(job) {
+            Ok(r) => Ok(Box::new(r)),
+            Err(RemoteError::Connection(m)) => Err(RunError::Connection(format!(
+                "job {:?}: {m}\n(run `omnisync test {}` to check the connection)",
+                job.name, job.name
+            ))),
+            Err(e) => Err(RunError::Connection(format!("job {:?}: {e}", job.name))),
+        },
         other => Err(RunError::Usage(format!(
-            "job {:?}: protocol {:?} is not available in this build yet (only \"local\" is); \
+            "job {:?}: protocol {:?} is not available in this build yet (only \"local\" and \"sftp\" are); \
              see the README's roadmap",
             job.name,
             other.as_str()

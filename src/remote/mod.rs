@@ -12,9 +12,11 @@
 //! - Errors carry the operation and the path; `NotFound` is distinct so callers can react.
 
 pub mod local;
+pub mod sftp;
 
 use std::io::Read;
 
+use crate::job::Secret;
 use crate::model::Entry;
 
 /// What a side can do. The engine adapts to these, never to protocol names.
@@ -177,6 +179,32 @@ pub trait Remote: Send + Sync {
             hasher.update(&buf[..n]);
         }
         Ok(*hasher.finalize().as_bytes())
+    }
+}
+
+/// The password a job's config points to: `Ok(None)` for no password. Errors name where the
+/// secret was looked for, never its value. A password file's trailing line break is dropped.
+pub fn read_secret(secret: &Secret) -> std::result::Result<Option<String>, String> {
+    match secret {
+        Secret::None => Ok(None),
+        Secret::Inline(p) => Ok(Some(p.clone())),
+        Secret::Env(var) => match std::env::var(var) {
+            Ok(v) => Ok(Some(v)),
+            Err(std::env::VarError::NotPresent) => Err(format!(
+                "password_env: environment variable {var} is not set"
+            )),
+            Err(std::env::VarError::NotUnicode(_)) => Err(format!(
+                "password_env: environment variable {var} is not valid UTF-8"
+            )),
+        },
+        Secret::File(path) => match std::fs::read_to_string(path) {
+            Ok(v) => {
+                let v = v.strip_suffix('\n').unwrap_or(&v);
+                let v = v.strip_suffix('\r').unwrap_or(v);
+                Ok(Some(v.to_string()))
+            }
+            Err(e) => Err(format!("password_file {}: {e}", path.display())),
+        },
     }
 }
 

@@ -1,0 +1,1403 @@
+//! `protocol = "sftp"`: a folder on an SSH server, over one SSH connection per job run.
+//!
+//! The [`Remote`] trait is blocking and is called from several threads at once (the `transfers`
+//! workers), while russh and russh-sftp are async. The backend owns a small tokio runtime (two
+//! workers) that drives the SSH connection, and every trait method bridges with
+//! `Handle::block_on` on the calling thread. Requests of different threads interleave on the
+//! single SFTP session; that is what the protocol's request ids are for.
+//!
+//! What the server must be trusted with, and what it is not:
+//! - Host keys are verified against `known_hosts`; an unknown or changed key stops the connection
+//!   with the key's fingerprint and the exact line to add. No key is ever accepted by default.
+//! - Names in listings are checked by the caller; names that are not UTF-8 arrive here already
+//!   mangled (russh-sftp decodes them lossily), so a name holding U+FFFD is reported as a bad name
+//!   and never addressed.
+//! - Paths are built from the validated relative path under `remote_path`, and no component of a
+//!   path that is read or written may be a symlink (checked with LSTAT, cached per run).
+//!
+//! Protocol facts this relies on (SFTP v3 as OpenSSH serves it):
+//! - READDIR and LSTAT attributes describe links, not their targets; times are whole seconds.
+//! - OpenSSH handles are 4-byte indexes and russh-sftp decodes them as lossy UTF-8, so index 128
+//!   and up become unusable: at most [`MAX_HANDLES`] handles are open at once per session.
+//! - `posix-rename@openssh.com` replaces a target atomically (plain RENAME refuses), `copy-data`
+//!   copies between two handles on the server, `fsync@openssh.com` makes writes durable.
+
+use std::collections::{HashSet, VecDeque};
+use std::future::Future;
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use russh::client;
+use russh::keys::{HashAlg, PrivateKeyWithHashAlg, PublicKey};
+use russh_sftp::client::error::Error as SftpError;
+use russh_sftp::client::RawSftpSession;
+use russh_sftp::protocol::{FileAttributes, OpenFlags, Packet, StatusCode};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinHandle;
+
+use super::{
+    check_rel_path, read_secret, Capabilities, Listing, Remote, RemoteError, Result, RootStatus,
+    WriteHandle,
+};
+use crate::job::Job;
+use crate::model::{Entry, Kind};
+
+/// Open handles per SFTP session: OpenSSH's handle 128 is unusable through russh-sftp (see the
+/// module doc), and some servers cap handles lower still; 100 leaves room for both.
+pub const MAX_HANDLES: usize = 100;
+/// Bytes per READ / WRITE request. OpenSSH accepts up to 255 KiB; 64 KiB with 32 requests in
+/// flight keeps 2 MiB on the wire, about what the SSH channel window (2 MiB) lets through.
+const IO_BLOCK: usize = 64 << 10;
+/// Requests in flight per open file (reads ramp up to this, see [`SftpReader`]).
+const IN_FLIGHT: usize = 32;
+/// Longest wait for a free handle slot (see [`SftpRemote::permits`]).
+const HANDLE_WAIT: Duration = Duration::from_secs(300);
+/// TCP connect, per resolved address.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// SSH handshake, authentication and SFTP start-up together.
+const LOGIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// One SFTP request (an fsync of a large file on a slow disk is the slowest).
+const REQUEST_TIMEOUT_SECS: u64 = 60;
+
+/// AES-GCM first: ring runs it on AES-NI, about twice as fast here as russh's software
+/// ChaCha20-Poly1305 (russh's default first choice), which stays the fallback.
+const CIPHERS: &[russh::cipher::Name] = &[
+    russh::cipher::AES_256_GCM,
+    russh::cipher::AES_128_GCM,
+    russh::cipher::CHACHA20_POLY1305,
+    russh::cipher::AES_256_CTR,
+    russh::cipher::AES_128_CTR,
+];
+
+const EXT_POSIX_RENAME: &str = "posix-rename@openssh.com";
+const EXT_COPY_DATA: &str = "copy-data";
+const EXT_FSYNC: &str = "fsync@openssh.com";
+const EXT_LIMITS: &str = "limits@openssh.com";
+
+/// What the server advertised in its SFTP VERSION packet (and `limits@openssh.com`).
+#[derive(Debug, Clone, Copy)]
+struct Extensions {
+    posix_rename: bool,
+    copy_data: bool,
+    fsync: bool,
+    read_block: usize,
+    write_block: usize,
+    max_handles: usize,
+}
+
+pub struct SftpRemote {
+    /// `Some` until drop, where it is shut down after the session is closed.
+    rt: Option<tokio::runtime::Runtime>,
+    rth: tokio::runtime::Handle,
+    ssh: Mutex<Option<client::Handle<HostKeyCheck>>>,
+    sftp: Arc<RawSftpSession>,
+    handles: Arc<Semaphore>,
+    /// `remote_path` without trailing slashes (`/` stays `/`).
+    root: String,
+    label: String,
+    ext: Extensions,
+    /// Directories (relative) already seen to be real directories during this run.
+    checked_dirs: Mutex<HashSet<String>>,
+}
+
+/// The SSH client's side of the handshake: host key verification against known_hosts.
+pub struct HostKeyCheck {
+    host: String,
+    port: u16,
+    known_hosts: PathBuf,
+    /// Why the server's key was refused, for the connection error.
+    problem: Arc<Mutex<Option<String>>>,
+}
+
+/// `host` for port 22, `[host]:port` otherwise: how known_hosts names a server.
+fn known_hosts_name(host: &str, port: u16) -> String {
+    if port == 22 {
+        host.to_string()
+    } else {
+        format!("[{host}]:{port}")
+    }
+}
+
+impl HostKeyCheck {
+    fn judge(&self, key: &PublicKey) -> std::result::Result<(), String> {
+        let name = known_hosts_name(&self.host, self.port);
+        let fingerprint = key.fingerprint(HashAlg::Sha256);
+        let algo = key.algorithm();
+        let line = match key.to_openssh() {
+            Ok(k) => format!("{name} {}", k.trim()),
+            Err(_) => format!("{name} {algo} <key>"),
+        };
+        let file = self.known_hosts.display();
+        match russh::keys::check_known_hosts_path(&self.host, self.port, key, &self.known_hosts) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(format!(
+                "host key verification failed: {name} is not in {file}. The server presented the \
+                 {algo} key {fingerprint}. If that is the server's key (compare with \
+                 `ssh-keygen -lf` of its host key on the server), add this line to {file}:\n{line}"
+            )),
+            Err(russh::keys::Error::KeyChanged { line: n }) => Err(format!(
+                "host key verification failed: the host key of {name} has CHANGED. {file} line {n} \
+                 records a different {algo} key; the server now presents {fingerprint}. Someone \
+                 may be intercepting the connection. If the server's key was replaced on purpose, \
+                 remove line {n} of {file} and add:\n{line}"
+            )),
+            Err(e) => Err(format!(
+                "host key verification failed: cannot read {file}: {e}"
+            )),
+        }
+    }
+}
+
+impl client::Handler for HostKeyCheck {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        key: &russh::keys::PublicKeyOrCertificate,
+    ) -> std::result::Result<bool, Self::Error> {
+        let verdict = match key {
+            russh::keys::PublicKeyOrCertificate::PublicKey { key, .. } => self.judge(key),
+            russh::keys::PublicKeyOrCertificate::Certificate(_) => Err(
+                "host key verification failed: the server presented a host certificate; \
+                 certificate authorities are not supported, list its plain host key in known_hosts"
+                    .to_string(),
+            ),
+        };
+        match verdict {
+            Ok(()) => Ok(true),
+            Err(msg) => {
+                *self.problem.lock().unwrap() = Some(msg);
+                Ok(false)
+            }
+        }
+    }
+}
+
+fn conn_err(msg: impl Into<String>) -> RemoteError {
+    RemoteError::Connection(msg.into())
+}
+
+/// Map an SFTP failure of `op` on `path` to the trait's errors.
+fn sftp_err(op: &'static str, path: &str, e: SftpError) -> RemoteError {
+    use std::io::ErrorKind;
+    let (kind, msg) = match &e {
+        SftpError::Status(s) => match s.status_code {
+            StatusCode::NoSuchFile => {
+                return RemoteError::NotFound {
+                    op,
+                    path: path.to_string(),
+                }
+            }
+            code => {
+                // OpenSSH's message repeats the code's name ("Permission denied"); say it once.
+                let name = code.to_string();
+                let msg = s.error_message.trim();
+                let text = if msg.is_empty() || msg.eq_ignore_ascii_case(&name) {
+                    name
+                } else {
+                    format!("{name} ({msg})")
+                };
+                let kind = if code == StatusCode::PermissionDenied {
+                    ErrorKind::PermissionDenied
+                } else {
+                    ErrorKind::Other
+                };
+                (kind, text)
+            }
+        },
+        SftpError::Timeout => (
+            ErrorKind::TimedOut,
+            "the server did not answer in time".to_string(),
+        ),
+        SftpError::UnexpectedBehavior(m) if m.contains("session closed") => (
+            ErrorKind::ConnectionAborted,
+            "the SFTP session is closed (connection lost)".to_string(),
+        ),
+        _ => (ErrorKind::Other, e.to_string()),
+    };
+    RemoteError::Io {
+        op,
+        path: path.to_string(),
+        source: std::io::Error::new(kind, msg),
+    }
+}
+
+fn status_code(e: &SftpError) -> Option<StatusCode> {
+    match e {
+        SftpError::Status(s) => Some(s.status_code),
+        _ => None,
+    }
+}
+
+/// The reply to an EXTENDED request that answers with a status.
+fn expect_ok(p: Packet) -> std::result::Result<(), SftpError> {
+    match p {
+        Packet::Status(s) if s.status_code == StatusCode::Ok => Ok(()),
+        Packet::Status(s) => Err(SftpError::Status(s)),
+        _ => Err(SftpError::UnexpectedPacket),
+    }
+}
+
+fn put_str(buf: &mut Vec<u8>, s: &str) {
+    buf.extend_from_slice(&(s.len() as u32).to_be_bytes());
+    buf.extend_from_slice(s.as_bytes());
+}
+
+fn put_u64(buf: &mut Vec<u8>, v: u64) {
+    buf.extend_from_slice(&v.to_be_bytes());
+}
+
+const S_IFMT: u32 = 0o170000;
+const S_IFDIR: u32 = 0o040000;
+const S_IFREG: u32 = 0o100000;
+const S_IFLNK: u32 = 0o120000;
+
+/// An entry from LSTAT-style attributes; `None` for sockets, devices, FIFOs.
+fn entry_from_attrs(a: &FileAttributes) -> Option<Entry> {
+    let kind = match a.permissions.map(|p| p & S_IFMT) {
+        Some(S_IFDIR) => Kind::Dir,
+        Some(S_IFREG) => Kind::File,
+        Some(S_IFLNK) => Kind::Symlink,
+        Some(_) => return None,
+        // No type bits at all: a server that hides them; a size means a file.
+        None if a.size.is_some() => Kind::File,
+        None => return None,
+    };
+    Some(Entry {
+        kind,
+        size: if kind == Kind::File {
+            a.size.unwrap_or(0)
+        } else {
+            0
+        },
+        mtime: a.mtime.map(|s| s as i64 * 1_000_000_000).unwrap_or(0),
+        inode: None,
+        hash: None,
+    })
+}
+
+fn now_secs() -> u32 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs().min(u32::MAX as u64) as u32)
+        .unwrap_or(0)
+}
+
+/// Which way to log in, decided from the job before connecting.
+enum Auth {
+    Key {
+        path: PathBuf,
+        passphrase: Option<String>,
+    },
+    Password(String),
+    Agent,
+}
+
+impl SftpRemote {
+    /// Connect, verify the host key, log in and start SFTP. Every failure is a
+    /// [`RemoteError::Connection`] whose message names the cause and never holds a secret.
+    pub fn connect(job: &Job) -> Result<SftpRemote> {
+        let host = job
+            .host
+            .clone()
+            .filter(|h| !h.is_empty())
+            .ok_or_else(|| conn_err("no host configured"))?;
+        let port = job.port.unwrap_or(22);
+        let user = match &job.username {
+            Some(u) if !u.is_empty() => u.clone(),
+            _ => std::env::var("USER").map_err(|_| conn_err("no username configured"))?,
+        };
+        let known_hosts = match &job.known_hosts {
+            Some(p) => p.clone(),
+            None => std::env::var_os("HOME")
+                .filter(|h| !h.is_empty())
+                .map(|h| PathBuf::from(h).join(".ssh/known_hosts"))
+                .ok_or_else(|| {
+                    conn_err(
+                        "no known_hosts configured and $HOME is not set to find ~/.ssh/known_hosts",
+                    )
+                })?,
+        };
+        let mut auths = Vec::new();
+        if let Some(path) = &job.private_key {
+            let passphrase = match &job.private_key_passphrase_env {
+                Some(var) => Some(std::env::var(var).map_err(|_| {
+                    conn_err(format!(
+                        "private_key_passphrase_env: environment variable {var} is not set"
+                    ))
+                })?),
+                None => None,
+            };
+            auths.push(Auth::Key {
+                path: path.clone(),
+                passphrase,
+            });
+        }
+        if let Some(pw) = read_secret(&job.password).map_err(conn_err)? {
+            auths.push(Auth::Password(pw));
+        }
+        if auths.is_empty() {
+            auths.push(Auth::Agent);
+        }
+        let root = normalize_root(&job.remote_path);
+        let label = format!("sftp://{user}@{host}:{port}{}", display_root(&root));
+
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("omnisync-sftp")
+            .enable_all()
+            .build()
+            .map_err(|e| conn_err(format!("cannot start the I/O runtime: {e}")))?;
+        let rth = rt.handle().clone();
+        let prefix = format!("{user}@{host}:{port}");
+        let (ssh, sftp, ext) = rth
+            .block_on(login(&host, port, &user, known_hosts, auths))
+            .map_err(|m| conn_err(format!("{prefix}: {m}")))?;
+        Ok(SftpRemote {
+            rt: Some(rt),
+            rth,
+            ssh: Mutex::new(Some(ssh)),
+            sftp,
+            handles: Arc::new(Semaphore::new(ext.max_handles)),
+            root,
+            label,
+            ext,
+            checked_dirs: Mutex::new(HashSet::new()),
+        })
+    }
+
+    fn run<F: Future>(&self, f: F) -> F::Output {
+        self.rth.block_on(f)
+    }
+
+    /// The server path of a relative path.
+    fn full(&self, op: &'static str, path: &str) -> Result<String> {
+        check_rel_path(path).map_err(|e| RemoteError::refused(op, path, e))?;
+        Ok(if path.is_empty() {
+            self.root.clone()
+        } else if self.root == "/" {
+            format!("/{path}")
+        } else {
+            format!("{}/{path}", self.root)
+        })
+    }
+
+    /// Wait for `n` of the session's [`MAX_HANDLES`] handle slots. Transfers hold one each, so
+    /// a long wait means a leak: give up after [`HANDLE_WAIT`] rather than hang a run.
+    async fn permits(&self, n: u32) -> std::result::Result<OwnedSemaphorePermit, SftpError> {
+        match tokio::time::timeout(HANDLE_WAIT, self.handles.clone().acquire_many_owned(n)).await {
+            Ok(Ok(p)) => Ok(p),
+            _ => Err(SftpError::Limited(format!(
+                "all {MAX_HANDLES} file handles of the SFTP session stayed busy for {}s",
+                HANDLE_WAIT.as_secs()
+            ))),
+        }
+    }
+
+    /// Refuse to act below a component that is a symlink or not a directory.
+    fn check_parents(&self, op: &'static str, path: &str) -> Result<()> {
+        let dir = super::parent(path);
+        if dir.is_empty() || self.checked_dirs.lock().unwrap().contains(dir) {
+            return Ok(());
+        }
+        let mut prefix = String::new();
+        for part in dir.split('/') {
+            if !prefix.is_empty() {
+                prefix.push('/');
+            }
+            prefix.push_str(part);
+            if self.checked_dirs.lock().unwrap().contains(&prefix) {
+                continue;
+            }
+            let full = self.full(op, &prefix)?;
+            let attrs = self
+                .run(self.sftp.lstat(full))
+                .map_err(|e| sftp_err(op, path, e))?
+                .attrs;
+            match entry_from_attrs(&attrs).map(|e| e.kind) {
+                Some(Kind::Dir) => {
+                    self.checked_dirs.lock().unwrap().insert(prefix.clone());
+                }
+                Some(Kind::Symlink) => {
+                    return Err(RemoteError::refused(
+                        op,
+                        path,
+                        format!("{prefix:?} is a symlink; not following it"),
+                    ))
+                }
+                _ => {
+                    return Err(RemoteError::refused(
+                        op,
+                        path,
+                        format!("{prefix:?} is not a directory"),
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn forget_dir(&self, path: &str) {
+        let mut set = self.checked_dirs.lock().unwrap();
+        let prefix = format!("{path}/");
+        set.retain(|d| d != path && !d.starts_with(&prefix));
+    }
+
+    /// LSTAT of a server path: `Ok(None)` when it does not exist.
+    fn lstat_full(&self, op: &'static str, path: &str, full: &str) -> Result<Option<Entry>> {
+        match self.run(self.sftp.lstat(full.to_string())) {
+            Ok(a) => Ok(Some(entry_from_attrs(&a.attrs).unwrap_or(Entry {
+                kind: Kind::Symlink, // not a file, folder or link we sync: never written through
+                size: 0,
+                mtime: 0,
+                inode: None,
+                hash: None,
+            }))),
+            Err(e) if status_code(&e) == Some(StatusCode::NoSuchFile) => Ok(None),
+            Err(e) => Err(sftp_err(op, path, e)),
+        }
+    }
+
+    /// Create one directory (server path), tolerating one that already exists as a directory.
+    fn mkdir_one(&self, op: &'static str, rel: &str, full: &str) -> Result<()> {
+        match self.lstat_full(op, rel, full)? {
+            Some(e) if e.kind == Kind::Dir => return Ok(()),
+            Some(e) if e.kind == Kind::Symlink => {
+                return Err(RemoteError::refused(
+                    op,
+                    rel,
+                    format!("{full:?} is a symlink; not following it"),
+                ))
+            }
+            Some(_) => {
+                return Err(RemoteError::refused(
+                    op,
+                    rel,
+                    format!("{full:?} exists and is not a directory"),
+                ))
+            }
+            None => {}
+        }
+        match self.run(self.sftp.mkdir(full.to_string(), FileAttributes::empty())) {
+            Ok(_) => Ok(()),
+            Err(e) => match self.lstat_full(op, rel, full)? {
+                // Created by someone else in between (another transfer thread).
+                Some(x) if x.kind == Kind::Dir => Ok(()),
+                _ => Err(sftp_err(op, rel, e)),
+            },
+        }
+    }
+
+    fn open_handle(
+        &self,
+        op: &'static str,
+        path: &str,
+        full: String,
+        flags: OpenFlags,
+    ) -> Result<(String, OwnedSemaphorePermit)> {
+        self.run(async {
+            let permit = self.permits(1).await.map_err(|e| sftp_err(op, path, e))?;
+            let h = self
+                .sftp
+                .open(full, flags, FileAttributes::empty())
+                .await
+                .map_err(|e| sftp_err(op, path, e))?;
+            Ok((h.handle, permit))
+        })
+    }
+}
+
+/// `remote_path` as the server should see it: trailing slashes dropped, `/` kept, empty = `.`.
+fn normalize_root(p: &str) -> String {
+    let t = p.trim_end_matches('/');
+    if t.is_empty() {
+        if p.starts_with('/') {
+            "/".into()
+        } else {
+            ".".into()
+        }
+    } else {
+        t.to_string()
+    }
+}
+
+fn display_root(root: &str) -> String {
+    if root.starts_with('/') {
+        root.to_string()
+    } else {
+        format!("/~/{root}")
+    }
+}
+
+type Login = (
+    client::Handle<HostKeyCheck>,
+    Arc<RawSftpSession>,
+    Extensions,
+);
+
+async fn login(
+    host: &str,
+    port: u16,
+    user: &str,
+    known_hosts: PathBuf,
+    auths: Vec<Auth>,
+) -> std::result::Result<Login, String> {
+    let stream = tcp_connect(host, port).await?;
+    match tokio::time::timeout(
+        LOGIN_TIMEOUT,
+        ssh_login(stream, host, port, user, known_hosts, auths),
+    )
+    .await
+    {
+        Ok(r) => r,
+        Err(_) => Err(format!(
+            "the SSH handshake and login did not finish within {}s",
+            LOGIN_TIMEOUT.as_secs()
+        )),
+    }
+}
+
+async fn tcp_connect(host: &str, port: u16) -> std::result::Result<tokio::net::TcpStream, String> {
+    let addrs: Vec<SocketAddr> =
+        match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::lookup_host((host, port))).await {
+            Ok(Ok(a)) => a.collect(),
+            Ok(Err(e)) => return Err(format!("cannot resolve host {host:?}: {e}")),
+            Err(_) => {
+                return Err(format!(
+                    "cannot resolve host {host:?}: DNS lookup timed out"
+                ))
+            }
+        };
+    if addrs.is_empty() {
+        return Err(format!("cannot resolve host {host:?}: no addresses"));
+    }
+    let mut last = String::new();
+    for addr in addrs {
+        match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => {
+                let _ = s.set_nodelay(true);
+                return Ok(s);
+            }
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                last = format!(
+                    "connection refused by {addr} (is an SSH server listening on port {port}?)"
+                );
+            }
+            Ok(Err(e)) => last = format!("cannot connect to {addr}: {e}"),
+            Err(_) => {
+                last = format!(
+                    "timed out connecting to {addr} after {}s (firewall or wrong port?)",
+                    CONNECT_TIMEOUT.as_secs()
+                )
+            }
+        }
+    }
+    Err(last)
+}
+
+async fn ssh_login(
+    stream: tokio::net::TcpStream,
+    host: &str,
+    port: u16,
+    user: &str,
+    known_hosts: PathBuf,
+    auths: Vec<Auth>,
+) -> std::result::Result<Login, String> {
+    let problem = Arc::new(Mutex::new(None));
+    let checker = HostKeyCheck {
+        host: host.to_string(),
+        port,
+        known_hosts,
+        problem: problem.clone(),
+    };
+    let config = client::Config {
+        keepalive_interval: Some(Duration::from_secs(15)),
+        keepalive_max: 3,
+        window_size: 16 << 20,
+        preferred: russh::Preferred {
+            cipher: std::borrow::Cow::Borrowed(CIPHERS),
+            ..Default::default()
+        },
+        nodelay: true,
+        ..Default::default()
+    };
+    let mut ssh = match client::connect_stream(Arc::new(config), stream, checker).await {
+        Ok(h) => h,
+        Err(e) => {
+            if let Some(p) = problem.lock().unwrap().take() {
+                return Err(p);
+            }
+            return Err(format!("SSH handshake failed: {e}"));
+        }
+    };
+    authenticate(&mut ssh, user, auths).await?;
+
+    let channel = ssh
+        .channel_open_session()
+        .await
+        .map_err(|e| format!("cannot open an SSH session channel: {e}"))?;
+    channel
+        .request_subsystem(true, "sftp")
+        .await
+        .map_err(|e| format!("cannot start the sftp subsystem: {e}"))?;
+    let cfg = russh_sftp::client::Config {
+        request_timeout_secs: REQUEST_TIMEOUT_SECS,
+        ..Default::default()
+    };
+    let mut sftp = RawSftpSession::new_with_config(channel.into_stream(), cfg);
+    let version = sftp.init().await.map_err(|e| {
+        format!("the server did not start SFTP (is the sftp subsystem enabled?): {e}")
+    })?;
+    let has = |name: &str| version.extensions.contains_key(name);
+    let mut ext = Extensions {
+        posix_rename: has(EXT_POSIX_RENAME),
+        copy_data: has(EXT_COPY_DATA),
+        fsync: has(EXT_FSYNC),
+        read_block: IO_BLOCK,
+        write_block: IO_BLOCK,
+        max_handles: MAX_HANDLES,
+    };
+    if has(EXT_LIMITS) {
+        if let Ok(l) = sftp.limits().await {
+            let l: russh_sftp::client::rawsession::Limits = l.into();
+            // Room for the request's own fields (type, id, handle, offset, length).
+            let packet = l.packet_len.map(|p| p.saturating_sub(1024) as usize);
+            let cap = |v: Option<u64>| {
+                let v = v.map(|v| v as usize).unwrap_or(IO_BLOCK);
+                v.min(packet.unwrap_or(IO_BLOCK)).clamp(512, IO_BLOCK)
+            };
+            ext.read_block = cap(l.read_len);
+            ext.write_block = cap(l.write_len);
+            if let Some(h) = l.open_handles {
+                ext.max_handles = (h as usize).saturating_sub(1).clamp(1, MAX_HANDLES);
+            }
+            sftp.set_limits(l);
+        }
+    }
+    Ok((ssh, Arc::new(sftp), ext))
+}
+
+async fn authenticate(
+    ssh: &mut client::Handle<HostKeyCheck>,
+    user: &str,
+    auths: Vec<Auth>,
+) -> std::result::Result<(), String> {
+    let mut refused = Vec::new();
+    for auth in auths {
+        match auth {
+            Auth::Key { path, passphrase } => {
+                let key = russh::keys::load_secret_key(&path, passphrase.as_deref()).map_err(
+                    |e| match e {
+                        russh::keys::Error::KeyIsEncrypted => format!(
+                            "private_key {} is encrypted: set private_key_passphrase_env",
+                            path.display()
+                        ),
+                        e => format!("cannot load private_key {}: {e}", path.display()),
+                    },
+                )?;
+                let hash = if key.algorithm().is_rsa() {
+                    ssh.best_supported_rsa_hash()
+                        .await
+                        .map_err(|e| format!("SSH negotiation failed: {e}"))?
+                        .flatten()
+                } else {
+                    None
+                };
+                let r = ssh
+                    .authenticate_publickey(user, PrivateKeyWithHashAlg::new(Arc::new(key), hash))
+                    .await
+                    .map_err(|e| format!("authentication failed: {e}"))?;
+                if r.success() {
+                    return Ok(());
+                }
+                refused.push(format!("the key {}", path.display()));
+            }
+            Auth::Password(pw) => {
+                let r = ssh
+                    .authenticate_password(user, pw)
+                    .await
+                    .map_err(|e| format!("authentication failed: {e}"))?;
+                if r.success() {
+                    return Ok(());
+                }
+                refused.push("the password".to_string());
+            }
+            Auth::Agent => {
+                let mut agent = russh::keys::agent::client::AgentClient::connect_env()
+                    .await
+                    .map_err(|e| {
+                        format!(
+                            "no private_key or password is configured and no ssh-agent is \
+                             reachable (SSH_AUTH_SOCK): {e}"
+                        )
+                    })?;
+                let ids = agent
+                    .request_identities()
+                    .await
+                    .map_err(|e| format!("cannot list the ssh-agent's keys: {e}"))?;
+                if ids.is_empty() {
+                    return Err(
+                        "no private_key or password is configured and the ssh-agent holds no keys"
+                            .into(),
+                    );
+                }
+                for id in ids {
+                    let key = id.public_key().into_owned();
+                    let hash = if key.algorithm().is_rsa() {
+                        ssh.best_supported_rsa_hash()
+                            .await
+                            .map_err(|e| format!("SSH negotiation failed: {e}"))?
+                            .flatten()
+                    } else {
+                        None
+                    };
+                    let fp = key.fingerprint(HashAlg::Sha256);
+                    match ssh
+                        .authenticate_publickey_with(user, key, hash, &mut agent)
+                        .await
+                    {
+                        Ok(r) if r.success() => return Ok(()),
+                        Ok(_) => refused.push(format!("ssh-agent key {fp}")),
+                        Err(e) => refused.push(format!("ssh-agent key {fp} ({e:?})")),
+                    }
+                }
+            }
+        }
+    }
+    Err(format!(
+        "authentication failed: the server refused {} for user {user:?}",
+        refused.join(" and ")
+    ))
+}
+
+impl Drop for SftpRemote {
+    fn drop(&mut self) {
+        let _ = self.sftp.close_session();
+        if let Some(ssh) = self.ssh.lock().unwrap().take() {
+            // The timer must be created inside the runtime: hence the async block.
+            let _ = self.rth.block_on(async {
+                tokio::time::timeout(
+                    Duration::from_secs(2),
+                    ssh.disconnect(russh::Disconnect::ByApplication, "", "en"),
+                )
+                .await
+            });
+        }
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_timeout(Duration::from_secs(1));
+        }
+    }
+}
+
+/// One READ in flight: its data, or why not.
+type ReadTask = JoinHandle<std::result::Result<Vec<u8>, SftpError>>;
+
+/// Reads a remote file sequentially with READ requests pipelined ahead of the consumer.
+/// The pipeline starts at 2 requests and doubles on every full block up to [`IN_FLIGHT`], so a
+/// small file costs one or two requests and a large one streams.
+struct SftpReader {
+    rth: tokio::runtime::Handle,
+    sftp: Arc<RawSftpSession>,
+    handle: Option<String>,
+    permit: Option<OwnedSemaphorePermit>,
+    path: String,
+    /// Next offset to request.
+    next: u64,
+    /// Bytes per READ request.
+    block: usize,
+    window: usize,
+    pending: VecDeque<(u64, u32, ReadTask)>,
+    buf: Vec<u8>,
+    pos: usize,
+    eof: bool,
+}
+
+impl SftpReader {
+    fn fill(&mut self) {
+        let Some(h) = &self.handle else { return };
+        while self.pending.len() < self.window {
+            let (sftp, h, off) = (self.sftp.clone(), h.clone(), self.next);
+            let len = self.block as u32;
+            let task = self
+                .rth
+                .spawn(async move { sftp.read(h, off, len).await.map(|d| d.data) });
+            self.pending.push_back((off, len, task));
+            self.next += len as u64;
+        }
+    }
+
+    fn drop_pending(&mut self) {
+        // Replies to these are ignored by russh-sftp; the tasks end on their own.
+        self.pending.clear();
+    }
+}
+
+impl Read for SftpReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        if out.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            if self.pos < self.buf.len() {
+                let n = out.len().min(self.buf.len() - self.pos);
+                out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+                self.pos += n;
+                return Ok(n);
+            }
+            if self.eof || self.handle.is_none() {
+                return Ok(0);
+            }
+            self.fill();
+            let (off, len, task) = self.pending.pop_front().expect("fill queued a request");
+            let res = self
+                .rth
+                .block_on(task)
+                .map_err(|e| std::io::Error::other(format!("read task failed: {e}")))?;
+            match res {
+                Ok(data) if data.is_empty() => {
+                    self.eof = true;
+                    self.drop_pending();
+                }
+                Ok(data) => {
+                    let n = data.len();
+                    self.buf = data;
+                    self.pos = 0;
+                    if n < len as usize {
+                        // A short read: the requests queued after it start at the wrong place.
+                        self.drop_pending();
+                        self.next = off + n as u64;
+                    } else {
+                        self.window = (self.window * 2).min(IN_FLIGHT);
+                    }
+                }
+                Err(e) if status_code(&e) == Some(StatusCode::Eof) => {
+                    self.eof = true;
+                    self.drop_pending();
+                }
+                Err(e) => {
+                    self.drop_pending();
+                    return Err(match sftp_err("read", &self.path, e) {
+                        RemoteError::Io { source, .. } => source,
+                        other => std::io::Error::other(other.to_string()),
+                    });
+                }
+            }
+        }
+    }
+}
+
+impl Drop for SftpReader {
+    fn drop(&mut self) {
+        self.drop_pending();
+        if let Some(h) = self.handle.take() {
+            let sftp = self.sftp.clone();
+            let permit = self.permit.take();
+            // Close in the background; the permit is released only once the server closed it.
+            self.rth.spawn(async move {
+                let _ = sftp.close(h).await;
+                drop(permit);
+            });
+        }
+    }
+}
+
+/// Writes a remote file sequentially from an offset with WRITE requests pipelined.
+struct SftpWriter {
+    rth: tokio::runtime::Handle,
+    sftp: Arc<RawSftpSession>,
+    handle: Option<String>,
+    permit: Option<OwnedSemaphorePermit>,
+    path: String,
+    offset: u64,
+    /// Bytes per WRITE request.
+    block: usize,
+    fsync: bool,
+    pending: VecDeque<JoinHandle<std::result::Result<(), SftpError>>>,
+}
+
+impl SftpWriter {
+    fn wait_one(&mut self) -> Result<()> {
+        if let Some(task) = self.pending.pop_front() {
+            match self.rth.block_on(task) {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    self.pending.clear();
+                    return Err(sftp_err("write", &self.path, e));
+                }
+                Err(e) => {
+                    self.pending.clear();
+                    return Err(RemoteError::refused(
+                        "write",
+                        &self.path,
+                        format!("write task failed: {e}"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn wait_all(&mut self) -> Result<()> {
+        while !self.pending.is_empty() {
+            self.wait_one()?;
+        }
+        Ok(())
+    }
+}
+
+impl WriteHandle for SftpWriter {
+    fn write_all(&mut self, data: &[u8]) -> Result<()> {
+        let Some(h) = self.handle.clone() else {
+            return Err(RemoteError::refused("write", &self.path, "file is closed"));
+        };
+        for block in data.chunks(self.block) {
+            while self.pending.len() >= IN_FLIGHT {
+                self.wait_one()?;
+            }
+            let (sftp, h, off, data) = (self.sftp.clone(), h.clone(), self.offset, block.to_vec());
+            self.pending.push_back(
+                self.rth
+                    .spawn(async move { sftp.write(h, off, data).await.map(|_| ()) }),
+            );
+            self.offset += block.len() as u64;
+        }
+        Ok(())
+    }
+
+    fn sync(&mut self) -> Result<()> {
+        self.wait_all()?;
+        if let (true, Some(h)) = (self.fsync, self.handle.clone()) {
+            self.rth
+                .block_on(self.sftp.fsync(h))
+                .map_err(|e| sftp_err("fsync", &self.path, e))?;
+        }
+        Ok(())
+    }
+
+    fn close(mut self: Box<Self>) -> Result<()> {
+        let written = self.wait_all();
+        let closed = match self.handle.take() {
+            Some(h) => self
+                .rth
+                .block_on(self.sftp.close(h))
+                .map(|_| ())
+                .map_err(|e| sftp_err("close", &self.path, e)),
+            None => Ok(()),
+        };
+        self.permit.take();
+        written.and(closed)
+    }
+}
+
+impl Drop for SftpWriter {
+    fn drop(&mut self) {
+        if let Some(h) = self.handle.take() {
+            let sftp = self.sftp.clone();
+            let permit = self.permit.take();
+            let pending = std::mem::take(&mut self.pending);
+            self.rth.spawn(async move {
+                for t in pending {
+                    let _ = t.await;
+                }
+                let _ = sftp.close(h).await;
+                drop(permit);
+            });
+        }
+    }
+}
+
+impl Remote for SftpRemote {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            server_copy: self.ext.copy_data,
+            set_mtime: true,
+            content_hash: false,
+            resume_write: true,
+            case_insensitive: false,
+            inodes: false,
+            mtime_precision_ns: 1_000_000_000,
+        }
+    }
+
+    fn describe(&self) -> String {
+        self.label.clone()
+    }
+
+    fn root_status(&self) -> RootStatus {
+        let attrs = match self.run(self.sftp.stat(self.root.clone())) {
+            Ok(a) => a.attrs,
+            Err(e) if status_code(&e) == Some(StatusCode::NoSuchFile) => {
+                return RootStatus::Missing
+            }
+            Err(e) => return RootStatus::Unreadable(sftp_err("stat", "", e).to_string()),
+        };
+        if attrs.permissions.map(|p| p & S_IFMT) != Some(S_IFDIR) {
+            return RootStatus::NotDir;
+        }
+        let opened = self.run(async {
+            let permit = self.permits(1).await?;
+            let h = self.sftp.opendir(self.root.clone()).await?;
+            let _ = self.sftp.close(h.handle).await;
+            drop(permit);
+            Ok::<(), SftpError>(())
+        });
+        match opened {
+            Ok(()) => RootStatus::Dir,
+            Err(e) => RootStatus::Unreadable(sftp_err("list", "", e).to_string()),
+        }
+    }
+
+    fn create_root(&self) -> Result<()> {
+        let absolute = self.root.starts_with('/');
+        let mut prefix = String::new();
+        for part in self.root.split('/').filter(|p| !p.is_empty()) {
+            if !prefix.is_empty() || absolute {
+                prefix.push('/');
+            }
+            prefix.push_str(part);
+            if part == "." {
+                continue;
+            }
+            self.mkdir_one("mkdir", "", &prefix)?;
+        }
+        Ok(())
+    }
+
+    fn list(&self, dir: &str) -> Result<Listing> {
+        self.check_parents("list", &super::join(dir, "x"))?;
+        let full = self.full("list", dir)?;
+        let files = self
+            .run(async {
+                let permit = self.permits(1).await?;
+                let h = self.sftp.opendir(full).await?.handle;
+                let mut files = Vec::new();
+                let res = loop {
+                    match self.sftp.readdir(h.as_str()).await {
+                        Ok(name) => files.extend(name.files),
+                        Err(e) if status_code(&e) == Some(StatusCode::Eof) => break Ok(()),
+                        Err(e) => break Err(e),
+                    }
+                };
+                let closed = self.sftp.close(h).await;
+                drop(permit);
+                res?;
+                closed?;
+                Ok(files)
+            })
+            .map_err(|e| sftp_err("list", dir, e))?;
+        let mut out = Listing::default();
+        for f in files {
+            let name = f.filename;
+            if name == "." || name == ".." {
+                continue;
+            }
+            if name.contains('\u{FFFD}') {
+                // Not UTF-8 on the server (decoded lossily on the way): cannot be addressed.
+                out.bad_names.push(name);
+                continue;
+            }
+            if let Some(e) = entry_from_attrs(&f.attrs) {
+                out.entries.push((name, e));
+            }
+        }
+        // READDIR attributes are LSTAT's: the folders listed here are real folders, so the
+        // scan descending into them costs no extra LSTAT per folder.
+        let mut checked = self.checked_dirs.lock().unwrap();
+        for (name, e) in &out.entries {
+            if e.kind == Kind::Dir {
+                checked.insert(super::join(dir, name));
+            }
+        }
+        drop(checked);
+        Ok(out)
+    }
+
+    fn stat(&self, path: &str) -> Result<Option<Entry>> {
+        let full = self.full("stat", path)?;
+        match self.run(self.sftp.lstat(full)) {
+            Ok(a) => Ok(entry_from_attrs(&a.attrs)),
+            Err(e) if status_code(&e) == Some(StatusCode::NoSuchFile) => Ok(None),
+            Err(e) => Err(sftp_err("stat", path, e)),
+        }
+    }
+
+    fn open_read(&self, path: &str, offset: u64) -> Result<Box<dyn Read + Send>> {
+        self.check_parents("read", path)?;
+        let full = self.full("read", path)?;
+        if let Some(e) = self.lstat_full("read", path, &full)? {
+            if e.kind != Kind::File {
+                return Err(RemoteError::refused("read", path, "not a regular file"));
+            }
+        }
+        let (handle, permit) = self.open_handle("open", path, full, OpenFlags::READ)?;
+        Ok(Box::new(SftpReader {
+            rth: self.rth.clone(),
+            sftp: self.sftp.clone(),
+            handle: Some(handle),
+            permit: Some(permit),
+            path: path.to_string(),
+            next: offset,
+            block: self.ext.read_block,
+            window: 2,
+            pending: VecDeque::new(),
+            buf: Vec::new(),
+            pos: 0,
+            eof: false,
+        }))
+    }
+
+    fn open_write(&self, path: &str, offset: u64) -> Result<Box<dyn WriteHandle>> {
+        self.check_parents("write", path)?;
+        let full = self.full("write", path)?;
+        // OPEN follows a final symlink: never write through one.
+        if let Some(e) = self.lstat_full("write", path, &full)? {
+            if e.kind != Kind::File {
+                return Err(RemoteError::refused(
+                    "write",
+                    path,
+                    format!("exists and is a {}", e.kind.as_str()),
+                ));
+            }
+        }
+        let flags = if offset == 0 {
+            OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::TRUNCATE
+        } else {
+            OpenFlags::WRITE
+        };
+        let (handle, permit) = self.open_handle("open", path, full, flags)?;
+        let w = SftpWriter {
+            rth: self.rth.clone(),
+            sftp: self.sftp.clone(),
+            handle: Some(handle.clone()),
+            permit: Some(permit),
+            path: path.to_string(),
+            offset,
+            block: self.ext.write_block,
+            fsync: self.ext.fsync,
+            pending: VecDeque::new(),
+        };
+        if offset > 0 {
+            // Keep the first `offset` bytes, drop anything after them.
+            let attrs = FileAttributes {
+                size: Some(offset),
+                ..FileAttributes::empty()
+            };
+            if let Err(e) = self.run(self.sftp.fsetstat(handle, attrs)) {
+                // Dropping `w` closes the handle.
+                return Err(sftp_err("truncate", path, e));
+            }
+        }
+        Ok(Box::new(w))
+    }
+
+    fn rename(&self, from: &str, to: &str) -> Result<()> {
+        self.check_parents("rename", from)?;
+        self.check_parents("rename", to)?;
+        let (f, t) = (self.full("rename", from)?, self.full("rename", to)?);
+        if self.ext.posix_rename {
+            let mut data = Vec::with_capacity(f.len() + t.len() + 8);
+            put_str(&mut data, &f);
+            put_str(&mut data, &t);
+            self.run(async { expect_ok(self.sftp.extended(EXT_POSIX_RENAME, data).await?) })
+                .map_err(|e| sftp_err("rename", from, e))?;
+        } else {
+            // SFTP v3 RENAME refuses an existing target. Without the extension, replacing is
+            // two steps (a reader may briefly see no file), and only for a file.
+            match self.run(self.sftp.rename(f.clone(), t.clone())) {
+                Ok(_) => {}
+                Err(e) => {
+                    let target = self.lstat_full("rename", to, &t)?;
+                    let src = self.lstat_full("rename", from, &f)?;
+                    match (src, target) {
+                        (Some(s), Some(d)) if s.is_file() && d.is_file() => {
+                            self.run(self.sftp.remove(t.clone()))
+                                .map_err(|e| sftp_err("rename", to, e))?;
+                            self.run(self.sftp.rename(f, t))
+                                .map_err(|e| sftp_err("rename", from, e))?;
+                        }
+                        _ => return Err(sftp_err("rename", from, e)),
+                    }
+                }
+            }
+        }
+        self.forget_dir(from);
+        Ok(())
+    }
+
+    fn remove_file(&self, path: &str) -> Result<()> {
+        self.check_parents("remove", path)?;
+        let full = self.full("remove", path)?;
+        self.run(self.sftp.remove(full))
+            .map(|_| ())
+            .map_err(|e| sftp_err("remove", path, e))
+    }
+
+    fn remove_dir(&self, path: &str) -> Result<()> {
+        self.check_parents("rmdir", path)?;
+        let full = self.full("rmdir", path)?;
+        self.run(self.sftp.rmdir(full))
+            .map_err(|e| sftp_err("rmdir", path, e))?;
+        self.forget_dir(path);
+        Ok(())
+    }
+
+    fn mkdir_all(&self, dir: &str) -> Result<()> {
+        if dir.is_empty() || self.checked_dirs.lock().unwrap().contains(dir) {
+            return Ok(());
+        }
+        let mut prefix = String::new();
+        for part in dir.split('/') {
+            if !prefix.is_empty() {
+                prefix.push('/');
+            }
+            prefix.push_str(part);
+            if self.checked_dirs.lock().unwrap().contains(&prefix) {
+                continue;
+            }
+            let full = self.full("mkdir", &prefix)?;
+            self.mkdir_one("mkdir", dir, &full)?;
+            self.checked_dirs.lock().unwrap().insert(prefix.clone());
+        }
+        Ok(())
+    }
+
+    fn set_mtime(&self, path: &str, mtime_ns: i64) -> Result<()> {
+        self.check_parents("set mtime", path)?;
+        let full = self.full("set mtime", path)?;
+        let secs = mtime_ns.div_euclid(1_000_000_000).clamp(0, u32::MAX as i64) as u32;
+        // SETSTAT sends atime and mtime together; never a size (that would truncate).
+        let attrs = FileAttributes {
+            atime: Some(now_secs()),
+            mtime: Some(secs),
+            ..FileAttributes::empty()
+        };
+        self.run(self.sftp.setstat(full, attrs))
+            .map(|_| ())
+            .map_err(|e| sftp_err("set mtime", path, e))
+    }
+
+    fn copy_file(&self, from: &str, to: &str) -> Result<()> {
+        if !self.ext.copy_data {
+            return Err(RemoteError::refused(
+                "copy",
+                from,
+                "the server does not offer server-side copy (copy-data)",
+            ));
+        }
+        self.check_parents("copy", from)?;
+        self.check_parents("copy", to)?;
+        let (f, t) = (self.full("copy", from)?, self.full("copy", to)?);
+        let src = match self.lstat_full("copy", from, &f)? {
+            Some(e) if e.is_file() => e,
+            Some(_) => return Err(RemoteError::refused("copy", from, "not a regular file")),
+            None => {
+                return Err(RemoteError::NotFound {
+                    op: "copy",
+                    path: from.to_string(),
+                })
+            }
+        };
+        if let Some(e) = self.lstat_full("copy", to, &t)? {
+            if !e.is_file() {
+                return Err(RemoteError::refused(
+                    "copy",
+                    to,
+                    format!("exists and is a {}", e.kind.as_str()),
+                ));
+            }
+        }
+        self.run(async {
+            let permit = self
+                .permits(2)
+                .await
+                .map_err(|e| sftp_err("copy", from, e))?;
+            let rh = self
+                .sftp
+                .open(f, OpenFlags::READ, FileAttributes::empty())
+                .await
+                .map_err(|e| sftp_err("copy", from, e))?
+                .handle;
+            let wh = match self
+                .sftp
+                .open(
+                    t,
+                    OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::TRUNCATE,
+                    FileAttributes::empty(),
+                )
+                .await
+            {
+                Ok(h) => h.handle,
+                Err(e) => {
+                    let _ = self.sftp.close(rh).await;
+                    return Err(sftp_err("copy", to, e));
+                }
+            };
+            // copy-data: read handle, read offset, length (0 = to EOF), write handle, offset.
+            let mut data = Vec::with_capacity(rh.len() + wh.len() + 32);
+            put_str(&mut data, &rh);
+            put_u64(&mut data, 0);
+            put_u64(&mut data, 0);
+            put_str(&mut data, &wh);
+            put_u64(&mut data, 0);
+            let copied = match self.sftp.extended(EXT_COPY_DATA, data).await {
+                Ok(p) => expect_ok(p),
+                Err(e) => Err(e),
+            };
+            let c1 = self.sftp.close(rh).await;
+            let c2 = self.sftp.close(wh).await;
+            drop(permit);
+            copied
+                .and(c1.map(|_| ()))
+                .and(c2.map(|_| ()))
+                .map_err(|e| sftp_err("copy", from, e))
+        })?;
+        // A copy looks like its source: same modification time.
+        self.set_mtime(to, src.mtime)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roots_are_normalized() {
+        assert_eq!(normalize_root("/srv/x/"), "/srv/x");
+        assert_eq!(normalize_root("/"), "/");
+        assert_eq!(normalize_root("///"), "/");
+        assert_eq!(normalize_root("docs"), "docs");
+        assert_eq!(normalize_root(""), ".");
+    }
+
+    #[test]
+    fn attrs_map_to_kinds() {
+        let a = |perm: u32, size: u64, mtime: u32| FileAttributes {
+            permissions: Some(perm),
+            size: Some(size),
+            mtime: Some(mtime),
+            ..FileAttributes::empty()
+        };
+        let f = entry_from_attrs(&a(0o100644, 12, 1_700_000_000)).unwrap();
+        assert_eq!(
+            (f.kind, f.size, f.mtime),
+            (Kind::File, 12, 1_700_000_000_000_000_000)
+        );
+        assert_eq!(
+            entry_from_attrs(&a(0o040755, 4096, 1)).unwrap().kind,
+            Kind::Dir
+        );
+        let l = entry_from_attrs(&a(0o120777, 9, 1)).unwrap();
+        assert_eq!((l.kind, l.size), (Kind::Symlink, 0));
+        assert!(entry_from_attrs(&a(0o140755, 0, 1)).is_none(), "socket");
+        assert!(entry_from_attrs(&a(0o010644, 0, 1)).is_none(), "fifo");
+    }
+
+    #[test]
+    fn known_hosts_names() {
+        assert_eq!(known_hosts_name("h", 22), "h");
+        assert_eq!(known_hosts_name("127.0.0.1", 2222), "[127.0.0.1]:2222");
+    }
+}
