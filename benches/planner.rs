@@ -117,6 +117,7 @@ fn run_plan(local: &Tree, remote: &Tree, base: &Base, o: &PlanOptions) -> plan::
                 root: &ok,
             },
             base,
+            copy_sources: &plan::NO_COPIES,
         },
         o,
     )

@@ -146,21 +146,83 @@ impl<'a> Executor<'a> {
         Ok(())
     }
 
+    /// A server-side copy of the remote file `path` to `to`, standing for the new local file
+    /// `to` (the action's planned base row holds that local entry). Only the remote works: no
+    /// byte travels.
     fn do_copy(&self, out: &mut Outcome) -> Result<(), String> {
         let a = &out.action;
         let to = a.to.as_deref().ok_or("copy without a destination")?;
+        // The source must still be what was planned: that is the content the copy stands for.
+        if let Some(planned) = &a.src {
+            match self.remote.stat(&a.path).map_err(|e| e.to_string())? {
+                Some(now) if same_file(&now, planned) => {}
+                None => return Err("source of the copy is gone; will retry next run".into()),
+                Some(_) => {
+                    return Err(
+                        "source of the copy changed since it was planned; will retry".into(),
+                    )
+                }
+            }
+        }
         if self.remote.stat(to).map_err(|e| e.to_string())?.is_some() {
             return Err(format!(
                 "{to:?} already exists; not overwriting it with a copy"
             ));
         }
+        let planned_row = a
+            .base
+            .iter()
+            .find(|u| u.path == to)
+            .and_then(|u| u.row.clone());
+        let planned_local = planned_row.as_ref().and_then(|r| r.local.clone());
         self.remote
             .mkdir_all(parent(to))
             .map_err(|e| e.to_string())?;
         self.remote
             .copy_file(&a.path, to)
             .map_err(|e| e.to_string())?;
-        out.base = a.base.clone();
+        let Some(planned_local) = planned_local else {
+            out.base = a.base.clone();
+            return Ok(());
+        };
+        // The copy carries the local file's mtime, as an upload would, so the two sides
+        // compare equal; where that fails, the base records what the remote reports anyway.
+        if self.remote.capabilities().set_mtime {
+            if let Err(e) = self.remote.set_mtime(to, planned_local.mtime) {
+                out.note = Some(format!("copied; its modification time was not set: {e}"));
+            }
+        }
+        // The base row is what both sides hold now, so the next run has nothing to do.
+        let mut r_now = self
+            .remote
+            .stat(to)
+            .map_err(|e| e.to_string())?
+            .ok_or("copy vanished right after it was made")?;
+        r_now.hash = planned_row
+            .as_ref()
+            .and_then(|r| r.remote.as_ref())
+            .and_then(|e| e.hash);
+        let l_now = self
+            .local
+            .stat(to)
+            .map_err(|e| e.to_string())?
+            .filter(|now| same_file(now, &planned_local))
+            .map(|mut now| {
+                now.hash = planned_local.hash;
+                now
+            });
+        if l_now.is_none() {
+            // Changed (or gone) while the remote copied: the copy is known as ours, and the
+            // local file counts as new, so the next run uploads it over the copy.
+            out.note = Some("the local file changed during the copy; it is sent next run".into());
+        }
+        out.base = vec![BaseUpdate {
+            path: to.to_string(),
+            row: Some(BaseRow {
+                local: l_now,
+                remote: Some(r_now),
+            }),
+        }];
         Ok(())
     }
 

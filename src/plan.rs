@@ -13,10 +13,13 @@
 //!    side's base entry (`Change`), and the mode turns the pair into an `Intent`.
 //! 3. Intents become actions; a folder deletion whose contents do not all go is turned back into
 //!    a folder that stays; a file replacing a folder whose contents stay is an error.
+//!    A new local file whose content the engine found identical to a synced file
+//!    (`PlanInput::copy_sources`) becomes a server-side `copy_remote` instead of an upload,
+//!    where the remote can copy (`PlanOptions::server_copy`).
 //! 4. Guards: `max_delete` (counted after moves) and the emptied/missing root checks.
 
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::job::{Compare, ConflictPolicy, MaxDelete, Mode};
 use crate::model::{ActionKind, Base, BaseRow, Entry, Kind, Side, Tree};
@@ -40,6 +43,9 @@ pub struct PlanOptions {
     pub conflict_stamp: String,
     /// `trash` (only for messages: the executor does the trashing).
     pub job_trash: bool,
+    /// The remote side can copy a file server-side (`Capabilities::server_copy`): uploads of
+    /// content the remote already holds become `copy_remote` actions.
+    pub server_copy: bool,
 }
 
 impl PlanOptions {
@@ -56,6 +62,7 @@ impl PlanOptions {
             remote_precision_ns: 1,
             conflict_stamp: "19700101-000000".into(),
             job_trash: true,
+            server_copy: false,
         }
     }
 }
@@ -84,7 +91,17 @@ pub struct PlanInput<'a> {
     pub remote: SideView<'a>,
     /// The base restricted to paths the filters let through.
     pub base: &'a Base,
+    /// New local file → a synced path whose local content the engine found identical (by
+    /// hash). Only a hint: the planner still checks that the source is synced and unchanged on
+    /// both sides before it plans a server-side copy. [`NO_COPIES`] when there are none.
+    pub copy_sources: &'a CopySources,
 }
+
+/// New path → identical synced path (see [`PlanInput::copy_sources`]).
+pub type CopySources = BTreeMap<String, String>;
+
+/// An empty [`CopySources`], for callers that have none.
+pub static NO_COPIES: CopySources = BTreeMap::new();
 
 /// One step of a plan, in the action log's vocabulary.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -492,7 +509,11 @@ pub fn plan(input: &PlanInput<'_>, o: &PlanOptions) -> Plan {
         }
     }
 
-    materialize(&cmp, o, &local, &remote, &base, intents, &mut out);
+    let copies = CopyCheck {
+        sources: input.copy_sources,
+        unknown: &unknown,
+    };
+    materialize(&cmp, o, &local, &remote, &base, &copies, intents, &mut out);
 
     // Rows of paths a move relocates are written with that move, after its relocation:
     // written before it (as plain base updates are), the move would overwrite them.
@@ -749,6 +770,62 @@ impl Cmp<'_> {
     }
 }
 
+/// What a server-side copy needs besides the trees: the engine's hints and the folders whose
+/// listing failed.
+struct CopyCheck<'a> {
+    sources: &'a CopySources,
+    unknown: &'a [String],
+}
+
+impl CopyCheck<'_> {
+    /// The synced file whose remote copy can become `q`'s (a new local file `lq` about to be
+    /// uploaded to an absent remote path), with its remote entry and base row. The source must
+    /// be synced and unchanged on both sides, stay where it is this run (so a copy in the
+    /// moves phase, before any deletion, reads it), and agree with `lq` in size (and hash,
+    /// where both are known).
+    #[allow(clippy::too_many_arguments)]
+    fn source<'t>(
+        &self,
+        cmp: &Cmp<'_>,
+        local: &Tree,
+        remote: &'t Tree,
+        base: &'t Base,
+        deleted_remote: &HashSet<&str>,
+        q: &str,
+        lq: &Entry,
+    ) -> Option<(&'t str, &'t Entry, &'t BaseRow)> {
+        if !cmp.o.server_copy || !cmp.o.mode.writes_remote() || !lq.is_file() {
+            return None;
+        }
+        let p = self.sources.get(q)?;
+        if p == q || overlaps_any(p, self.unknown) || overlaps_any(q, self.unknown) {
+            return None;
+        }
+        let (p, row) = base.get_key_value(p.as_str())?;
+        let (Some(bl), Some(br)) = (&row.local, &row.remote) else {
+            return None;
+        };
+        let (lp, rp) = (local.get(p)?, remote.get(p)?);
+        if !bl.is_file() || !br.is_file() || cmp.changed(lp, bl) || cmp.changed(rp, br) {
+            return None;
+        }
+        if lq.size != bl.size || lq.size != rp.size || deleted_remote.contains(p.as_str()) {
+            return None;
+        }
+        if let (Some(a), Some(b)) = (lq.hash, bl.hash.or(br.hash)) {
+            if a != b {
+                return None;
+            }
+        }
+        // Copies run with the moves, before deletions: a remote file where the target's
+        // folder goes would block it (the upload, after the deletions, does not mind).
+        if blocking_ancestor(remote, &HashSet::new(), q).is_some() {
+            return None;
+        }
+        Some((p.as_str(), rp, row))
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn materialize(
     cmp: &Cmp<'_>,
@@ -756,10 +833,10 @@ fn materialize(
     local: &Tree,
     remote: &Tree,
     base: &Base,
+    copies: &CopyCheck<'_>,
     intents: Vec<(String, Intent)>,
     out: &mut Plan,
 ) {
-    let _ = cmp;
     // Which paths each side will lose, to check that a folder deletion takes all its contents.
     let mut deleted_local: HashSet<&str> = HashSet::new();
     let mut deleted_remote: HashSet<&str> = HashSet::new();
@@ -967,6 +1044,34 @@ fn materialize(
                         let mut a = Action::new(mk_kind, p);
                         a.src = Some(s.clone());
                         out.actions.push(a);
+                    }
+                    (Kind::File, None) if push && !*conflict => {
+                        let src = copies.source(cmp, local, remote, base, deleted_d, p, s);
+                        if let Some((from, rp, row)) = src {
+                            // No bytes travel: the remote copies its own file. The row is
+                            // what the executor expects; it writes what it then observes.
+                            let hash = s.hash.or(row.local.as_ref().and_then(|e| e.hash));
+                            let mut a = Action::new(ActionKind::CopyRemote, from);
+                            a.to = Some(path.clone());
+                            a.src = Some(rp.clone());
+                            a.base.push(BaseUpdate {
+                                path: path.clone(),
+                                row: Some(BaseRow {
+                                    local: Some(Entry { hash, ..s.clone() }),
+                                    remote: Some(Entry {
+                                        inode: None,
+                                        hash,
+                                        ..s.clone()
+                                    }),
+                                }),
+                            });
+                            out.actions.push(a);
+                        } else {
+                            let mut a = Action::new(xfer, p);
+                            a.bytes = s.size;
+                            a.src = Some(s.clone());
+                            out.actions.push(a);
+                        }
                     }
                     (Kind::File, dk) => {
                         if dk == Some(Kind::Dir) {

@@ -85,7 +85,9 @@ pub fn scan(fs: &dyn Remote, base: &Base, o: &ScanOptions<'_>) -> ScanResult {
     if o.filter.has_includes() {
         prune_unincluded_dirs(&mut result.tree, o.filter);
     }
-    if o.hash && fs.capabilities().content_hash {
+    // Secure mode hashes every side: cheaply where `content_hash` says so, by reading the
+    // content otherwise (a network remote); unchanged files reuse the base's hash.
+    if o.hash {
         hash_files(fs, base, o, &mut result);
     }
     result.unknown.sort();
@@ -185,11 +187,15 @@ fn hash_files(fs: &dyn Remote, base: &Base, o: &ScanOptions<'_>, result: &mut Sc
         if e.kind != Kind::File {
             continue;
         }
+        // The base's hash is reused only where identity is strong: same inode, size and
+        // mtime. A side without inodes (a network remote) is hashed again every run, since a
+        // same-size rewrite within the same second would otherwise go unseen.
         let cached = base
             .get(p)
             .and_then(|row| base_side(row, o.side))
             .and_then(|b| {
                 (b.kind == Kind::File
+                    && e.inode.is_some()
                     && b.size == e.size
                     && b.mtime == e.mtime
                     && b.inode == e.inode)

@@ -7,8 +7,9 @@
 //! local copy a new inode and store what the side can hold — whole seconds on a coarse remote;
 //! deletes move files to the side's trash; moves relocate subtrees and create missing parents;
 //! every action's preconditions are checked as the executor checks them). Scenarios also vary
-//! the mode, conflict policy, compare mode, delete_orphans, force_delete and a folder whose
-//! listing fails. After every round:
+//! the mode, conflict policy, compare mode, delete_orphans, force_delete, a folder whose
+//! listing fails, and whether the remote copies server-side (new local files with the content
+//! of a synced file are then given to the planner as copy sources, as the engine finds them). After every round:
 //!
 //! - plans are executable: no action finds its source or destination other than planned;
 //! - (a) bidirectional without errors: both sides hold the same tree;
@@ -27,7 +28,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use omnisync::job::{Compare, ConflictPolicy, MaxDelete, Mode};
 use omnisync::model::{ActionKind as K, Base, BaseRow, Entry, Kind, Tree};
-use omnisync::plan::{plan, Action, Plan, PlanInput, PlanOptions, RootState, SideView};
+use omnisync::plan::{
+    plan, Action, CopySources, Plan, PlanInput, PlanOptions, RootState, SideView,
+};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 
@@ -371,6 +374,11 @@ impl World {
             u.push(p.to_string());
         }
         let ok = RootState::Ok;
+        let copies = if o.server_copy {
+            self.copy_sources()
+        } else {
+            CopySources::new()
+        };
         let input = PlanInput {
             local: SideView {
                 tree: &lt,
@@ -383,8 +391,37 @@ impl World {
                 root: &ok,
             },
             base: &self.base,
+            copy_sources: &copies,
         };
         plan(&input, o)
+    }
+
+    /// What the engine would find: each new local file (no local base entry, absent on the
+    /// remote) → the first synced path, unchanged on both sides, with the same content.
+    fn copy_sources(&self) -> CopySources {
+        let mut out = CopySources::new();
+        for (q, n) in &self.local.nodes {
+            let Some(c) = n.content else { continue };
+            if self.base.get(q).is_some_and(|r| r.local.is_some())
+                || self.remote.nodes.contains_key(q)
+            {
+                continue;
+            }
+            for (p, row) in &self.base {
+                let (Some(bl), Some(br)) = (&row.local, &row.remote) else {
+                    continue;
+                };
+                let (Some(lp), Some(rp)) = (self.local.nodes.get(p), self.remote.nodes.get(p))
+                else {
+                    continue;
+                };
+                if lp.content == Some(c) && lp.entry == *bl && rp.entry == *br {
+                    out.insert(q.clone(), p.clone());
+                    break;
+                }
+            }
+        }
+        out
     }
 
     fn versions(&self) -> BTreeSet<u32> {
@@ -417,18 +454,53 @@ impl World {
             }
             K::CopyRemote => {
                 let to = a.to.as_deref().ok_or("copy without to")?;
+                let planned = a.src.as_ref().ok_or("copy without src")?;
                 let n = self
                     .remote
                     .nodes
                     .get(&a.path)
                     .cloned()
                     .ok_or("copy: source gone")?;
+                if !same_file(&n.entry, planned) {
+                    return Err("copy: source changed".into());
+                }
                 if self.remote.nodes.contains_key(to) {
                     return Err(format!("copy: {to} exists"));
                 }
+                let planned_local = a
+                    .base
+                    .iter()
+                    .find(|u| u.path == to)
+                    .and_then(|u| u.row.as_ref())
+                    .and_then(|r| r.local.clone())
+                    .ok_or("copy without the local entry it stands for")?;
                 self.remote.mkdir_all(parent(to))?;
-                self.remote.nodes.insert(to.to_string(), n);
-                self.set_base(&a.base);
+                // The executor gives the copy the local file's mtime (stored at the remote's
+                // precision), then writes the base row from what both sides hold.
+                let entry = self.remote.fresh(Entry {
+                    mtime: planned_local.mtime,
+                    ..n.entry.clone()
+                });
+                self.remote.nodes.insert(
+                    to.to_string(),
+                    Node {
+                        entry: entry.clone(),
+                        content: n.content,
+                    },
+                );
+                let local_now = self
+                    .local
+                    .nodes
+                    .get(to)
+                    .filter(|l| same_file(&l.entry, &planned_local))
+                    .map(|l| l.entry.clone());
+                self.base.insert(
+                    to.to_string(),
+                    BaseRow {
+                        local: local_now,
+                        remote: Some(entry),
+                    },
+                );
                 Ok(())
             }
             K::DeleteLocal | K::DeleteRemote => {
@@ -573,6 +645,8 @@ struct Scenario {
     orphans: bool,
     force: bool,
     first_run: bool,
+    /// The remote copies server-side.
+    server_copy: bool,
     start: Vec<Spec>,
     /// (local edits, remote edits) per round.
     rounds: Vec<(Vec<Edit>, Vec<Edit>)>,
@@ -621,6 +695,7 @@ fn scenario_with(modes: Vec<Mode>) -> impl Strategy<Value = Scenario> {
         any::<bool>(),
         any::<bool>(),
         prop::bool::weighted(0.2),
+        any::<bool>(),
         prop::collection::vec(spec_top(), TOPS.len()),
         prop::collection::vec((edits(), edits()), 1..4),
         prop::option::weighted(0.25, (any::<bool>(), 0..universe().len())),
@@ -634,6 +709,7 @@ fn scenario_with(modes: Vec<Mode>) -> impl Strategy<Value = Scenario> {
                 orphans,
                 force,
                 first_run,
+                server_copy,
                 start,
                 rounds,
                 unreadable,
@@ -649,6 +725,7 @@ fn scenario_with(modes: Vec<Mode>) -> impl Strategy<Value = Scenario> {
                 orphans: orphans && mode.is_mirror(),
                 force,
                 first_run,
+                server_copy,
                 start,
                 rounds,
                 unreadable,
@@ -674,6 +751,7 @@ impl Scenario {
             o.remote_precision_ns = SEC;
         }
         o.force_delete = self.force;
+        o.server_copy = self.server_copy;
         // The emptied-root guard still trips without force; max_delete has its own tables.
         o.max_delete = MaxDelete::Count(1000);
         o
@@ -1132,7 +1210,7 @@ fn scenarios_reach_every_action_kind() {
     let missing: Vec<&str> = K::ALL
         .iter()
         .map(|k| k.as_str())
-        .filter(|k| *k != "copy_remote" && !seen.contains_key(k))
+        .filter(|k| !seen.contains_key(k))
         .collect();
     assert!(
         missing.is_empty(),

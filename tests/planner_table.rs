@@ -5,7 +5,7 @@
 
 use omnisync::job::{Compare, ConflictPolicy, MaxDelete, Mode};
 use omnisync::model::{ActionKind as K, Base, BaseRow, Entry, Kind, Side, Tree};
-use omnisync::plan::{plan, Guard, Plan, PlanInput, PlanOptions, RootState, SideView};
+use omnisync::plan::{plan, CopySources, Guard, Plan, PlanInput, PlanOptions, RootState, SideView};
 
 const SEC: i64 = 1_000_000_000;
 const STAMP: &str = "20261122-020000";
@@ -92,6 +92,7 @@ struct Case {
     remote_unknown: Vec<String>,
     local_root: RootState,
     remote_root: RootState,
+    copy_sources: CopySources,
     expect: Vec<(K, String, Option<String>)>,
     ups: Vec<String>,
     guard: Option<G>,
@@ -112,6 +113,7 @@ fn case(name: impl Into<String>, mode: Mode) -> Case {
         remote_unknown: Vec::new(),
         local_root: RootState::Ok,
         remote_root: RootState::Ok,
+        copy_sources: CopySources::new(),
         expect: Vec::new(),
         ups: Vec::new(),
         guard: None,
@@ -183,6 +185,11 @@ impl Case {
     fn policy(self, c: ConflictPolicy) -> Case {
         self.opt(|o| o.conflict = c)
     }
+    /// The engine found new local `to` identical to synced `from`.
+    fn same_content(mut self, to: &str, from: &str) -> Case {
+        self.copy_sources.insert(to.to_string(), from.to_string());
+        self
+    }
     fn orphans(self) -> Case {
         self.opt(|o| o.delete_orphans = true)
     }
@@ -212,6 +219,7 @@ impl Case {
                 root: &self.remote_root,
             },
             base: &self.base,
+            copy_sources: &self.copy_sources,
         };
         plan(&input, &self.opts)
     }
@@ -1709,4 +1717,194 @@ fn base_updates_inside_a_move_ride_with_it() {
         .map(|u| format!("{}{}", if u.row.is_some() { '+' } else { '-' }, u.path))
         .collect();
     assert_eq!(ups, ["-b", "+c", "-b/y", "+c/y", "-c/y"]);
+}
+
+/// A new local file with the content of a synced file becomes a server-side copy of it, where
+/// the remote can copy (`server_copy`) and the engine found the contents equal.
+#[test]
+fn server_side_copies() {
+    let copy = |o: &mut PlanOptions| o.server_copy = true;
+    let start = |name: &str, mode: Mode| {
+        case(format!("{}: {name}", mode.as_str()), mode)
+            .synced([f("p", 100, 10), f("z", 1, 1)])
+            .opt(copy)
+    };
+    let mut cases = Vec::new();
+    for mode in [Mode::Upload, Mode::MirrorUpload, Mode::Bidirectional] {
+        cases.push(
+            start("copy of a synced file", mode)
+                .local([f("q", 100, 20)])
+                .same_content("q", "p")
+                .expect([at(K::CopyRemote, "p", "q")]),
+        );
+        cases.push(
+            start("copy into a new folder", mode)
+                .local([d("n"), f("n/q", 100, 20)])
+                .same_content("n/q", "p")
+                .expect([at(K::CopyRemote, "p", "n/q"), a(K::MkdirRemote, "n")]),
+        );
+        cases.push(
+            start("no server copy", mode)
+                .opt(|o| o.server_copy = false)
+                .local([f("q", 100, 20)])
+                .same_content("q", "p")
+                .expect([a(K::Upload, "q")]),
+        );
+        cases.push(
+            start("no hint from the engine", mode)
+                .local([f("q", 100, 20)])
+                .expect([a(K::Upload, "q")]),
+        );
+        cases.push(
+            start("source changed locally", mode)
+                .local([f("p", 100, 15), f("q", 100, 20)])
+                .same_content("q", "p")
+                .expect([a(K::Upload, "p"), a(K::Upload, "q")]),
+        );
+        cases.push(
+            start("sizes differ", mode)
+                .local([f("q", 101, 20)])
+                .same_content("q", "p")
+                .expect([a(K::Upload, "q")]),
+        );
+        cases.push(
+            start("remote already has the target", mode)
+                .local([f("q", 100, 20)])
+                .remote([f("q", 100, 5)])
+                .same_content("q", "p")
+                .policy(ConflictPolicy::Local)
+                .expect([a(K::Conflict, "q"), a(K::Upload, "q")]),
+        );
+        cases.push(
+            start("source not in the base", mode)
+                .local([f("q", 100, 20), f("s", 100, 10)])
+                .remote([f("s", 100, 10)])
+                .same_content("q", "s")
+                .ups(&["+s"])
+                .expect([a(K::Upload, "q")]),
+        );
+    }
+    // The source changed on the remote: it is no longer what the local file holds.
+    cases.push(
+        start("source changed remotely", Mode::Bidirectional)
+            .remote([f("p", 100, 12)])
+            .local([f("q", 100, 20)])
+            .same_content("q", "p")
+            .expect([a(K::Download, "p"), a(K::Upload, "q")]),
+    );
+    cases.push(
+        start("source changed remotely", Mode::MirrorUpload)
+            .remote([f("p", 100, 12)])
+            .local([f("q", 100, 20)])
+            .same_content("q", "p")
+            .expect([a(K::Upload, "p"), a(K::Upload, "q")]),
+    );
+    // Download modes never write the remote.
+    for mode in [Mode::Download, Mode::Mirror] {
+        cases.push(
+            start("a local copy is a destination-only change", mode)
+                .local([f("q", 100, 20)])
+                .same_content("q", "p"),
+        );
+    }
+    // The source moved away locally this run: the move goes, the new file is uploaded.
+    let moved = |c: Case| {
+        let mut e = Entry::file(100, 10 * SEC);
+        e.inode = Some(7);
+        let r = Entry::file(100, 10 * SEC);
+        c.base_row("m", Some(e.clone()), Some(r.clone()))
+            .remote([("m".to_string(), r)])
+    };
+    cases.push(
+        moved(start("source moved away", Mode::Bidirectional))
+            .local([fi("m2", 100, 10, 7), f("q", 100, 20)])
+            .same_content("q", "m")
+            .expect([at(K::MoveRemote, "m", "m2"), a(K::Upload, "q")]),
+    );
+    // The source is deleted remotely this run (bidirectional: it goes locally too).
+    cases.push(
+        start("source deleted remotely", Mode::Bidirectional)
+            .rm_remote(&["p"])
+            .local([f("q", 100, 20)])
+            .same_content("q", "p")
+            .expect([a(K::DeleteLocal, "p"), a(K::Upload, "q")]),
+    );
+    // A remote file where the target's folder goes: the copy would run before that deletion.
+    cases.push(
+        start("target folder replaces a remote file", Mode::Bidirectional)
+            .synced([f("n", 3, 3)])
+            .rm_local(&["n"])
+            .local([d("n"), f("n/q", 100, 20)])
+            .same_content("n/q", "p")
+            .expect([
+                a(K::DeleteRemote, "n"),
+                a(K::MkdirRemote, "n"),
+                a(K::Upload, "n/q"),
+            ]),
+    );
+    // Secure mode: hashes that are known must agree.
+    cases.push(
+        case("secure: hashes differ", Mode::Upload)
+            .opt(copy)
+            .opt(|o| o.compare = Compare::Secure)
+            .synced([fh("p", 100, 10, 1), f("z", 1, 1)])
+            .local([fh("q", 100, 20, 2)])
+            .same_content("q", "p")
+            .expect([a(K::Upload, "q")]),
+    );
+    cases.push(
+        case("secure: hashes agree", Mode::Upload)
+            .opt(copy)
+            .opt(|o| o.compare = Compare::Secure)
+            .synced([fh("p", 100, 10, 1), f("z", 1, 1)])
+            .local([fh("q", 100, 20, 1)])
+            .same_content("q", "p")
+            .expect([at(K::CopyRemote, "p", "q")]),
+    );
+    // A folder whose listing failed: nothing in it is a source.
+    cases.push(
+        case("source in an unreadable folder", Mode::Upload)
+            .opt(copy)
+            .synced([d("u"), f("u/p", 100, 10), f("z", 1, 1)])
+            .local([f("q", 100, 20)])
+            .same_content("q", "u/p")
+            .unknown(Side::Remote, "u")
+            .expect([a(K::Upload, "q")]),
+    );
+    run(cases);
+}
+
+/// The copy's base row is the local file and a remote entry with its size and mtime (the
+/// executor gives the copy the local mtime, then writes what it observes); it runs in the
+/// moves phase, after moves and before deletions.
+#[test]
+fn server_side_copy_details() {
+    let mut e = Entry::file(100, 10 * SEC);
+    e.inode = Some(7);
+    let c = case("details", Mode::MirrorUpload)
+        .opt(|o| {
+            o.server_copy = true;
+            o.delete_orphans = true
+        })
+        .synced([f("p", 100, 10), f("z", 1, 1)])
+        .base_row("m", Some(e), Some(Entry::file(100, 10 * SEC)))
+        .remote([f("m", 100, 10), f("orphan", 1, 1)])
+        .local([fi("m2", 100, 10, 7), fi("q", 100, 20, 9)])
+        .same_content("q", "p")
+        .expect([
+            at(K::MoveRemote, "m", "m2"),
+            at(K::CopyRemote, "p", "q"),
+            a(K::DeleteRemote, "orphan"),
+        ]);
+    run(vec![c.clone()]);
+    let p = c.plan();
+    let cp = &p.actions[1];
+    assert_eq!(cp.bytes, 0);
+    assert_eq!(p.bytes(), 0);
+    assert_eq!(cp.src, Some(Entry::file(100, 10 * SEC)));
+    assert_eq!(cp.base.len(), 1);
+    assert_eq!(cp.base[0].path, "q");
+    let row = cp.base[0].row.as_ref().unwrap();
+    assert_eq!(row.local, Some(fi("q", 100, 20, 9).1));
+    assert_eq!(row.remote, Some(Entry::file(100, 20 * SEC)));
 }

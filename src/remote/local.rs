@@ -334,10 +334,35 @@ impl Remote for LocalFs {
             .map_err(|e| RemoteError::io("set mtime", path, e))
     }
 
+    /// A copy looks like its source: same content and modification time (as the SFTP copy
+    /// does). Neither end is followed if it is a symlink.
     fn copy_file(&self, from: &str, to: &str) -> Result<()> {
         self.check_parents("copy", from)?;
         self.check_parents("copy", to)?;
-        fs::copy(self.full(from), self.full(to)).map_err(|e| RemoteError::io("copy", from, e))?;
+        let mut src = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(self.full(from))
+            .map_err(|e| RemoteError::io("copy", from, e))?;
+        let meta = src
+            .metadata()
+            .map_err(|e| RemoteError::io("copy", from, e))?;
+        if !meta.is_file() {
+            return Err(RemoteError::refused("copy", from, "not a regular file"));
+        }
+        let mut dst = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(self.full(to))
+            .map_err(|e| RemoteError::io("copy", to, e))?;
+        // File to file: the kernel copies (copy_file_range, reflinks where the filesystem
+        // has them).
+        std::io::copy(&mut src, &mut dst).map_err(|e| RemoteError::io("copy", to, e))?;
+        let mtime = filetime::FileTime::from_last_modification_time(&meta);
+        filetime::set_file_handle_times(&dst, None, Some(mtime))
+            .map_err(|e| RemoteError::io("set mtime", to, e))?;
         Ok(())
     }
 
@@ -399,6 +424,22 @@ mod tests {
         w.write_all(b"!").unwrap();
         w.close().unwrap();
         assert_eq!(std::fs::read(root.path().join("f")).unwrap(), b"hello!");
+    }
+
+    #[test]
+    fn copy_keeps_content_and_mtime_and_never_follows_a_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = LocalFs::new(dir.path());
+        std::fs::write(dir.path().join("a"), b"content").unwrap();
+        let t = 1_700_000_000_123_456_789;
+        fs.set_mtime("a", t).unwrap();
+        fs.copy_file("a", "b").unwrap();
+        assert_eq!(std::fs::read(dir.path().join("b")).unwrap(), b"content");
+        assert_eq!(fs.stat("b").unwrap().unwrap().mtime, t);
+        std::os::unix::fs::symlink(dir.path().join("x"), dir.path().join("l")).unwrap();
+        assert!(fs.copy_file("a", "l").is_err());
+        assert!(!dir.path().join("x").exists());
+        assert!(fs.copy_file("l", "c").is_err());
     }
 
     #[test]

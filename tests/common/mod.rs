@@ -2,8 +2,9 @@
 //! the real `omnisync` binary run through `assert_cmd`.
 //!
 //! Everything a scenario needs from the remote side goes through [`Backend`], so the same
-//! scenario functions can run against `protocol = "local"` (a second directory, here) and, later,
-//! real SFTP/FTP/SMB servers whose served directory lives on this machine.
+//! scenario functions can run against `protocol = "local"` (a second directory, here), a real
+//! OpenSSH sshd ([`sftp_backend::SftpBackend`]) and, later, FTP/SMB servers whose served directory lives on
+//! this machine.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -13,6 +14,9 @@ use std::time::{Duration, Instant};
 use filetime::FileTime;
 use serde_json::Value;
 use tempfile::TempDir;
+
+pub mod sftp_backend;
+pub mod sshd;
 
 /// A base mtime for seeded files (2023-11-14T22:13:20Z), whole seconds so that every protocol
 /// can represent it.
@@ -57,10 +61,15 @@ pub trait Backend {
         true
     }
 
-    /// The remote side is a plain directory read by the binary itself (so the binary may be run
-    /// under another uid for permission tests).
-    fn is_plain_directory(&self) -> bool {
-        false
+    /// Let the binary reach the remote when it runs under `uid` (root-only permission tests run
+    /// it as `nobody`, since root reads anything): a plain directory is given to `uid`, a server
+    /// keeps its tree and `uid` gets the client files (key, known_hosts). `Err(why)` when the
+    /// backend cannot; the scenario prints why and skips its permission case.
+    fn allow_client_uid(&self, _uid: u32) -> Result<(), String> {
+        Err(format!(
+            "the {} backend cannot run the binary under another uid",
+            self.name()
+        ))
     }
 }
 
@@ -104,8 +113,22 @@ impl Backend for LocalBackend {
         self.dir.path().join("remote")
     }
 
-    fn is_plain_directory(&self) -> bool {
-        true
+    fn allow_client_uid(&self, uid: u32) -> Result<(), String> {
+        let remote = self.remote_root();
+        lchown_tree(&remote, uid);
+        // Its temp folder must be traversable too.
+        std::os::unix::fs::lchown(self.dir.path(), Some(uid), Some(uid)).unwrap();
+        Ok(())
+    }
+}
+
+/// Give a tree to `uid` (group `uid` too), never following symlinks.
+pub fn lchown_tree(p: &Path, uid: u32) {
+    std::os::unix::fs::lchown(p, Some(uid), Some(uid)).unwrap();
+    if std::fs::symlink_metadata(p).unwrap().is_dir() {
+        for e in std::fs::read_dir(p).unwrap() {
+            lchown_tree(&e.unwrap().path(), uid);
+        }
     }
 }
 
@@ -592,6 +615,7 @@ impl<'b> Fixture<'b> {
         cmd.arg("--config").arg(&self.config).args(args);
         cmd.env_remove("RUST_LOG")
             .env_remove("OMNISYNC_CONFIG")
+            .env_remove("SSH_AUTH_SOCK")
             .current_dir("/");
         for (k, v) in &self.env {
             cmd.env(k, v);
