@@ -350,8 +350,26 @@ impl Store {
             .map_err(open_err("cannot set the busy timeout"))?;
         // Returns the resulting mode; a filesystem without WAL support keeps its old mode,
         // which is still correct, only less concurrent.
-        conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get::<_, String>(0))
-            .map_err(open_err("cannot switch to WAL mode"))?;
+        // Switching to WAL needs a moment of exclusive access, and SQLite reports a busy
+        // database here without calling the busy handler: two `run`s (or `run --all
+        // --parallel`) opening a fresh database at once would fail. Retry within the timeout.
+        let started = std::time::Instant::now();
+        loop {
+            match conn
+                .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get::<_, String>(0))
+            {
+                Ok(_) => break,
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if matches!(
+                        e.code,
+                        rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                    ) && started.elapsed() < BUSY_TIMEOUT =>
+                {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => return Err(open_err("cannot switch to WAL mode")(e)),
+            }
+        }
         let mut store = Store::configure(conn).map_err(|e| match e {
             StateError::Sql { source, .. } => StateError::Open {
                 path: path.to_path_buf(),
@@ -798,6 +816,30 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression: `run --all --parallel` opening a fresh database from several threads at once
+    /// failed with "cannot switch to WAL mode: database is locked".
+    #[test]
+    fn a_fresh_database_opened_by_many_at_once() {
+        for _ in 0..30 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("state/omnisync.db");
+            std::thread::scope(|s| {
+                let handles: Vec<_> = (0..8)
+                    .map(|i| {
+                        let path = &path;
+                        s.spawn(move || {
+                            let mut st = Store::open(path).expect("open");
+                            st.job_id(&format!("job{i}")).expect("job id");
+                        })
+                    })
+                    .collect();
+                for h in handles {
+                    h.join().unwrap();
+                }
+            });
+        }
+    }
 
     fn file(size: u64, mtime: i64, inode: Option<u64>, hash: Option<[u8; 32]>) -> Entry {
         Entry {
