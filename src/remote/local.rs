@@ -1,28 +1,28 @@
 //! A directory on this machine as a `Remote`: the local side of every job, and the remote side
 //! of `protocol = "local"` jobs (a mounted NAS, a second disk).
 
-use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
-use super::{Capabilities, Listing, Remote, RemoteError, Result, RootStatus, WriteHandle};
+use super::{
+    Capabilities, CheckedDirs, Listing, Remote, RemoteError, Result, RootStatus, WriteHandle,
+};
 use crate::model::{Entry, Kind};
 
 pub struct LocalFs {
     root: PathBuf,
     /// Directories already checked to be real directories (not symlinks) during this run, so a
     /// write below them does not re-check every component.
-    checked_dirs: Mutex<HashSet<String>>,
+    checked_dirs: CheckedDirs,
 }
 
 impl LocalFs {
     pub fn new(root: impl Into<PathBuf>) -> LocalFs {
         LocalFs {
             root: root.into(),
-            checked_dirs: Mutex::new(HashSet::new()),
+            checked_dirs: CheckedDirs::default(),
         }
     }
 
@@ -41,50 +41,26 @@ impl LocalFs {
     /// Refuse to act below a component that is a symlink: a link planted inside the tree must
     /// not redirect a write outside it.
     fn check_parents(&self, op: &'static str, path: &str) -> Result<()> {
-        let dir = super::parent(path);
-        if dir.is_empty() {
-            return Ok(());
-        }
-        if self.checked_dirs.lock().unwrap().contains(dir) {
-            return Ok(());
-        }
-        let mut prefix = String::new();
-        for part in dir.split('/') {
-            if !prefix.is_empty() {
-                prefix.push('/');
+        self.checked_dirs.walk(super::parent(path), |prefix| {
+            match fs::symlink_metadata(self.full(prefix)) {
+                Ok(m) if m.file_type().is_symlink() => Err(RemoteError::refused(
+                    op,
+                    path,
+                    format!("{prefix:?} is a symlink; not following it"),
+                )),
+                Ok(m) if !m.is_dir() => Err(RemoteError::refused(
+                    op,
+                    path,
+                    format!("{prefix:?} is not a directory"),
+                )),
+                Ok(_) => Ok(()),
+                Err(e) => Err(RemoteError::io(op, path, e)),
             }
-            prefix.push_str(part);
-            if self.checked_dirs.lock().unwrap().contains(&prefix) {
-                continue;
-            }
-            match fs::symlink_metadata(self.full(&prefix)) {
-                Ok(m) if m.file_type().is_symlink() => {
-                    return Err(RemoteError::refused(
-                        op,
-                        path,
-                        format!("{prefix:?} is a symlink; not following it"),
-                    ))
-                }
-                Ok(m) if !m.is_dir() => {
-                    return Err(RemoteError::refused(
-                        op,
-                        path,
-                        format!("{prefix:?} is not a directory"),
-                    ))
-                }
-                Ok(_) => {
-                    self.checked_dirs.lock().unwrap().insert(prefix.clone());
-                }
-                Err(e) => return Err(RemoteError::io(op, path, e)),
-            }
-        }
-        Ok(())
+        })
     }
 
     fn forget_dir(&self, path: &str) {
-        let mut set = self.checked_dirs.lock().unwrap();
-        let prefix = format!("{path}/");
-        set.retain(|d| d != path && !d.starts_with(&prefix));
+        self.checked_dirs.forget(path);
     }
 }
 
@@ -269,59 +245,40 @@ impl Remote for LocalFs {
     }
 
     fn mkdir_all(&self, dir: &str) -> Result<()> {
-        if dir.is_empty() {
-            return Ok(());
-        }
-        if self.checked_dirs.lock().unwrap().contains(dir) {
-            return Ok(());
-        }
         // Create component by component so that no symlink is ever followed.
-        let mut prefix = String::new();
-        for part in dir.split('/') {
-            if !prefix.is_empty() {
-                prefix.push('/');
-            }
-            prefix.push_str(part);
-            if self.checked_dirs.lock().unwrap().contains(&prefix) {
-                continue;
-            }
-            let full = self.full(&prefix);
+        self.checked_dirs.walk(dir, |prefix| {
+            let full = self.full(prefix);
+            let not_dir = || {
+                RemoteError::refused(
+                    "mkdir",
+                    dir,
+                    format!("{prefix:?} exists and is not a directory"),
+                )
+            };
             match fs::symlink_metadata(&full) {
-                Ok(m) if m.is_dir() => {}
-                Ok(m) if m.file_type().is_symlink() => {
-                    return Err(RemoteError::refused(
-                        "mkdir",
-                        dir,
-                        format!("{prefix:?} is a symlink; not following it"),
-                    ))
-                }
-                Ok(_) => {
-                    return Err(RemoteError::refused(
-                        "mkdir",
-                        dir,
-                        format!("{prefix:?} exists and is not a directory"),
-                    ))
-                }
+                Ok(m) if m.is_dir() => Ok(()),
+                Ok(m) if m.file_type().is_symlink() => Err(RemoteError::refused(
+                    "mkdir",
+                    dir,
+                    format!("{prefix:?} is a symlink; not following it"),
+                )),
+                Ok(_) => Err(not_dir()),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => match fs::create_dir(&full) {
-                    Ok(()) => {}
+                    Ok(()) => Ok(()),
                     Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                         let m = fs::symlink_metadata(&full)
                             .map_err(|e| RemoteError::io("mkdir", dir, e))?;
-                        if !m.is_dir() {
-                            return Err(RemoteError::refused(
-                                "mkdir",
-                                dir,
-                                format!("{prefix:?} exists and is not a directory"),
-                            ));
+                        if m.is_dir() {
+                            Ok(())
+                        } else {
+                            Err(not_dir())
                         }
                     }
-                    Err(e) => return Err(RemoteError::io("mkdir", dir, e)),
+                    Err(e) => Err(RemoteError::io("mkdir", dir, e)),
                 },
-                Err(e) => return Err(RemoteError::io("mkdir", dir, e)),
+                Err(e) => Err(RemoteError::io("mkdir", dir, e)),
             }
-            self.checked_dirs.lock().unwrap().insert(prefix.clone());
-        }
-        Ok(())
+        })
     }
 
     fn set_mtime(&self, path: &str, mtime_ns: i64) -> Result<()> {

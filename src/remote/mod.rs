@@ -208,6 +208,47 @@ pub fn read_secret(secret: &Secret) -> std::result::Result<Option<String>, Strin
     }
 }
 
+/// Folders checked during a run to be real directories (not symlinks, not files), so that a
+/// write below them does not re-check every component. Shared by the backends.
+#[derive(Debug, Default)]
+pub struct CheckedDirs(std::sync::Mutex<std::collections::HashSet<String>>);
+
+impl CheckedDirs {
+    pub fn insert(&self, dir: String) {
+        self.0.lock().unwrap().insert(dir);
+    }
+
+    /// Forget `path` and everything below it (after it was renamed or removed).
+    pub fn forget(&self, path: &str) {
+        let prefix = format!("{path}/");
+        self.0
+            .lock()
+            .unwrap()
+            .retain(|d| d != path && !d.starts_with(&prefix));
+    }
+
+    /// Call `check` on each prefix of `dir` (`a`, `a/b`, `a/b/c`) not checked yet, in order;
+    /// a prefix is remembered once `check` accepts it. Stops at the first error.
+    pub fn walk(&self, dir: &str, mut check: impl FnMut(&str) -> Result<()>) -> Result<()> {
+        if dir.is_empty() || self.0.lock().unwrap().contains(dir) {
+            return Ok(());
+        }
+        let ends = dir
+            .match_indices('/')
+            .map(|(i, _)| i)
+            .chain(std::iter::once(dir.len()));
+        for end in ends {
+            let prefix = &dir[..end];
+            if self.0.lock().unwrap().contains(prefix) {
+                continue;
+            }
+            check(prefix)?;
+            self.insert(prefix.to_string());
+        }
+        Ok(())
+    }
+}
+
 /// Is `name` a single, harmless path component? A server that returns `..`, `/x`, `a/b` or
 /// names with NUL cannot make us address anything outside the job's folders.
 pub fn check_name(name: &str) -> std::result::Result<(), String> {
@@ -278,6 +319,35 @@ mod tests {
         assert!(check_rel_path("/a").is_err());
         assert!(check_rel_path("a//b").is_err());
         assert!(check_rel_path("a/b/c").is_ok());
+    }
+
+    #[test]
+    fn checked_dirs_walk_each_unchecked_prefix_once() {
+        let c = CheckedDirs::default();
+        let mut seen = Vec::new();
+        c.walk("a/b/c", |p| {
+            seen.push(p.to_string());
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(seen, ["a", "a/b", "a/b/c"]);
+        seen.clear();
+        c.walk("a/b/d", |p| {
+            seen.push(p.to_string());
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(seen, ["a/b/d"]);
+        let err = c.walk("x/y", |p| Err(RemoteError::refused("t", p, "no")));
+        assert!(err.is_err());
+        c.forget("a/b");
+        seen.clear();
+        c.walk("a/b/c", |p| {
+            seen.push(p.to_string());
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(seen, ["a/b", "a/b/c"]);
     }
 
     #[test]

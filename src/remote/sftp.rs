@@ -22,7 +22,8 @@
 //! - `posix-rename@openssh.com` replaces a target atomically (plain RENAME refuses), `copy-data`
 //!   copies between two handles on the server, `fsync@openssh.com` makes writes durable.
 
-use std::collections::{HashSet, VecDeque};
+use crate::remote::CheckedDirs;
+use std::collections::VecDeque;
 use std::future::Future;
 use std::io::Read;
 use std::net::SocketAddr;
@@ -100,7 +101,7 @@ pub struct SftpRemote {
     label: String,
     ext: Extensions,
     /// Directories (relative) already seen to be real directories during this run.
-    checked_dirs: Mutex<HashSet<String>>,
+    checked_dirs: CheckedDirs,
 }
 
 /// The SSH client's side of the handshake: host key verification against known_hosts.
@@ -365,7 +366,7 @@ impl SftpRemote {
             root,
             label,
             ext,
-            checked_dirs: Mutex::new(HashSet::new()),
+            checked_dirs: CheckedDirs::default(),
         })
     }
 
@@ -399,51 +400,30 @@ impl SftpRemote {
 
     /// Refuse to act below a component that is a symlink or not a directory.
     fn check_parents(&self, op: &'static str, path: &str) -> Result<()> {
-        let dir = super::parent(path);
-        if dir.is_empty() || self.checked_dirs.lock().unwrap().contains(dir) {
-            return Ok(());
-        }
-        let mut prefix = String::new();
-        for part in dir.split('/') {
-            if !prefix.is_empty() {
-                prefix.push('/');
-            }
-            prefix.push_str(part);
-            if self.checked_dirs.lock().unwrap().contains(&prefix) {
-                continue;
-            }
-            let full = self.full(op, &prefix)?;
+        self.checked_dirs.walk(super::parent(path), |prefix| {
+            let full = self.full(op, prefix)?;
             let attrs = self
                 .run(self.sftp.lstat(full))
                 .map_err(|e| sftp_err(op, path, e))?
                 .attrs;
             match entry_from_attrs(&attrs).map(|e| e.kind) {
-                Some(Kind::Dir) => {
-                    self.checked_dirs.lock().unwrap().insert(prefix.clone());
-                }
-                Some(Kind::Symlink) => {
-                    return Err(RemoteError::refused(
-                        op,
-                        path,
-                        format!("{prefix:?} is a symlink; not following it"),
-                    ))
-                }
-                _ => {
-                    return Err(RemoteError::refused(
-                        op,
-                        path,
-                        format!("{prefix:?} is not a directory"),
-                    ))
-                }
+                Some(Kind::Dir) => Ok(()),
+                Some(Kind::Symlink) => Err(RemoteError::refused(
+                    op,
+                    path,
+                    format!("{prefix:?} is a symlink; not following it"),
+                )),
+                _ => Err(RemoteError::refused(
+                    op,
+                    path,
+                    format!("{prefix:?} is not a directory"),
+                )),
             }
-        }
-        Ok(())
+        })
     }
 
     fn forget_dir(&self, path: &str) {
-        let mut set = self.checked_dirs.lock().unwrap();
-        let prefix = format!("{path}/");
-        set.retain(|d| d != path && !d.starts_with(&prefix));
+        self.checked_dirs.forget(path);
     }
 
     /// LSTAT of a server path: `Ok(None)` when it does not exist.
@@ -1105,13 +1085,11 @@ impl Remote for SftpRemote {
         }
         // READDIR attributes are LSTAT's: the folders listed here are real folders, so the
         // scan descending into them costs no extra LSTAT per folder.
-        let mut checked = self.checked_dirs.lock().unwrap();
         for (name, e) in &out.entries {
             if e.kind == Kind::Dir {
-                checked.insert(super::join(dir, name));
+                self.checked_dirs.insert(super::join(dir, name));
             }
         }
-        drop(checked);
         Ok(out)
     }
 
@@ -1245,23 +1223,10 @@ impl Remote for SftpRemote {
     }
 
     fn mkdir_all(&self, dir: &str) -> Result<()> {
-        if dir.is_empty() || self.checked_dirs.lock().unwrap().contains(dir) {
-            return Ok(());
-        }
-        let mut prefix = String::new();
-        for part in dir.split('/') {
-            if !prefix.is_empty() {
-                prefix.push('/');
-            }
-            prefix.push_str(part);
-            if self.checked_dirs.lock().unwrap().contains(&prefix) {
-                continue;
-            }
-            let full = self.full("mkdir", &prefix)?;
-            self.mkdir_one("mkdir", dir, &full)?;
-            self.checked_dirs.lock().unwrap().insert(prefix.clone());
-        }
-        Ok(())
+        self.checked_dirs.walk(dir, |prefix| {
+            let full = self.full("mkdir", prefix)?;
+            self.mkdir_one("mkdir", dir, &full)
+        })
     }
 
     fn set_mtime(&self, path: &str, mtime_ns: i64) -> Result<()> {
