@@ -14,7 +14,7 @@ use time::OffsetDateTime;
 
 use crate::exec::{partial_name, Executor, Outcome, TRASH_DIR};
 use crate::filter::Filter;
-use crate::job::{AgentSettings, Compare, Job, Mode, Protocol};
+use crate::job::{AgentSettings, Compare, Job, Protocol};
 use crate::model::{ActionKind, ActionRecord, Base, Entry, Kind, Side, Tree};
 use crate::plan::{self, Action, CopySources, PlanInput, PlanOptions, RootState, SideView};
 use crate::remote::local::LocalFs;
@@ -1029,17 +1029,6 @@ pub fn query_log(agent: &AgentSettings, f: &LogFilter) -> Result<Vec<ActionRecor
     }
     let store = Store::open(&path)?;
     Ok(store.query_actions(f)?)
-}
-
-/// For `mode`s that a user may wonder about in messages.
-pub fn mode_summary(m: Mode) -> &'static str {
-    match m {
-        Mode::Download => "remote → local, new and changed files",
-        Mode::Upload => "local → remote, new and changed files",
-        Mode::Bidirectional => "both ways, changes since the last sync",
-        Mode::Mirror => "remote → local, exact copy",
-        Mode::MirrorUpload => "local → remote, exact copy",
-    }
 }
 
 #[cfg(test)]

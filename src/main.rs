@@ -6,7 +6,7 @@ use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use clap::{Args, Parser, Subcommand};
 use omnisync::config::{self, Config};
@@ -585,6 +585,5 @@ fn cmd_test(cli: &Cli, name: &str) -> Result<i32, Failure> {
         "round-trip time: {:.2} ms",
         rtt.as_secs_f64() * 1000.0 / 4.0
     );
-    let _ = Duration::ZERO;
     Ok(0)
 }

@@ -660,6 +660,21 @@ async fn ssh_login(
     Ok((ssh, Arc::new(sftp), ext))
 }
 
+/// The signature hash an RSA key must use with this server (none for other key types).
+async fn rsa_hash(
+    ssh: &client::Handle<HostKeyCheck>,
+    is_rsa: bool,
+) -> std::result::Result<Option<russh::keys::HashAlg>, String> {
+    if !is_rsa {
+        return Ok(None);
+    }
+    Ok(ssh
+        .best_supported_rsa_hash()
+        .await
+        .map_err(|e| format!("SSH negotiation failed: {e}"))?
+        .flatten())
+}
+
 async fn authenticate(
     ssh: &mut client::Handle<HostKeyCheck>,
     user: &str,
@@ -678,14 +693,7 @@ async fn authenticate(
                         e => format!("cannot load private_key {}: {e}", path.display()),
                     },
                 )?;
-                let hash = if key.algorithm().is_rsa() {
-                    ssh.best_supported_rsa_hash()
-                        .await
-                        .map_err(|e| format!("SSH negotiation failed: {e}"))?
-                        .flatten()
-                } else {
-                    None
-                };
+                let hash = rsa_hash(ssh, key.algorithm().is_rsa()).await?;
                 let r = ssh
                     .authenticate_publickey(user, PrivateKeyWithHashAlg::new(Arc::new(key), hash))
                     .await
@@ -726,14 +734,7 @@ async fn authenticate(
                 }
                 for id in ids {
                     let key = id.public_key().into_owned();
-                    let hash = if key.algorithm().is_rsa() {
-                        ssh.best_supported_rsa_hash()
-                            .await
-                            .map_err(|e| format!("SSH negotiation failed: {e}"))?
-                            .flatten()
-                    } else {
-                        None
-                    };
+                    let hash = rsa_hash(ssh, key.algorithm().is_rsa()).await?;
                     let fp = key.fingerprint(HashAlg::Sha256);
                     match ssh
                         .authenticate_publickey_with(user, key, hash, &mut agent)
