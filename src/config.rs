@@ -650,7 +650,9 @@ fn parse_job(sec: &Section<'_, '_>, defaults: &JobDefaults) -> Result<Job, Confi
             }
         }
     }
-    sec.duration("debounce")?;
+    let debounce = sec
+        .duration("debounce")?
+        .unwrap_or(crate::job::DEFAULT_DEBOUNCE);
 
     // --- behaviour
     let enabled = sec.bool("enabled")?.unwrap_or(true);
@@ -736,6 +738,7 @@ fn parse_job(sec: &Section<'_, '_>, defaults: &JobDefaults) -> Result<Job, Confi
         exclude,
         transfers,
         chunk_size,
+        debounce,
     })
 }
 

@@ -356,12 +356,35 @@ impl<'a> Recorder<'a> {
     }
 }
 
+/// What the agent adds to a run: a kept-open connection, a live batch's scope, a stop flag.
+#[derive(Default, Clone, Copy)]
+pub struct RunContext<'a> {
+    /// Use this connection instead of opening one.
+    pub remote: Option<&'a dyn Remote>,
+    /// A live batch: re-plan only these paths and what lies below them (sorted, none below
+    /// another). Ignored (a full run happens) for a job that never synced.
+    pub scope: Option<&'a [String]>,
+    /// Set to stop between chunks; the chunk in flight is checkpointed.
+    pub cancel: Option<&'a AtomicBool>,
+}
+
 /// Run one job once. `sink` sees every action record as it happens (for printing).
 pub fn run_job(
     agent: &AgentSettings,
     job: &Job,
     opts: &RunOptions,
     sink: &(dyn Fn(&ActionRecord) + Sync),
+) -> Result<RunSummary, RunError> {
+    run_job_with(agent, job, opts, sink, RunContext::default())
+}
+
+/// [`run_job`] with the agent's context.
+pub fn run_job_with(
+    agent: &AgentSettings,
+    job: &Job,
+    opts: &RunOptions,
+    sink: &(dyn Fn(&ActionRecord) + Sync),
+    ctx: RunContext<'_>,
 ) -> Result<RunSummary, RunError> {
     let started = Instant::now();
     let start_time = OffsetDateTime::now_utc();
@@ -382,9 +405,16 @@ pub fn run_job(
             .last_run(&job.name)?
             .is_some_and(|r| matches!(r.result.as_deref(), Some("ok" | "partial")));
 
+    let scope = ctx.scope.filter(|_| synced_before);
     let local = LocalFs::new(job.local_path.clone());
-    let remote = open_remote(job)?;
-    let remote: &dyn Remote = remote.as_ref();
+    let opened;
+    let remote: &dyn Remote = match ctx.remote {
+        Some(r) => r,
+        None => {
+            opened = open_remote(job)?;
+            opened.as_ref()
+        }
+    };
 
     // Roots: a first run creates what the mode writes to; a job that synced before never
     // silently recreates a missing root (the planner's guard stops it).
@@ -499,7 +529,28 @@ pub fn run_job(
         tracing::debug!(job = %job.name, rows = full.len(), ms = t.elapsed().as_millis() as u64, "base loaded");
         Ok(visible_base(full, &filter))
     };
-    let early_base = if hash { Some(load_base()?) } else { None };
+    let t = Instant::now();
+    let scoped = match scope {
+        Some(paths) if local_root == RootState::Ok && remote_root == RootState::Ok => {
+            Some(scoped_inputs(
+                &store.lock().unwrap(),
+                job_id,
+                &local,
+                remote,
+                paths,
+                &filter,
+                hash,
+                job,
+            )?)
+        }
+        _ => None,
+    };
+    let scoped_run = scoped.is_some();
+    let early_base = if hash && scoped.is_none() {
+        Some(load_base()?)
+    } else {
+        None
+    };
     let empty_base = Base::new();
     let scan_base = early_base.as_ref().unwrap_or(&empty_base);
     let scan_side = |fs: &dyn Remote, side: Side, ok: bool, empty: bool| -> ScanResult {
@@ -517,26 +568,29 @@ pub fn run_job(
             },
         )
     };
-    let t = Instant::now();
-    let (l_scan, r_scan, late_base) = std::thread::scope(|s| {
-        let b = (!hash).then(|| s.spawn(load_base));
-        let l = s.spawn(|| {
-            scan_side(
-                &local,
-                Side::Local,
-                local_root == RootState::Ok,
-                local_empty,
-            )
-        });
-        let r = scan_side(
-            remote,
-            Side::Remote,
-            remote_root == RootState::Ok,
-            remote_empty,
-        );
-        let b = b.map(|h| h.join().expect("base load panicked"));
-        (l.join().expect("local scan panicked"), r, b)
-    });
+    let (l_scan, r_scan, late_base) = if let Some((l, r, b)) = scoped {
+        (l, r, Some(Ok(b)))
+    } else {
+        std::thread::scope(|s| {
+            let b = (!hash).then(|| s.spawn(load_base));
+            let l = s.spawn(|| {
+                scan_side(
+                    &local,
+                    Side::Local,
+                    local_root == RootState::Ok,
+                    local_empty,
+                )
+            });
+            let r = scan_side(
+                remote,
+                Side::Remote,
+                remote_root == RootState::Ok,
+                remote_empty,
+            );
+            let b = b.map(|h| h.join().expect("base load panicked"));
+            (l.join().expect("local scan panicked"), r, b)
+        })
+    };
     let base = match (early_base, late_base) {
         (Some(b), _) => b,
         (None, Some(b)) => b?,
@@ -564,6 +618,11 @@ pub fn run_job(
         remote_precision_ns: caps_r.mtime_precision_ns,
         job_trash: job.trash,
         server_copy: caps_r.server_copy,
+        partial_of: if scoped_run {
+            Some(store.lock().unwrap().base_file_count(job_id)?)
+        } else {
+            None
+        },
         conflict_stamp: {
             let f = time::macros::format_description!("[year][month][day]-[hour][minute][second]");
             start_time.format(&f).unwrap_or_default()
@@ -656,7 +715,8 @@ pub fn run_job(
         }
     } else {
         recorder.add_base(plan.base_updates.clone());
-        let cancel = AtomicBool::new(false);
+        let own_cancel = AtomicBool::new(false);
+        let cancel = ctx.cancel.unwrap_or(&own_cancel);
         let checkpoints: HashMap<(String, String), crate::state::Checkpoint> = store
             .lock()
             .unwrap()
@@ -675,26 +735,34 @@ pub fn run_job(
                 start_time.format(&f).unwrap_or_default()
             },
             checkpoints: Mutex::new(checkpoints),
-            cancel: &cancel,
+            cancel,
             progress_bytes: AtomicU64::new(0),
         };
         execute(&exec, &plan.actions, job, run_id, &recorder, opts.progress);
         recorder.flush();
-        cleanup_partials(
-            &exec,
-            &plan.actions,
-            &l_scan,
-            &r_scan,
-            &store,
-            job_id,
-            &filter,
-        );
-        prune_trash(&local, job.trash_retention_days, start_time);
-        prune_trash(remote, job.trash_retention_days, start_time);
+        // A live batch saw only part of the tree: partials, trash and the log are tidied by
+        // full runs.
+        if !scoped_run {
+            cleanup_partials(
+                &exec,
+                &plan.actions,
+                &l_scan,
+                &r_scan,
+                &store,
+                job_id,
+                &filter,
+            );
+            prune_trash(&local, job.trash_retention_days, start_time);
+            prune_trash(remote, job.trash_retention_days, start_time);
+        }
     }
     recorder.flush();
-    let cutoff = start_time - time::Duration::days(agent.log_retention_days as i64);
-    let _ = store.lock().unwrap().prune_actions(&rfc3339(cutoff));
+    if !scoped_run {
+        let cutoff = start_time - time::Duration::days(agent.log_retention_days as i64);
+        let _ = store.lock().unwrap().prune_actions(&rfc3339(cutoff));
+        let cutoff_ns = (cutoff.unix_timestamp_nanos()).clamp(0, i64::MAX as i128) as i64;
+        let _ = store.lock().unwrap().prune_journal(cutoff_ns);
+    }
 
     // Freeing the trees, the base and the plan (300,000 map nodes for a 100,000-file job)
     // takes ~60 ms: a background thread does it while the run reports.
@@ -724,6 +792,177 @@ pub fn run_job(
         return Err(RunError::State(e));
     }
     Ok(summary)
+}
+
+/// The three inputs of a live batch's plan: each side's entries at the scope's paths, below
+/// them, and at their ancestors, and the base rows of the same paths.
+///
+/// A path whose ancestor is gone (or no longer a folder) on either side is widened to that
+/// ancestor, so that a deletion or type change is always planned with its whole subtree, as a
+/// full run would. New files that may be copies of synced files bring those files along, so the
+/// planner can turn their uploads into server-side copies.
+#[allow(clippy::too_many_arguments)]
+fn scoped_inputs(
+    store: &Store,
+    job_id: i64,
+    local: &dyn Remote,
+    remote: &dyn Remote,
+    paths: &[String],
+    filter: &Filter,
+    hash: bool,
+    job: &Job,
+) -> Result<(ScanResult, ScanResult, Base), RunError> {
+    let is_dir = |fs: &dyn Remote, p: &str| -> bool {
+        matches!(fs.stat(p), Ok(Some(e)) if e.kind == Kind::Dir)
+    };
+    // Widen to the topmost ancestor that is not a folder on both sides.
+    let mut roots: Vec<String> = Vec::new();
+    let mut dir_cache: HashMap<String, bool> = HashMap::new();
+    for p in paths {
+        let mut root = p.clone();
+        let mut a = String::new();
+        for part in p
+            .split('/')
+            .collect::<Vec<_>>()
+            .split_last()
+            .map(|x| x.1)
+            .unwrap_or(&[])
+        {
+            a = join(&a, part);
+            let ok = *dir_cache
+                .entry(a.clone())
+                .or_insert_with(|| is_dir(local, &a) && is_dir(remote, &a));
+            if !ok {
+                root = a.clone();
+                break;
+            }
+        }
+        roots.push(root);
+    }
+    roots.sort();
+    roots.dedup();
+    let mut scope: Vec<String> = Vec::new();
+    for r in roots {
+        let covered = scope
+            .last()
+            .is_some_and(|s: &String| s.is_empty() || r == *s || r.starts_with(&format!("{s}/")));
+        if !covered {
+            scope.push(r);
+        }
+    }
+    // The whole tree: a full run's inputs.
+    if scope.iter().any(String::is_empty) {
+        scope = vec![String::new()];
+    }
+
+    let mut base = Base::new();
+    for p in &scope {
+        base.extend(store.load_base_under(job_id, p)?);
+    }
+    let mut ancestors: Vec<String> = dir_cache
+        .iter()
+        .filter(|(_, ok)| **ok)
+        .map(|(a, _)| a.clone())
+        .filter(|a| {
+            !scope
+                .iter()
+                .any(|s| a == s || a.starts_with(&format!("{s}/")))
+        })
+        .collect();
+    ancestors.sort();
+    for a in &ancestors {
+        if let Some(row) = store.base_row(job_id, a)? {
+            base.insert(a.clone(), row);
+        }
+    }
+
+    let side_scan = |fs: &dyn Remote, side: Side, extra: &[String], base: &Base| -> ScanResult {
+        let mut dirs = Vec::new();
+        let mut top: Vec<(String, Entry)> = Vec::new();
+        let mut errors = Vec::new();
+        let mut unknown = Vec::new();
+        for a in &ancestors {
+            if let Ok(Some(e)) = fs.stat(a) {
+                top.push((a.clone(), e));
+            }
+        }
+        for p in scope.iter().chain(extra) {
+            if p.is_empty() {
+                dirs.push(String::new());
+                continue;
+            }
+            if Filter::is_reserved(p) {
+                continue;
+            }
+            match fs.stat(p) {
+                Ok(Some(e)) if e.kind == Kind::Dir => {
+                    if !filter.excludes_dir(p) {
+                        top.push((p.clone(), e));
+                        dirs.push(p.clone());
+                    }
+                }
+                Ok(Some(e)) => {
+                    if filter.includes_file(p) {
+                        top.push((p.clone(), e));
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    errors.push((p.clone(), format!("cannot read: {e}")));
+                    unknown.push(p.clone());
+                }
+            }
+        }
+        let mut r = scan::scan_from(
+            fs,
+            base,
+            &ScanOptions {
+                filter,
+                side,
+                hash,
+                threads: 2,
+            },
+            dirs,
+        );
+        r.tree.extend(top);
+        r.errors.extend(errors);
+        r.unknown.extend(unknown);
+        r
+    };
+    let mut l = side_scan(local, Side::Local, &[], &base);
+
+    // Copy candidates: synced files of the size of a new local file.
+    let mut extra: Vec<String> = Vec::new();
+    if job.mode.writes_remote() && remote.capabilities().server_copy {
+        let mut sizes: Vec<u64> = l
+            .tree
+            .iter()
+            .filter(|(p, e)| e.is_file() && e.size >= COPY_MIN_SIZE && !base.contains_key(*p))
+            .map(|(_, e)| e.size)
+            .collect();
+        sizes.sort_unstable();
+        sizes.dedup();
+        for size in sizes.into_iter().take(64) {
+            for p in store.base_paths_of_size(job_id, size, 8)? {
+                if !base.contains_key(&p) {
+                    if let Some(row) = store.base_row(job_id, &p)? {
+                        base.insert(p.clone(), row);
+                    }
+                    extra.push(p);
+                }
+            }
+        }
+        for p in &extra {
+            if let Ok(Some(e)) = local.stat(p) {
+                if e.is_file() {
+                    l.tree.insert(p.clone(), e);
+                }
+            }
+        }
+    }
+    let r = side_scan(remote, Side::Remote, &extra, &base);
+    let base = visible_base(base, filter);
+    Ok((l, r, base))
 }
 
 /// New local files smaller than this are uploaded even when the remote already holds the same

@@ -588,6 +588,20 @@ impl<'a> Executor<'a> {
         let mut buf = vec![0u8; buf_len];
         while offset < size {
             if self.cancel.load(Ordering::Relaxed) {
+                // Stopping (SIGTERM): what was written is made durable and checkpointed, so
+                // the next run resumes here.
+                if since_checkpoint > 0 && writer.sync().is_ok() {
+                    self.put_checkpoint(
+                        path,
+                        dir,
+                        Checkpoint {
+                            src_size: size,
+                            src_mtime: s_now.mtime,
+                            src_inode: s_now.inode,
+                            offset,
+                        },
+                    )?;
+                }
                 writer.close().map_err(|e| e.to_string())?;
                 return Err("interrupted; will resume from the last checkpoint".into());
             }

@@ -211,7 +211,10 @@ pub enum Secret {
 }
 
 /// A validated job.
-#[derive(Debug, Clone)]
+/// Default `debounce` of `watch` jobs.
+pub const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(200);
+
+#[derive(Debug, Clone, PartialEq)]
 pub struct Job {
     pub name: String,
     pub protocol: Protocol,
@@ -245,6 +248,8 @@ pub struct Job {
     pub exclude: Vec<String>,
     pub transfers: usize,
     pub chunk_size: u64,
+    /// `watch`: how long a file still being written must be quiet before it is sent.
+    pub debounce: Duration,
 }
 
 impl Job {
@@ -283,6 +288,7 @@ impl Job {
             exclude: Vec::new(),
             transfers: 4,
             chunk_size: 4 << 20,
+            debounce: DEFAULT_DEBOUNCE,
         }
     }
 }

@@ -1,5 +1,7 @@
 //! omnisync: keeps local folders in sync with remote servers and plain directories.
 
+pub mod agent;
+pub mod coalesce;
 pub mod config;
 pub mod engine;
 pub mod exec;
@@ -9,4 +11,6 @@ pub mod model;
 pub mod plan;
 pub mod remote;
 pub mod scan;
+pub mod schedule;
 pub mod state;
+pub mod watch;

@@ -54,6 +54,18 @@ enum Command {
         /// The job to test
         job: String,
     },
+    /// Run every enabled job on its trigger until SIGTERM/SIGINT (SIGHUP reloads the config)
+    Agent,
+    /// What the agent is doing: runs in progress, queued changes, transfers
+    Status {
+        /// Only this job
+        job: Option<String>,
+        /// JSON output
+        #[arg(long)]
+        json: bool,
+    },
+    /// The agent's change journal: events as recorded, their batch, their state
+    Journal(JournalArgs),
     /// Validate the configuration
     Config {
         #[command(subcommand)]
@@ -100,6 +112,33 @@ struct RunArgs {
 }
 
 #[derive(Args)]
+struct JournalArgs {
+    #[command(subcommand)]
+    command: Option<JournalCommand>,
+    /// Only this job
+    #[arg(long, global = true)]
+    job: Option<String>,
+    /// Only changes not yet applied
+    #[arg(long)]
+    pending: bool,
+    /// Changes since a duration ago (90m, 2h, 3d) or an RFC 3339 time
+    #[arg(long, value_name = "DUR|TIME")]
+    since: Option<String>,
+    /// At most this many changes (the most recent)
+    #[arg(long, default_value_t = 100)]
+    limit: usize,
+    /// JSON Lines
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum JournalCommand {
+    /// Counts by state, oldest pending change, batches, coalescing ratio
+    Stats,
+}
+
+#[derive(Args)]
 struct LogArgs {
     /// Only this job
     #[arg(long)]
@@ -138,7 +177,11 @@ fn main() -> ExitCode {
             });
         }
     };
-    init_logging(cli.log_level.as_deref());
+    let agent = matches!(cli.command, Command::Agent);
+    init_logging(
+        cli.log_level.as_deref(),
+        if agent { "info" } else { "warn" },
+    );
     let code = match dispatch(&cli) {
         Ok(code) => code,
         Err(Failure(code, msg)) => {
@@ -149,17 +192,23 @@ fn main() -> ExitCode {
     ExitCode::from(code as u8)
 }
 
-fn init_logging(level: Option<&str>) {
+fn init_logging(level: Option<&str>, default: &str) {
     let filter = match level {
         Some(l) => tracing_subscriber::EnvFilter::new(l),
         None => tracing_subscriber::EnvFilter::try_from_default_env()
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default)),
     };
-    let _ = tracing_subscriber::fmt()
+    // Under systemd (stderr to the journal, which stamps each line): no colours, no time.
+    let journald = std::env::var_os("JOURNAL_STREAM").is_some();
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_target(false)
-        .try_init();
+        .with_ansi(std::io::stderr().is_terminal() && !journald);
+    if journald {
+        let _ = builder.without_time().with_target(false).try_init();
+        return;
+    }
+    let _ = builder.with_target(false).try_init();
 }
 
 /// An exit code with its message.
@@ -189,7 +238,226 @@ fn dispatch(cli: &Cli) -> Result<i32, Failure> {
         Command::Jobs { json } => cmd_jobs(cli, *json),
         Command::Log(args) => cmd_log(cli, args),
         Command::Test { job } => cmd_test(cli, job),
+        Command::Agent => cmd_agent(cli),
+        Command::Status { job, json } => cmd_status(cli, job.as_deref(), *json),
+        Command::Journal(args) => cmd_journal(cli, args),
     }
+}
+
+fn cmd_agent(cli: &Cli) -> Result<i32, Failure> {
+    // Fail early on a bad config (exit 2); SIGHUP re-reads the same file.
+    let path = config::find_config(cli.config.as_deref()).map_err(|e| Failure(2, e.to_string()))?;
+    config::load(&path).map_err(|e| Failure(2, e.to_string()))?;
+    let load = || config::load(&path).map_err(|e| e.to_string());
+    omnisync::agent::run(&load).map_err(|e| Failure(1, e))
+}
+
+fn open_store_if_any(cfg: &Config) -> Result<Option<omnisync::state::Store>, Failure> {
+    let db = engine::db_path(&cfg.agent);
+    if !db.exists() {
+        return Ok(None);
+    }
+    omnisync::state::Store::open(&db)
+        .map(Some)
+        .map_err(|e| Failure(1, e.to_string()))
+}
+
+fn pid_alive(pid: i64) -> bool {
+    pid > 0 && std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+fn cmd_status(cli: &Cli, job: Option<&str>, json: bool) -> Result<i32, Failure> {
+    let cfg = load_config(cli)?;
+    if let Some(j) = job {
+        if cfg.job(j).is_none() {
+            return Err(Failure(
+                2,
+                format!("no job named {j:?} in {}", cfg.path.display()),
+            ));
+        }
+    }
+    let Some(store) = open_store_if_any(&cfg)? else {
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({"agent": null, "runs": [], "jobs": [], "transfers": []})
+            );
+        } else {
+            println!("agent: not running (no state database yet)");
+        }
+        return Ok(0);
+    };
+    let f = |e: omnisync::state::StateError| Failure(1, e.to_string());
+    let agent = store.agent_status().map_err(f)?;
+    let running = agent.as_ref().is_some_and(|a| pid_alive(a.pid));
+    // A run is in progress when its job's lock is held (a crashed run leaves no lock).
+    let mut runs = Vec::new();
+    for (id, name, started) in store.unfinished_runs().map_err(f)? {
+        if job.is_some_and(|j| j != name)
+            || runs
+                .iter()
+                .any(|(_, n, _): &(i64, String, String)| *n == name)
+        {
+            continue;
+        }
+        if engine::lock_job(&cfg.agent, &name, std::time::Duration::ZERO).is_err() {
+            runs.push((id, name, started));
+        }
+    }
+    let stats = store.journal_stats(job).map_err(f)?;
+    let transfers: Vec<_> = store
+        .transfers_in_progress()
+        .map_err(f)?
+        .into_iter()
+        .filter(|t| job.is_none_or(|j| j == t.0))
+        .collect();
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "agent": agent.as_ref().map(|a| serde_json::json!({
+                    "running": running, "pid": a.pid, "started": a.started,
+                    "heartbeat": a.heartbeat, "status": a.status,
+                })),
+                "runs": runs.iter().map(|(id, name, started)| serde_json::json!({"run": id, "job": name, "started": started})).collect::<Vec<_>>(),
+                "jobs": stats.iter().map(|s| serde_json::json!({"job": s.job, "queued_changes": s.pending, "oldest_pending": s.oldest_pending})).collect::<Vec<_>>(),
+                "transfers": transfers.iter().map(|t| serde_json::json!({"job": t.0, "path": t.1, "direction": t.2, "bytes_done": t.3, "size": t.4})).collect::<Vec<_>>(),
+            })
+        );
+        return Ok(0);
+    }
+    match &agent {
+        Some(a) if running => println!(
+            "agent: running (pid {}, since {}): {}",
+            a.pid, a.started, a.status
+        ),
+        _ => println!("agent: not running"),
+    }
+    if runs.is_empty() {
+        println!("runs in progress: none");
+    }
+    for (id, name, started) in &runs {
+        println!("run {id} of {name}: in progress since {started}");
+    }
+    for s in &stats {
+        if s.pending > 0 {
+            println!(
+                "{}: {} changes queued (oldest {})",
+                s.job,
+                s.pending,
+                s.oldest_pending.as_deref().unwrap_or("-")
+            );
+        }
+    }
+    for t in &transfers {
+        println!(
+            "{}: {} {} — {} of {} (resumable)",
+            t.0,
+            if t.2 == "up" { "upload" } else { "download" },
+            t.1,
+            human_bytes(t.3),
+            human_bytes(t.4)
+        );
+    }
+    Ok(0)
+}
+
+fn cmd_journal(cli: &Cli, args: &JournalArgs) -> Result<i32, Failure> {
+    let cfg = load_config(cli)?;
+    if let Some(j) = &args.job {
+        if cfg.job(j).is_none() {
+            return Err(Failure(
+                2,
+                format!("no job named {j:?} in {}", cfg.path.display()),
+            ));
+        }
+    }
+    let f = |e: omnisync::state::StateError| Failure(1, e.to_string());
+    let store = open_store_if_any(&cfg)?;
+    if let Some(JournalCommand::Stats) = args.command {
+        let stats = match &store {
+            Some(s) => s.journal_stats(args.job.as_deref()).map_err(f)?,
+            None => Vec::new(),
+        };
+        for s in &stats {
+            if args.json {
+                println!("{}", serde_json::to_string(s).unwrap_or_default());
+            } else {
+                println!(
+                    "{}: {} pending (oldest {}), {} applied, {} dropped, {} reconciled; \
+                     {} batches ({} paths, {} actions), {} reconciles; coalescing ratio {}",
+                    s.job,
+                    s.pending,
+                    s.oldest_pending.as_deref().unwrap_or("-"),
+                    s.applied,
+                    s.dropped,
+                    s.reconciled,
+                    s.batches,
+                    s.batch_paths,
+                    s.batch_actions,
+                    s.reconciles,
+                    s.coalescing_ratio
+                        .map(|r| format!("{r:.2} changes per action"))
+                        .unwrap_or_else(|| "-".into())
+                );
+            }
+        }
+        if stats.is_empty() && !args.json {
+            println!("the journal is empty");
+        }
+        return Ok(0);
+    }
+    let since_ns = match &args.since {
+        None => None,
+        Some(s) => {
+            let t = parse_since(s).ok_or_else(|| {
+                Failure(
+                    2,
+                    format!("--since {s:?}: expected a duration (90m, 2h, 3d) or an RFC 3339 time"),
+                )
+            })?;
+            let t = time::OffsetDateTime::parse(&t, &time::format_description::well_known::Rfc3339)
+                .map_err(|e| Failure(2, format!("--since {s:?}: {e}")))?;
+            Some(t.unix_timestamp_nanos() as i64)
+        }
+    };
+    let rows = match &store {
+        Some(s) => s
+            .query_changes(&omnisync::state::JournalFilter {
+                job: args.job.clone(),
+                pending: args.pending,
+                since_ns,
+                limit: args.limit,
+            })
+            .map_err(f)?,
+        None => Vec::new(),
+    };
+    let mut out = std::io::stdout().lock();
+    for r in &rows {
+        if args.json {
+            let _ = writeln!(out, "{}", serde_json::to_string(r).unwrap_or_default());
+        } else {
+            let path = match &r.to {
+                Some(to) => format!("{} -> {to}", r.path),
+                None => r.path.clone(),
+            };
+            let _ = writeln!(
+                out,
+                "{:>8}  {}  {:<12} {:<11} {:<10} {}{}",
+                r.id,
+                r.time,
+                r.job,
+                r.kind,
+                match r.batch {
+                    Some(b) => format!("{}#{b}", r.state),
+                    None => r.state.clone(),
+                },
+                path,
+                if r.dir { "/" } else { "" }
+            );
+        }
+    }
+    Ok(0)
 }
 
 fn print_record(out: &mut dyn Write, rec: &ActionRecord, json: bool) {
@@ -421,8 +689,29 @@ fn next_run(job: &Job, last: Option<&omnisync::state::RunInfo>) -> String {
             }
             _ => "at agent start".into(),
         },
-        Trigger::Cron => format!("cron {}", job.cron.as_deref().unwrap_or("")),
-        Trigger::Watch => "on change".into(),
+        Trigger::Cron => job
+            .cron
+            .as_deref()
+            .and_then(|c| omnisync::schedule::next_cron(c, std::time::SystemTime::now()))
+            .map(|t| engine::rfc3339(t.into()))
+            .unwrap_or_else(|| "at agent start".into()),
+        Trigger::Watch => {
+            let reconcile = match (&job.cron, job.interval, last) {
+                (Some(c), _, _) => omnisync::schedule::next_cron(c, std::time::SystemTime::now())
+                    .map(|t| engine::rfc3339(t.into())),
+                (None, Some(iv), Some(r)) => time::OffsetDateTime::parse(
+                    r.finished.as_deref().unwrap_or(&r.started),
+                    &time::format_description::well_known::Rfc3339,
+                )
+                .ok()
+                .map(|t| engine::rfc3339(t + iv)),
+                _ => None,
+            };
+            match reconcile {
+                Some(t) => format!("on change; reconcile {t}"),
+                None => "on change".into(),
+            }
+        }
     }
 }
 

@@ -46,6 +46,10 @@ pub struct PlanOptions {
     /// The remote side can copy a file server-side (`Capabilities::server_copy`): uploads of
     /// content the remote already holds become `copy_remote` actions.
     pub server_copy: bool,
+    /// A live batch plans only part of the tree: `Some(files in the whole base)`. The
+    /// emptied-root guard does not apply to a part, and `max_delete` percentages count against
+    /// the whole base.
+    pub partial_of: Option<u64>,
 }
 
 impl PlanOptions {
@@ -63,6 +67,7 @@ impl PlanOptions {
             conflict_stamp: "19700101-000000".into(),
             job_trash: true,
             server_copy: false,
+            partial_of: None,
         }
     }
 }
@@ -465,6 +470,7 @@ pub fn plan(input: &PlanInput<'_>, o: &PlanOptions) -> Plan {
                 || r.remote.as_ref().is_some_and(Entry::is_file)
         })
         .count() as u64;
+    let base_files = o.partial_of.unwrap_or(base_files);
     for (side, view) in [(Side::Local, &input.local), (Side::Remote, &input.remote)] {
         let reason = match view.root {
             RootState::Ok => continue,
@@ -556,7 +562,7 @@ pub fn plan(input: &PlanInput<'_>, o: &PlanOptions) -> Plan {
 
     // The emptied-root guard first: its message says more than the count would.
     // Guard: a root that is suddenly empty must not propagate its emptiness.
-    if !o.force_delete && base_files > 0 {
+    if !o.force_delete && base_files > 0 && o.partial_of.is_none() {
         for (side, view, del_kind) in [
             (Side::Local, &input.local, ActionKind::DeleteRemote),
             (Side::Remote, &input.remote, ActionKind::DeleteLocal),

@@ -32,10 +32,22 @@ pub struct ScanOptions<'a> {
 
 /// Walk `fs` from its root. The root itself must exist (checked before with `root_status`).
 pub fn scan(fs: &dyn Remote, base: &Base, o: &ScanOptions<'_>) -> ScanResult {
+    scan_from(fs, base, o, vec![String::new()])
+}
+
+/// Walk what lies below each folder of `dirs` (the folders themselves are not listed in the
+/// tree): the subtrees a live batch re-plans.
+pub fn scan_from(
+    fs: &dyn Remote,
+    base: &Base,
+    o: &ScanOptions<'_>,
+    dirs: Vec<String>,
+) -> ScanResult {
     let threads = o.threads.max(1);
     // A small work queue of folders: each worker lists one folder and queues its subfolders.
     // `pending` counts folders queued or being listed; the walk ends when it reaches zero.
-    let work = Mutex::new((vec![String::new()], 1usize));
+    let queued = dirs.len();
+    let work = Mutex::new((dirs, queued));
     let cv = Condvar::new();
     let result = Mutex::new(ScanResult::default());
     // Entries are gathered per folder and sorted once at the end: one bulk map build instead

@@ -17,6 +17,9 @@ use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 
 use crate::model::{ActionRecord, Base, BaseRow, Entry, Kind};
 
+mod journal;
+pub use journal::{AgentRow, BatchInfo, ChangeRow, JournalFilter, JournalStats, NewChange};
+
 /// How long a writer waits for another connection's lock before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -88,6 +91,44 @@ const MIGRATIONS: &[&str] = &[
         updated   TEXT NOT NULL,
         PRIMARY KEY (job_id, path, direction)
     ) WITHOUT ROWID;
+    "#,
+    // 2: the agent's change journal, its batches, and what the agent is doing.
+    r#"
+    CREATE TABLE changes (
+        id     INTEGER PRIMARY KEY,
+        job_id INTEGER NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+        at     INTEGER NOT NULL,
+        kind   TEXT NOT NULL,
+        path   TEXT NOT NULL,
+        path2  TEXT,
+        is_dir INTEGER NOT NULL DEFAULT 0,
+        state  TEXT NOT NULL DEFAULT 'pending'
+               CHECK (state IN ('pending', 'applied', 'dropped', 'reconciled')),
+        batch  INTEGER
+    );
+    CREATE INDEX changes_job_state ON changes(job_id, state, id);
+    CREATE INDEX changes_at ON changes(at);
+
+    CREATE TABLE batches (
+        id      INTEGER PRIMARY KEY,
+        job_id  INTEGER NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+        at      TEXT NOT NULL,
+        kind    TEXT NOT NULL CHECK (kind IN ('batch', 'reconcile', 'replay')),
+        run     INTEGER,
+        changes INTEGER NOT NULL,
+        paths   INTEGER NOT NULL,
+        actions INTEGER NOT NULL,
+        result  TEXT NOT NULL
+    );
+    CREATE INDEX batches_job ON batches(job_id, id);
+
+    CREATE TABLE agent (
+        id        INTEGER PRIMARY KEY CHECK (id = 1),
+        pid       INTEGER NOT NULL,
+        started   TEXT NOT NULL,
+        heartbeat TEXT NOT NULL,
+        status    TEXT NOT NULL
+    );
     "#,
 ];
 

@@ -1,0 +1,832 @@
+//! `omnisync agent`: runs every enabled job on its trigger until SIGTERM/SIGINT.
+//!
+//! Per job, one runner thread does everything that changes the job's folders, one thing at a
+//! time: scheduled runs (`interval`, `cron`), reconciles (every job at start-up, and on the
+//! reconcile schedule of `watch` jobs), and the live batches of `watch` jobs. A `watch` job
+//! also has a watcher (inotify through notify) and an ingest thread that writes every event to
+//! the journal (`changes`) before anything acts on it; the runner folds the journal into
+//! batches with the pure coalescer and applies each batch through the same engine as
+//! `omnisync run`, restricted to the batch's paths, over a connection it keeps open.
+//!
+//! At most `max_parallel_jobs` runs or batches are applied at once. A job is never run twice at
+//! once: the runner takes the job's lock like `omnisync run` does (a manual run in progress
+//! makes the agent wait and retry, never race). SIGTERM/SIGINT stop between chunks (the chunk
+//! in flight is checkpointed) and the agent exits 0; SIGHUP reloads the config (removed jobs
+//! stop, changed jobs restart, new jobs start). Under systemd it sends READY=1, STATUS= lines,
+//! and WATCHDOG=1 pings.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+
+use crate::coalesce::{self, Change};
+use crate::config::Config;
+use crate::engine::{self, RunContext, RunError, RunOptions};
+use crate::filter::Filter;
+use crate::job::{AgentSettings, Job, Trigger};
+use crate::remote::Remote;
+use crate::state::{BatchInfo, NewChange, Store};
+use crate::watch::{self, Converter, Observed};
+
+/// How long a batch waits before retrying when the job is busy or the remote failed.
+const RETRY_BUSY: Duration = Duration::from_millis(250);
+const RETRY_MAX: Duration = Duration::from_secs(60);
+/// Events ingested per journal transaction at most.
+const INGEST_BATCH: usize = 20_000;
+
+/// A counting semaphore: `max_parallel_jobs` runs at once.
+struct Slots {
+    free: Mutex<usize>,
+    cv: Condvar,
+}
+
+impl Slots {
+    fn acquire(&self, stop: &AtomicBool) -> Option<SlotGuard<'_>> {
+        let mut free = self.free.lock().unwrap();
+        loop {
+            if stop.load(Ordering::Relaxed) {
+                return None;
+            }
+            if *free > 0 {
+                *free -= 1;
+                return Some(SlotGuard(self));
+            }
+            free = self
+                .cv
+                .wait_timeout(free, Duration::from_millis(200))
+                .unwrap()
+                .0;
+        }
+    }
+}
+
+struct SlotGuard<'a>(&'a Slots);
+
+impl Drop for SlotGuard<'_> {
+    fn drop(&mut self) {
+        *self.0.free.lock().unwrap() += 1;
+        self.0.cv.notify_one();
+    }
+}
+
+/// What the whole agent shares.
+struct Shared {
+    settings: AgentSettings,
+    slots: Slots,
+    /// Per job: what it is doing now (for STATUS= and `omnisync status`).
+    doing: Mutex<BTreeMap<String, String>>,
+    started: String,
+}
+
+impl Shared {
+    fn set_doing(&self, job: &str, what: Option<String>) {
+        let mut d = self.doing.lock().unwrap();
+        match what {
+            Some(w) => {
+                d.insert(job.to_string(), w);
+            }
+            None => {
+                d.remove(job);
+            }
+        }
+    }
+
+    fn status_line(&self) -> String {
+        let d = self.doing.lock().unwrap();
+        if d.is_empty() {
+            "idle".to_string()
+        } else {
+            d.iter()
+                .map(|(j, w)| format!("{j}: {w}"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        }
+    }
+}
+
+/// A running job: its runner, and for `watch` jobs its watcher and ingest thread.
+struct JobHandle {
+    job: Job,
+    stop: Arc<AtomicBool>,
+    wake: Sender<Vec<Change>>,
+    runner: JoinHandle<()>,
+    ingest: Option<JoinHandle<()>>,
+    /// Dropping it stops inotify and closes the ingest channel.
+    watcher: Option<notify::RecommendedWatcher>,
+}
+
+/// Run the agent until SIGTERM/SIGINT. `load` reads the config (again on SIGHUP).
+pub fn run(load: &dyn Fn() -> Result<Config, String>) -> Result<i32, String> {
+    let cfg = load()?;
+    let signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGHUP,
+    ])
+    .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    let (sig_tx, sig_rx) = crossbeam_channel::unbounded::<i32>();
+    let sig_handle = signals.handle();
+    let sig_thread = std::thread::spawn(move || {
+        let mut signals = signals;
+        for s in signals.forever() {
+            if sig_tx.send(s).is_err() {
+                break;
+            }
+        }
+    });
+
+    let shared = Arc::new(Shared {
+        settings: cfg.agent.clone(),
+        slots: Slots {
+            free: Mutex::new(cfg.agent.max_parallel_jobs.max(1)),
+            cv: Condvar::new(),
+        },
+        doing: Mutex::new(BTreeMap::new()),
+        started: engine::now_rfc3339(),
+    });
+    let db = engine::db_path(&cfg.agent);
+    let mut status_store = Store::open(&db).map_err(|e| e.to_string())?;
+    let pid = std::process::id() as i64;
+    let _ = status_store.set_agent_status(pid, &shared.started, "starting");
+
+    let mut jobs: BTreeMap<String, JobHandle> = BTreeMap::new();
+    start_jobs(&shared, &cfg, &mut jobs);
+    tracing::info!(
+        jobs = jobs.len(),
+        config = %cfg.path.display(),
+        "agent started"
+    );
+    let watchdog = sd_notify::watchdog_enabled();
+    let _ = sd_notify::notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status(&format!("watching {} jobs", jobs.len())),
+    ]);
+    let tick = watchdog
+        .map(|w| (w / 2).min(Duration::from_secs(5)))
+        .unwrap_or(Duration::from_secs(5));
+    let mut last_status = String::new();
+    let code = loop {
+        match sig_rx.recv_timeout(tick) {
+            Ok(s) if s == signal_hook::consts::SIGHUP => {
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
+                match load() {
+                    Ok(new) => {
+                        tracing::info!("SIGHUP: config reloaded");
+                        reload(&shared, &new, &mut jobs);
+                    }
+                    Err(e) => {
+                        tracing::error!("SIGHUP: config not reloaded, keeping the old one: {e}")
+                    }
+                }
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+            }
+            Ok(s) => {
+                tracing::info!(
+                    signal = s,
+                    "stopping: finishing or checkpointing transfers in flight"
+                );
+                let _ = sd_notify::notify(&[
+                    sd_notify::NotifyState::Stopping,
+                    sd_notify::NotifyState::Status("stopping"),
+                ]);
+                break 0;
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break 0,
+        }
+        let status = shared.status_line();
+        if watchdog.is_some() {
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+        }
+        if status != last_status {
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(&status)]);
+            last_status = status.clone();
+        }
+        let _ = status_store.set_agent_status(pid, &shared.started, &status);
+    };
+    for (_, h) in std::mem::take(&mut jobs) {
+        stop_job(h);
+    }
+    let _ = status_store.set_agent_status(0, &shared.started, "stopped");
+    sig_handle.close();
+    let _ = sig_thread.join();
+    tracing::info!("agent stopped");
+    Ok(code)
+}
+
+fn start_jobs(shared: &Arc<Shared>, cfg: &Config, jobs: &mut BTreeMap<String, JobHandle>) {
+    for job in &cfg.jobs {
+        if !job.enabled || job.trigger == Trigger::Manual {
+            continue;
+        }
+        match start_job(shared, job.clone()) {
+            Ok(h) => {
+                jobs.insert(job.name.clone(), h);
+            }
+            Err(e) => tracing::error!(job = %job.name, "cannot start the job: {e}"),
+        }
+    }
+}
+
+/// SIGHUP: removed or changed jobs stop, changed and new jobs start.
+fn reload(shared: &Arc<Shared>, cfg: &Config, jobs: &mut BTreeMap<String, JobHandle>) {
+    let wanted: BTreeMap<&str, &Job> = cfg
+        .jobs
+        .iter()
+        .filter(|j| j.enabled && j.trigger != Trigger::Manual)
+        .map(|j| (j.name.as_str(), j))
+        .collect();
+    let names: Vec<String> = jobs.keys().cloned().collect();
+    for name in names {
+        let keep = wanted
+            .get(name.as_str())
+            .is_some_and(|j| **j == jobs[&name].job);
+        if !keep {
+            let h = jobs.remove(&name).expect("listed");
+            tracing::info!(job = %name, "stopping the job (removed or changed)");
+            stop_job(h);
+        }
+    }
+    for (name, job) in wanted {
+        if jobs.contains_key(name) {
+            continue;
+        }
+        match start_job(shared, job.clone()) {
+            Ok(h) => {
+                tracing::info!(job = %name, "job started");
+                jobs.insert(name.to_string(), h);
+            }
+            Err(e) => tracing::error!(job = %name, "cannot start the job: {e}"),
+        }
+    }
+}
+
+fn stop_job(h: JobHandle) {
+    h.stop.store(true, Ordering::Relaxed);
+    drop(h.watcher);
+    drop(h.wake);
+    let _ = h.runner.join();
+    if let Some(i) = h.ingest {
+        let _ = i.join();
+    }
+}
+
+/// Does the job follow local changes live? (`download` and `mirror` only poll.)
+fn is_live(job: &Job) -> bool {
+    job.trigger == Trigger::Watch && job.mode.writes_remote()
+}
+
+fn start_job(shared: &Arc<Shared>, job: Job) -> Result<JobHandle, String> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let (wake_tx, wake_rx) = crossbeam_channel::unbounded::<Vec<Change>>();
+    let mut watcher = None;
+    let mut ingest = None;
+    let mut start_overflow = false;
+    if is_live(&job) {
+        let filter = Filter::new(&job.include, &job.exclude).map_err(|e| e.to_string())?;
+        let (ev_tx, ev_rx) = crossbeam_channel::unbounded::<notify::Result<notify::Event>>();
+        match watch::watch(&job.local_path, move |e| {
+            let _ = ev_tx.send(e);
+        }) {
+            Ok(w) => watcher = Some(w),
+            Err(e) => {
+                // No live path: the reconcile schedule still keeps the job in sync.
+                if watch::is_watch_limit(&e) {
+                    tracing::error!(
+                        job = %job.name,
+                        "cannot watch {}: the inotify watch limit is reached (raise \
+                         fs.inotify.max_user_watches); changes are caught by the reconcile schedule",
+                        job.local_path.display()
+                    );
+                } else {
+                    tracing::error!(job = %job.name, "cannot watch {}: {e}; changes are caught by the reconcile schedule", job.local_path.display());
+                }
+                start_overflow = true;
+            }
+        }
+        if watcher.is_some() {
+            let db = engine::db_path(&shared.settings);
+            let mut store = Store::open(&db).map_err(|e| e.to_string())?;
+            let job_id = store.job_id(&job.name).map_err(|e| e.to_string())?;
+            let conv = Converter::new(job.local_path.clone(), filter);
+            let name = job.name.clone();
+            let tx = wake_tx.clone();
+            ingest = Some(
+                std::thread::Builder::new()
+                    .name(format!("ingest {name}"))
+                    .spawn(move || ingest_loop(&name, store, job_id, conv, ev_rx, tx))
+                    .map_err(|e| e.to_string())?,
+            );
+        }
+    }
+    let shared2 = Arc::clone(shared);
+    let stop2 = Arc::clone(&stop);
+    let job2 = job.clone();
+    let runner = std::thread::Builder::new()
+        .name(format!("job {}", job.name))
+        .spawn(move || Runner::new(shared2, job2, stop2, start_overflow).run(wake_rx))
+        .map_err(|e| e.to_string())?;
+    Ok(JobHandle {
+        job,
+        stop,
+        wake: wake_tx,
+        runner,
+        ingest,
+        watcher,
+    })
+}
+
+fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+/// Watcher events → journal rows (one transaction per burst) → the runner.
+fn ingest_loop(
+    job: &str,
+    mut store: Store,
+    job_id: i64,
+    mut conv: Converter,
+    events: Receiver<notify::Result<notify::Event>>,
+    wake: Sender<Vec<Change>>,
+) {
+    let mut observed: Vec<Observed> = Vec::new();
+    loop {
+        let first = if conv.holding() {
+            match events.recv_timeout(watch::PAIR_WAIT) {
+                Ok(e) => Some(e),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+        } else {
+            match events.recv() {
+                Ok(e) => Some(e),
+                Err(_) => return,
+            }
+        };
+        let now = Instant::now();
+        let mut take = |e: notify::Result<notify::Event>, observed: &mut Vec<Observed>| match e {
+            Ok(ev) => conv.push(&ev, now, observed),
+            Err(err) => {
+                tracing::warn!(job, "watcher error: {err}; a full reconcile will follow");
+                observed.push(Observed {
+                    kind: coalesce::ChangeKind::Overflow,
+                    path: String::new(),
+                    to: None,
+                    dir: true,
+                });
+            }
+        };
+        if let Some(e) = first {
+            take(e, &mut observed);
+            let mut n = 1;
+            while n < INGEST_BATCH {
+                match events.try_recv() {
+                    Ok(e) => take(e, &mut observed),
+                    Err(_) => break,
+                }
+                n += 1;
+            }
+        }
+        conv.flush_stale(Instant::now(), &mut observed);
+        if observed.is_empty() {
+            continue;
+        }
+        let at = now_ns();
+        let rows: Vec<NewChange> = observed
+            .drain(..)
+            .map(|o| NewChange {
+                job_id,
+                at_ns: at,
+                kind: o.kind,
+                path: o.path,
+                to: o.to,
+                dir: o.dir,
+            })
+            .collect();
+        if rows
+            .iter()
+            .any(|r| r.kind == coalesce::ChangeKind::Overflow)
+        {
+            tracing::warn!(
+                job,
+                "inotify queue overflow or watcher error: events were lost; reconciling"
+            );
+        }
+        // Durable first: nothing acts on a change before it is in the journal.
+        let ids = loop {
+            match store.insert_changes(&rows) {
+                Ok(ids) => break ids,
+                Err(e) => {
+                    tracing::error!(job, "cannot write the journal: {e}; retrying");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        };
+        let changes: Vec<Change> = rows
+            .into_iter()
+            .zip(ids)
+            .map(|(r, id)| Change {
+                id,
+                at_ns: r.at_ns,
+                kind: r.kind,
+                path: r.path,
+                to: r.to,
+                dir: r.dir,
+            })
+            .collect();
+        if wake.send(changes).is_err() {
+            return;
+        }
+    }
+}
+
+/// One job's runner: scheduled runs, reconciles and live batches, one at a time.
+struct Runner {
+    shared: Arc<Shared>,
+    job: Job,
+    stop: Arc<AtomicBool>,
+    store: Option<Store>,
+    job_id: i64,
+    remote: Option<Box<dyn Remote>>,
+    pending: Vec<Change>,
+    /// The next scheduled run or reconcile.
+    next_due: Option<SystemTime>,
+    /// Changes were lost (overflow, watch failure): reconcile as soon as possible.
+    reconcile_now: bool,
+    /// The first reconcile of this agent (start-up) is still to come.
+    first: bool,
+    retry_at: Option<Instant>,
+    backoff: Duration,
+    /// Paths synced by recent batches, with the batch's time (hot paths; see `coalesce`).
+    recent: HashMap<String, i64>,
+}
+
+impl Runner {
+    fn new(shared: Arc<Shared>, job: Job, stop: Arc<AtomicBool>, overflow: bool) -> Runner {
+        Runner {
+            shared,
+            job,
+            stop,
+            store: None,
+            job_id: 0,
+            remote: None,
+            pending: Vec::new(),
+            next_due: None,
+            reconcile_now: overflow,
+            first: true,
+            retry_at: None,
+            backoff: RETRY_BUSY,
+            recent: HashMap::new(),
+        }
+    }
+
+    fn store(&mut self) -> Result<&mut Store, String> {
+        if self.store.is_none() {
+            let db = engine::db_path(&self.shared.settings);
+            let mut s = Store::open(&db).map_err(|e| e.to_string())?;
+            self.job_id = s.job_id(&self.job.name).map_err(|e| e.to_string())?;
+            self.store = Some(s);
+        }
+        Ok(self.store.as_mut().expect("opened"))
+    }
+
+    fn run(mut self, wake: Receiver<Vec<Change>>) {
+        // Changes an earlier agent journaled but did not apply: the start-up reconcile covers
+        // them (and says so in the journal: state `reconciled`, batch kind `replay`).
+        let pending = self.store().map(|_| ()).and_then(|()| {
+            let id = self.job_id;
+            let s = self.store.as_ref().expect("opened");
+            s.pending_changes(id).map_err(|e| e.to_string())
+        });
+        match pending {
+            Ok(p) => {
+                if !p.is_empty() {
+                    tracing::info!(job = %self.job.name, changes = p.len(), "replaying changes journaled before a restart");
+                }
+                self.pending = p;
+            }
+            Err(e) => tracing::error!(job = %self.job.name, "cannot read the journal: {e}"),
+        }
+        // Every enabled job that is not manual reconciles at start-up.
+        self.next_due = Some(SystemTime::now());
+        loop {
+            if self.stop.load(Ordering::Relaxed) {
+                break;
+            }
+            let timeout = self.timeout();
+            match wake.recv_timeout(timeout) {
+                Ok(mut ch) => {
+                    self.pending.append(&mut ch);
+                    while let Ok(mut more) = wake.try_recv() {
+                        self.pending.append(&mut more);
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    if !self.stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(timeout);
+                    }
+                }
+            }
+            if self.stop.load(Ordering::Relaxed) {
+                break;
+            }
+            if self.retry_at.is_some_and(|t| Instant::now() < t) {
+                continue;
+            }
+            self.step();
+        }
+        self.shared.set_doing(&self.job.name, None);
+    }
+
+    /// How long to sleep: until the next scheduled run, debounce deadline or retry.
+    fn timeout(&self) -> Duration {
+        let mut t = Duration::from_secs(3600);
+        if let Some(due) = self.next_due {
+            t = t.min(
+                due.duration_since(SystemTime::now())
+                    .unwrap_or(Duration::ZERO),
+            );
+        }
+        if let Some(r) = self.retry_at {
+            t = t.min(r.saturating_duration_since(Instant::now()));
+        }
+        if self.reconcile_now {
+            t = Duration::ZERO;
+        }
+        if !self.pending.is_empty() && self.retry_at.is_none() {
+            let b = coalesce::coalesce(
+                &self.pending,
+                now_ns(),
+                self.job.debounce.as_nanos() as i64,
+                &self.recent,
+            );
+            if b.reconcile || !b.ready.is_empty() || !b.dropped.is_empty() {
+                t = Duration::ZERO;
+            } else if let Some(w) = b.wake_at_ns {
+                t = t.min(Duration::from_nanos((w - now_ns()).max(0) as u64));
+            }
+        }
+        // Wake now and then to notice a stop request.
+        t.min(Duration::from_millis(500))
+    }
+
+    fn step(&mut self) {
+        let due = self.next_due.is_some_and(|d| d <= SystemTime::now());
+        if self.reconcile_now || due {
+            self.reconcile();
+            return;
+        }
+        if self.pending.is_empty() {
+            return;
+        }
+        let b = coalesce::coalesce(
+            &self.pending,
+            now_ns(),
+            self.job.debounce.as_nanos() as i64,
+            &self.recent,
+        );
+        if b.reconcile {
+            self.reconcile_now = true;
+            return;
+        }
+        if b.ready.is_empty() && b.dropped.is_empty() {
+            return;
+        }
+        self.batch(b);
+    }
+
+    fn ensure_remote(&mut self) -> Result<(), RunError> {
+        if self.remote.is_none() {
+            self.remote = Some(engine::open_remote(&self.job)?);
+        }
+        Ok(())
+    }
+
+    fn failed(&mut self, e: &RunError, what: &str) {
+        match e {
+            RunError::Busy(_) => {
+                tracing::debug!(job = %self.job.name, "{what}: the job is running elsewhere; retrying");
+                self.retry_at = Some(Instant::now() + RETRY_BUSY);
+            }
+            _ => {
+                if matches!(e, RunError::Connection(_)) {
+                    self.remote = None;
+                }
+                tracing::error!(job = %self.job.name, "{what} failed: {e}; retrying in {:?}", self.backoff);
+                self.retry_at = Some(Instant::now() + self.backoff);
+                self.backoff = (self.backoff * 2).min(RETRY_MAX);
+            }
+        }
+    }
+
+    fn reconcile(&mut self) {
+        let shared = Arc::clone(&self.shared);
+        let Some(_slot) = shared.slots.acquire(&self.stop) else {
+            return;
+        };
+        let kind = if self.first { "replay" } else { "reconcile" };
+        let why = if self.reconcile_now {
+            "events were lost"
+        } else if self.first {
+            "start-up"
+        } else {
+            "scheduled"
+        };
+        tracing::info!(job = %self.job.name, reason = why, "reconcile: full scan of both sides");
+        self.shared
+            .set_doing(&self.job.name, Some(format!("reconcile ({why})")));
+        // Everything journaled before the scan starts is covered by it.
+        let up_to = match self
+            .store()
+            .and_then(|s| s.last_change_id().map_err(|e| e.to_string()))
+        {
+            Ok(id) => id,
+            Err(e) => {
+                tracing::error!(job = %self.job.name, "{e}");
+                0
+            }
+        };
+        let res = {
+            if let Err(e) = self.ensure_remote() {
+                self.shared.set_doing(&self.job.name, None);
+                self.failed(&e, "reconcile");
+                return;
+            }
+            let remote = self.remote.as_deref();
+            let cancel: &AtomicBool = &self.stop;
+            engine::run_job_with(
+                &self.shared.settings,
+                &self.job,
+                &RunOptions::default(),
+                &|_| {},
+                RunContext {
+                    remote,
+                    scope: None,
+                    cancel: Some(cancel),
+                },
+            )
+        };
+        self.shared.set_doing(&self.job.name, None);
+        match res {
+            Ok(sum) => {
+                tracing::info!(job = %self.job.name, "{}", sum.to_text());
+                let job_id = self.job_id;
+                if let Ok(s) = self.store() {
+                    if let Err(e) = s.reconcile_changes(job_id, up_to, Some(sum.run), kind) {
+                        tracing::error!(job = %self.job.name, "{e}");
+                    }
+                }
+                self.pending.retain(|c| c.id > up_to);
+                self.reconcile_now = false;
+                self.first = false;
+                self.retry_at = None;
+                self.backoff = RETRY_BUSY;
+                let last = SystemTime::now();
+                self.next_due = crate::schedule::next_due(&self.job, Some(last), last);
+            }
+            Err(RunError::Guard(msg)) => {
+                // A guard needs a person: say so, and try again on the schedule.
+                tracing::error!(job = %self.job.name, "reconcile stopped by a safety guard: {msg}");
+                self.reconcile_now = false;
+                self.first = false;
+                let last = SystemTime::now();
+                self.next_due = crate::schedule::next_due(&self.job, Some(last), last);
+            }
+            Err(e) => self.failed(&e, "reconcile"),
+        }
+    }
+
+    fn batch(&mut self, b: coalesce::Batch) {
+        let job_id = self.job_id;
+        if b.ready.is_empty() {
+            // Only changes that cancel out: record them, nothing to sync.
+            if let Ok(s) = self.store() {
+                let info = BatchInfo {
+                    kind: "batch",
+                    run: None,
+                    paths: 0,
+                    actions: 0,
+                    result: "nothing to do".into(),
+                };
+                if let Err(e) = s.finish_batch(job_id, &info, &b.consumed, &b.dropped) {
+                    tracing::error!(job = %self.job.name, "{e}");
+                }
+            }
+            self.forget(&b);
+            return;
+        }
+        let shared = Arc::clone(&self.shared);
+        let Some(_slot) = shared.slots.acquire(&self.stop) else {
+            return;
+        };
+        self.shared.set_doing(
+            &self.job.name,
+            Some(format!("live batch of {} paths", b.ready.len())),
+        );
+        let t = Instant::now();
+        let res = {
+            if let Err(e) = self.ensure_remote() {
+                self.shared.set_doing(&self.job.name, None);
+                self.failed(&e, "live batch");
+                return;
+            }
+            let remote = self.remote.as_deref();
+            let cancel: &AtomicBool = &self.stop;
+            engine::run_job_with(
+                &self.shared.settings,
+                &self.job,
+                &RunOptions::default(),
+                &|_| {},
+                RunContext {
+                    remote,
+                    scope: Some(&b.ready),
+                    cancel: Some(cancel),
+                },
+            )
+        };
+        self.shared.set_doing(&self.job.name, None);
+        match res {
+            Ok(sum) => {
+                let actions: u64 = sum.counts.values().sum();
+                tracing::debug!(
+                    job = %self.job.name,
+                    paths = b.ready.len(),
+                    actions,
+                    us = t.elapsed().as_micros() as u64,
+                    "live batch applied"
+                );
+                if actions > 0 {
+                    tracing::info!(job = %self.job.name, "{}", sum.to_text());
+                }
+                let info = BatchInfo {
+                    kind: "batch",
+                    run: Some(sum.run),
+                    paths: b.ready.len() as u64,
+                    actions,
+                    result: if sum.errors > 0 { "partial" } else { "ok" }.into(),
+                };
+                if let Ok(s) = self.store() {
+                    if let Err(e) = s.finish_batch(job_id, &info, &b.consumed, &b.dropped) {
+                        tracing::error!(job = %self.job.name, "{e}");
+                    }
+                }
+                self.forget(&b);
+                self.retry_at = None;
+                self.backoff = RETRY_BUSY;
+                if sum.errors > 0 {
+                    // Failed files are retried by a reconcile soon (like a failed run).
+                    let soon = SystemTime::now() + Duration::from_secs(30);
+                    if self.next_due.is_none_or(|d| d > soon) {
+                        self.next_due = Some(soon);
+                    }
+                }
+            }
+            Err(RunError::Guard(msg)) => {
+                tracing::error!(job = %self.job.name, "live batch stopped by a safety guard: {msg}; nothing was changed");
+                let info = BatchInfo {
+                    kind: "batch",
+                    run: None,
+                    paths: b.ready.len() as u64,
+                    actions: 0,
+                    result: format!("guard: {msg}"),
+                };
+                if let Ok(s) = self.store() {
+                    let _ = s.finish_batch(job_id, &info, &b.consumed, &b.dropped);
+                }
+                self.forget(&b);
+            }
+            Err(e) => self.failed(&e, "live batch"),
+        }
+    }
+
+    fn forget(&mut self, b: &coalesce::Batch) {
+        let mut done: Vec<i64> = b.consumed.iter().chain(&b.dropped).copied().collect();
+        done.sort_unstable();
+        let now = now_ns();
+        let debounce = self.job.debounce.as_nanos() as i64;
+        self.recent.retain(|_, t| *t + debounce > now);
+        for c in &self.pending {
+            if b.consumed.binary_search(&c.id).is_ok() {
+                self.recent.insert(c.path.clone(), now);
+                if let Some(to) = &c.to {
+                    self.recent.insert(to.clone(), now);
+                }
+            }
+        }
+        self.pending.retain(|c| done.binary_search(&c.id).is_err());
+    }
+}
+
+/// The state directory's database (for `status`, `journal`).
+pub fn db(settings: &AgentSettings) -> PathBuf {
+    engine::db_path(settings)
+}
