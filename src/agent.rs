@@ -36,6 +36,8 @@ use crate::watch::{self, Converter, Observed};
 /// How long a batch waits before retrying when the job is busy or the remote failed.
 const RETRY_BUSY: Duration = Duration::from_millis(250);
 const RETRY_MAX: Duration = Duration::from_secs(60);
+/// How often a batch waiting for the rest of a rename chain looks again.
+const CHAIN_WAIT: Duration = Duration::from_millis(5);
 /// Events ingested per journal transaction at most.
 const INGEST_BATCH: usize = 20_000;
 
@@ -467,6 +469,8 @@ struct Runner {
     backoff: Duration,
     /// Paths synced by recent batches, with the batch's time (hot paths; see `coalesce`).
     recent: HashMap<String, i64>,
+    /// Since when a batch waits for the rest of a rename chain.
+    unsettled_since: Option<Instant>,
 }
 
 impl Runner {
@@ -485,6 +489,7 @@ impl Runner {
             retry_at: None,
             backoff: RETRY_BUSY,
             recent: HashMap::new(),
+            unsettled_since: None,
         }
     }
 
@@ -601,7 +606,34 @@ impl Runner {
         if b.ready.is_empty() && b.dropped.is_empty() {
             return;
         }
+        // A rename whose new name is already gone again is part of a chain still being
+        // reported (a → b → c): wait a moment for the rest, so the planner sees where the file
+        // went and moves it, instead of deleting and re-uploading it. Bounded by the debounce.
+        let debounce = self.job.debounce;
+        if self.chain_in_flight(&b) {
+            let since = *self.unsettled_since.get_or_insert_with(Instant::now);
+            if since.elapsed() < debounce {
+                self.retry_at = Some(Instant::now() + CHAIN_WAIT);
+                return;
+            }
+        }
+        self.unsettled_since = None;
         self.batch(b);
+    }
+
+    /// Does the batch hold a rename (or move in) whose destination no longer exists?
+    fn chain_in_flight(&self, b: &coalesce::Batch) -> bool {
+        self.pending.iter().any(|c| {
+            let dest = match c.kind {
+                coalesce::ChangeKind::Rename => c.to.as_deref(),
+                coalesce::ChangeKind::MovedIn => Some(c.path.as_str()),
+                _ => None,
+            };
+            dest.is_some_and(|d| {
+                b.consumed.binary_search(&c.id).is_ok()
+                    && self.job.local_path.join(d).symlink_metadata().is_err()
+            })
+        })
     }
 
     fn ensure_remote(&mut self) -> Result<(), RunError> {

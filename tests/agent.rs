@@ -1,0 +1,663 @@
+//! The live agent, end to end through the binary on the local backend: inotify → journal →
+//! coalescer → live batches, start-up replay after kill -9, inotify queue overflow → reconcile,
+//! SIGTERM mid-transfer → exit 0 and resume, SIGHUP reload, READY=1 to $NOTIFY_SOCKET, and
+//! `systemd-analyze verify` of the unit files.
+//!
+//! The tests of this file run one at a time (one lock): one of them shrinks the kernel's
+//! inotify queue, which would make the others see overflows.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_omnisync"))
+}
+
+struct Setup {
+    dir: tempfile::TempDir,
+    local: PathBuf,
+    remote: PathBuf,
+    config: PathBuf,
+}
+
+/// A `watch` job `live` from `local` to `remote` (mirror-upload with delete_orphans, so deletes
+/// propagate), plus `extra` lines in the job.
+fn setup(extra: &str) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("local");
+    let remote = dir.path().join("remote");
+    std::fs::create_dir_all(&local).unwrap();
+    std::fs::create_dir_all(&remote).unwrap();
+    let config = dir.path().join("omnisync.toml");
+    let s = Setup {
+        dir,
+        local,
+        remote,
+        config,
+    };
+    s.write_config(extra);
+    s
+}
+
+impl Setup {
+    fn job_text(&self, name: &str, local: &Path, remote: &Path, extra: &str) -> String {
+        format!(
+            "[[job]]\nname = {name:?}\nprotocol = \"local\"\nmode = \"mirror-upload\"\n\
+             delete_orphans = true\nmax_delete = \"100%\"\nlocal_path = {local:?}\nremote_path = {remote:?}\n\
+             trigger = \"watch\"\n{extra}\n"
+        )
+    }
+
+    fn write_config(&self, extra: &str) {
+        let text = format!(
+            "[agent]\nstate_dir = {:?}\n\n{}",
+            self.dir.path().join("state"),
+            self.job_text("live", &self.local, &self.remote, extra)
+        );
+        std::fs::write(&self.config, text).unwrap();
+    }
+
+    fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new(bin())
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn start(&self) -> Agent {
+        let log = self.dir.path().join(format!(
+            "agent-{}.log",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        let child = Command::new(bin())
+            .arg("--config")
+            .arg(&self.config)
+            .args(["agent", "--log-level", "info"])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let agent = Agent { child, log };
+        // Ready once the start-up reconcile is recorded.
+        wait_for(Duration::from_secs(60), "the start-up reconcile", || {
+            agent.log_text().contains("reconcile: full scan")
+                && self
+                    .stats("live")
+                    .is_some_and(|s| s["reconciles"].as_u64() >= Some(1))
+        });
+        agent
+    }
+
+    fn stats(&self, job: &str) -> Option<serde_json::Value> {
+        self.cli(&["journal", "stats", "--json", "--job", job])
+            .lines()
+            .next()
+            .and_then(|l| serde_json::from_str(l).ok())
+    }
+
+    /// Action records of the log since run `after` (exclusive), as (action, path, to, bytes).
+    fn actions_after(&self, after: i64) -> Vec<(String, String, Option<String>, u64)> {
+        self.cli(&["log", "--json", "--limit", "100000"])
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["run"].as_i64().unwrap_or(0) > after)
+            .map(|v| {
+                (
+                    v["action"].as_str().unwrap_or("").to_string(),
+                    v["path"].as_str().unwrap_or("").to_string(),
+                    v["to"].as_str().map(str::to_string),
+                    v["bytes"].as_u64().unwrap_or(0),
+                )
+            })
+            .collect()
+    }
+
+    fn last_run(&self) -> i64 {
+        self.cli(&["log", "--json", "--limit", "100000"])
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter_map(|v| v["run"].as_i64())
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+struct Agent {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Agent {
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn signal(&self, sig: i32) {
+        unsafe {
+            libc::kill(self.child.id() as i32, sig);
+        }
+    }
+
+    /// SIGTERM and wait; returns the exit code and how long it took.
+    fn stop(mut self) -> (Option<i32>, Duration) {
+        let t = Instant::now();
+        self.signal(libc::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return (st.code(), t.elapsed());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the agent did not stop within 20 s"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_for(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !cond() {
+        assert!(t.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Every file and folder below `root` (relative path → content, None for folders), without
+/// the `.omnisync` folder.
+fn tree(root: &Path) -> BTreeMap<String, Option<Vec<u8>>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+            if rel == ".omnisync" {
+                continue;
+            }
+            if e.file_type().unwrap().is_dir() {
+                out.insert(rel, None);
+                stack.push(p);
+            } else {
+                out.insert(rel, std::fs::read(&p).ok());
+            }
+        }
+    }
+    out
+}
+
+fn settle(s: &Setup) {
+    wait_for(
+        Duration::from_secs(30),
+        "the remote to match the local tree",
+        || tree(&s.local) == tree(&s.remote),
+    );
+    // And nothing left to do.
+    wait_for(Duration::from_secs(30), "the journal to drain", || {
+        s.stats("live")
+            .is_some_and(|v| v["pending"].as_u64() == Some(0))
+    });
+}
+
+fn write_file(p: &Path, data: &[u8]) {
+    if let Some(d) = p.parent() {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    std::fs::write(p, data).unwrap();
+}
+
+#[test]
+fn a_new_file_reaches_the_remote_and_the_journal_records_it() {
+    let _g = serial();
+    let s = setup("");
+    let agent = s.start();
+    let t = Instant::now();
+    write_file(&s.local.join("a.txt"), b"hello");
+    wait_for(Duration::from_secs(10), "a.txt on the remote", || {
+        std::fs::read(s.remote.join("a.txt")).ok().as_deref() == Some(b"hello")
+    });
+    let took = t.elapsed();
+    // Files written in a brand-new folder before its watch exists arrive through the
+    // folder's scan.
+    write_file(&s.local.join("docs/deep/b.txt"), b"inside");
+    settle(&s);
+    let journal = s.cli(&["journal", "--json", "--job", "live"]);
+    let rows: Vec<serde_json::Value> = journal
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        rows.iter()
+            .any(|r| r["kind"] == "close_write" && r["path"] == "a.txt" && r["state"] == "applied"),
+        "{journal}"
+    );
+    assert!(rows.iter().all(|r| r["state"] != "pending"), "{journal}");
+    let status = s.cli(&["status"]);
+    assert!(status.contains("agent: running"), "{status}");
+    let jobs = s.cli(&["jobs"]);
+    assert!(jobs.contains("on change; reconcile"), "{jobs}");
+    let (code, _) = agent.stop();
+    assert_eq!(code, Some(0));
+    eprintln!("new file on the remote after {took:?}");
+}
+
+/// Sequences of edits on the local side, applied as fast as the test can: the remote ends
+/// identical, renames of synced files send no bytes, and repeated writes fold.
+#[test]
+fn edit_sequences_end_right_with_few_actions() {
+    let _g = serial();
+    let s = setup("");
+    write_file(&s.local.join("synced/r.txt"), &vec![b'r'; 100_000]);
+    write_file(&s.local.join("synced/s.txt"), &vec![b's'; 100_000]);
+    let agent = s.start();
+    settle(&s);
+
+    // 1. One file rewritten 50 times (each write closed): sent a few times at most, not 50.
+    let before = s.last_run();
+    let p = s.local.join("hot.txt");
+    for i in 0..50 {
+        std::fs::write(&p, format!("version {i}\n").repeat(100)).unwrap();
+    }
+    settle(&s);
+    let acts = s.actions_after(before);
+    let uploads = acts.iter().filter(|a| a.0 == "upload").count();
+    assert!(
+        (1..=5).contains(&uploads),
+        "50 rewrites → {uploads} uploads: {acts:?}"
+    );
+
+    // 2. Written, rewritten 50 times while open, renamed and deleted at once: nothing is left,
+    //    at most one upload and its delete.
+    let before = s.last_run();
+    {
+        let mut f = std::fs::File::create(s.local.join("tmp.bin")).unwrap();
+        for _ in 0..50 {
+            f.write_all(&[7u8; 4096]).unwrap();
+        }
+    }
+    std::fs::rename(s.local.join("tmp.bin"), s.local.join("tmp2.bin")).unwrap();
+    std::fs::remove_file(s.local.join("tmp2.bin")).unwrap();
+    settle(&s);
+    let acts = s.actions_after(before);
+    assert!(acts.iter().all(|a| a.0 != "error"), "{acts:?}");
+    assert!(
+        acts.iter().filter(|a| a.0 == "upload").count() <= 1,
+        "{acts:?}"
+    );
+
+    // 3. A rename chain of a synced file: moves only, zero bytes.
+    let before = s.last_run();
+    std::fs::rename(s.local.join("synced/r.txt"), s.local.join("synced/r2.txt")).unwrap();
+    std::fs::rename(s.local.join("synced/r2.txt"), s.local.join("r3.txt")).unwrap();
+    settle(&s);
+    let acts = s.actions_after(before);
+    assert!(acts.iter().all(|a| a.0 == "move_remote"), "{acts:?}");
+    assert!((1..=2).contains(&acts.len()), "{acts:?}");
+
+    // 4. A new file with the content of a synced file: a server-side copy, not an upload.
+    let before = s.last_run();
+    std::fs::copy(s.local.join("synced/s.txt"), s.local.join("copy-of-s.txt")).unwrap();
+    settle(&s);
+    let acts = s.actions_after(before);
+    assert_eq!(
+        acts.iter().map(|a| a.0.as_str()).collect::<Vec<_>>(),
+        vec!["copy_remote"],
+        "{acts:?}"
+    );
+
+    // 5. Delete a folder: its files go (to the trash), in one batch.
+    let before = s.last_run();
+    std::fs::remove_dir_all(s.local.join("synced")).unwrap();
+    settle(&s);
+    let acts = s.actions_after(before);
+    assert!(acts.iter().all(|a| a.0 == "delete_remote"), "{acts:?}");
+    let (code, _) = agent.stop();
+    assert_eq!(code, Some(0));
+}
+
+#[test]
+fn moving_a_folder_of_10000_files_is_one_move_and_no_upload() {
+    let _g = serial();
+    let s = setup("");
+    for i in 0..10_000 {
+        write_file(
+            &s.local.join(format!("big/sub{}/f{i}.txt", i % 100)),
+            format!("{i}").as_bytes(),
+        );
+    }
+    let agent = s.start();
+    settle(&s);
+    let before = s.last_run();
+    std::fs::rename(s.local.join("big"), s.local.join("moved")).unwrap();
+    settle(&s);
+    let acts = s.actions_after(before);
+    assert_eq!(acts.len(), 1, "{:?}", &acts[..acts.len().min(5)]);
+    assert_eq!(acts[0].0, "move_remote");
+    assert_eq!(
+        (acts[0].1.as_str(), acts[0].2.as_deref()),
+        ("big", Some("moved"))
+    );
+    assert_eq!(acts.iter().map(|a| a.3).sum::<u64>(), 0);
+    let (code, _) = agent.stop();
+    assert_eq!(code, Some(0));
+}
+
+#[test]
+fn kill_9_during_a_burst_then_restart_replays_and_completes() {
+    let _g = serial();
+    let s = setup("");
+    let mut agent = s.start();
+    let local = s.local.clone();
+    let writer = std::thread::spawn(move || {
+        for i in 0..5000 {
+            write_file(
+                &local.join(format!("burst/d{}/f{i}.bin", i % 50)),
+                format!("content of file {i}\n").repeat(50).as_bytes(),
+            );
+        }
+    });
+    // Kill it while the burst is being applied.
+    wait_for(
+        Duration::from_secs(60),
+        "part of the burst on the remote",
+        || tree(&s.remote).len() > 500,
+    );
+    agent.child.kill().unwrap();
+    agent.child.wait().unwrap();
+    writer.join().unwrap();
+    let pending_before = s
+        .stats("live")
+        .and_then(|v| v["pending"].as_u64())
+        .unwrap_or(0);
+
+    let agent = s.start();
+    settle(&s);
+    let files = tree(&s.remote)
+        .keys()
+        .filter(|k| k.ends_with(".bin"))
+        .count();
+    assert_eq!(files, 5000);
+    let partials = tree(&s.remote)
+        .keys()
+        .filter(|k| k.contains("omnisync-partial"))
+        .count();
+    assert_eq!(partials, 0);
+    // The journal shows what the restart replayed.
+    let journal = s.cli(&["journal", "--json", "--job", "live", "--limit", "0"]);
+    let replayed = journal
+        .lines()
+        .filter(|l| l.contains("\"state\":\"reconciled\""))
+        .count() as u64;
+    assert!(
+        replayed >= pending_before,
+        "pending before restart {pending_before}, replayed {replayed}"
+    );
+    assert!(agent.log_text().contains("reconcile: full scan"));
+    let (code, _) = agent.stop();
+    assert_eq!(code, Some(0));
+}
+
+/// Restores a sysctl on drop.
+struct Sysctl {
+    path: &'static str,
+    old: String,
+}
+
+impl Sysctl {
+    fn set(path: &'static str, value: &str) -> Option<Sysctl> {
+        let old = std::fs::read_to_string(path).ok()?;
+        std::fs::write(path, value).ok()?;
+        Some(Sysctl { path, old })
+    }
+}
+
+impl Drop for Sysctl {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.path, self.old.trim());
+    }
+}
+
+#[test]
+fn an_inotify_queue_overflow_triggers_a_reconcile_and_nothing_is_missed() {
+    let _g = serial();
+    let s = setup("");
+    // The queue size is read when the agent's inotify instance is created.
+    let Some(guard) = Sysctl::set("/proc/sys/fs/inotify/max_queued_events", "64") else {
+        panic!("cannot shrink fs.inotify.max_queued_events: this test must run as root");
+    };
+    let agent = s.start();
+    drop(guard);
+    for i in 0..3000 {
+        write_file(&s.local.join(format!("flood/f{i}")), b"x");
+    }
+    settle(&s);
+    assert_eq!(
+        tree(&s.remote)
+            .keys()
+            .filter(|k| k.starts_with("flood/f"))
+            .count(),
+        3000
+    );
+    let log = agent.log_text();
+    assert!(log.contains("overflow"), "{log}");
+    assert!(log.contains("events were lost"), "{log}");
+    let (code, _) = agent.stop();
+    assert_eq!(code, Some(0));
+}
+
+#[test]
+fn sigterm_mid_transfer_exits_0_quickly_and_the_transfer_resumes() {
+    let _g = serial();
+    let s = setup("chunk_size = \"1MiB\"\n");
+    let agent = s.start();
+    // 2 GiB of zeros in a sparse file: fast to make, long enough to stop mid-copy.
+    let big = s.local.join("big.bin");
+    let f = std::fs::File::create(&big).unwrap();
+    f.set_len(2 << 30).unwrap();
+    drop(f);
+    let partial = s.remote.join("big.bin.omnisync-partial");
+    wait_for(Duration::from_secs(30), "the transfer to start", || {
+        std::fs::metadata(&partial).is_ok_and(|m| m.len() > 64 << 20)
+    });
+    let (code, took) = agent.stop();
+    assert_eq!(code, Some(0));
+    assert!(took < Duration::from_secs(5), "stopping took {took:?}");
+    assert!(
+        !s.remote.join("big.bin").exists(),
+        "a partial file reached its final name"
+    );
+    let done = std::fs::metadata(&partial).unwrap().len();
+    assert!(done < 2 << 30);
+    let status = s.cli(&["status", "--json"]);
+    assert!(status.contains("big.bin"), "{status}");
+
+    let before = s.last_run();
+    let agent = s.start();
+    settle(&s);
+    assert_eq!(
+        std::fs::metadata(s.remote.join("big.bin")).unwrap().len(),
+        2 << 30
+    );
+    let acts = s.actions_after(before);
+    let sent: u64 = acts.iter().filter(|a| a.0 == "upload").map(|a| a.3).sum();
+    assert!(
+        sent < 2 << 30,
+        "resumed transfer sent {sent} bytes: {acts:?}"
+    );
+    let (code, _) = agent.stop();
+    assert_eq!(code, Some(0));
+}
+
+#[test]
+fn sighup_reloads_the_config() {
+    let _g = serial();
+    let s = setup("");
+    let agent = s.start();
+    let (l2, r2) = (s.dir.path().join("local2"), s.dir.path().join("remote2"));
+    std::fs::create_dir_all(&l2).unwrap();
+    std::fs::create_dir_all(&r2).unwrap();
+    // Add a second job.
+    let text = format!(
+        "[agent]\nstate_dir = {:?}\n\n{}{}",
+        s.dir.path().join("state"),
+        s.job_text("live", &s.local, &s.remote, ""),
+        s.job_text("second", &l2, &r2, "")
+    );
+    std::fs::write(&s.config, text).unwrap();
+    agent.signal(libc::SIGHUP);
+    wait_for(Duration::from_secs(30), "the second job to start", || {
+        agent.log_text().contains("job started")
+    });
+    write_file(&l2.join("n.txt"), b"second");
+    wait_for(
+        Duration::from_secs(30),
+        "n.txt on the second remote",
+        || r2.join("n.txt").exists(),
+    );
+    // The first job still runs (unchanged, not restarted).
+    write_file(&s.local.join("still.txt"), b"first");
+    wait_for(
+        Duration::from_secs(30),
+        "still.txt on the first remote",
+        || s.remote.join("still.txt").exists(),
+    );
+    // Remove the first job: it stops.
+    let text = format!(
+        "[agent]\nstate_dir = {:?}\n\n{}",
+        s.dir.path().join("state"),
+        s.job_text("second", &l2, &r2, "")
+    );
+    std::fs::write(&s.config, text).unwrap();
+    agent.signal(libc::SIGHUP);
+    wait_for(Duration::from_secs(30), "the first job to stop", || {
+        agent.log_text().contains("stopping the job")
+    });
+    write_file(&s.local.join("after.txt"), b"x");
+    std::thread::sleep(Duration::from_millis(700));
+    assert!(!s.remote.join("after.txt").exists());
+    // A broken config on SIGHUP keeps the running one.
+    std::fs::write(&s.config, "[[job]\nbroken").unwrap();
+    agent.signal(libc::SIGHUP);
+    wait_for(Duration::from_secs(30), "the reload error", || {
+        agent.log_text().contains("config not reloaded")
+    });
+    write_file(&l2.join("m.txt"), b"still live");
+    wait_for(
+        Duration::from_secs(30),
+        "m.txt on the second remote",
+        || r2.join("m.txt").exists(),
+    );
+    let (code, _) = agent.stop();
+    assert_eq!(code, Some(0));
+}
+
+#[test]
+fn the_agent_sends_ready_to_the_notify_socket() {
+    let _g = serial();
+    let s = setup("");
+    let sock_path = s.dir.path().join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut child = Command::new(bin())
+        .arg("--config")
+        .arg(&s.config)
+        .arg("agent")
+        .env("NOTIFY_SOCKET", &sock_path)
+        .env("WATCHDOG_USEC", "2000000")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut got = String::new();
+    let t = Instant::now();
+    while !(got.contains("READY=1") && got.contains("WATCHDOG=1"))
+        && t.elapsed() < Duration::from_secs(30)
+    {
+        let mut buf = [0u8; 4096];
+        if let Ok(n) = sock.recv(&mut buf) {
+            got.push_str(&String::from_utf8_lossy(&buf[..n]));
+            got.push('\n');
+        }
+    }
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let st = child.wait().unwrap();
+    assert!(got.contains("READY=1"), "{got}");
+    assert!(got.contains("STATUS="), "{got}");
+    assert!(got.contains("WATCHDOG=1"), "{got}");
+    assert_eq!(st.code(), Some(0));
+    let mut buf = [0u8; 4096];
+    sock.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut rest = String::new();
+    while let Ok(n) = sock.recv(&mut buf) {
+        rest.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert!(rest.contains("STOPPING=1"), "{rest}");
+}
+
+#[test]
+fn the_systemd_units_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for unit in ["omnisync.service", "omnisync-user.service"] {
+        // The unit names /usr/local/bin/omnisync; verify a copy naming the built binary.
+        let text = std::fs::read_to_string(root.join("systemd").join(unit)).unwrap();
+        let text = text.replace("/usr/local/bin/omnisync", bin().to_str().unwrap());
+        let name = if unit == "omnisync-user.service" {
+            "omnisync.service"
+        } else {
+            unit
+        };
+        let sub = dir.path().join(unit.trim_end_matches(".service"));
+        std::fs::create_dir_all(&sub).unwrap();
+        let path = sub.join(name);
+        std::fs::write(&path, text).unwrap();
+        let mut cmd = Command::new("systemd-analyze");
+        if unit == "omnisync-user.service" {
+            // A user manager needs a runtime directory, even offline.
+            let rt = dir.path().join("runtime");
+            std::fs::create_dir_all(&rt).unwrap();
+            cmd.arg("--user").env("XDG_RUNTIME_DIR", &rt);
+        }
+        let out = cmd
+            .arg("verify")
+            .arg(&path)
+            .env("SYSTEMD_LOG_LEVEL", "warning")
+            .output()
+            .expect("systemd-analyze (package systemd) is needed; scripts/test.sh installs it");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        // Only lines about our unit count (the host's own units may have warnings).
+        let ours: Vec<&str> = stderr.lines().filter(|l| l.contains("omnisync")).collect();
+        assert!(out.status.success() && ours.is_empty(), "{unit}: {stderr}");
+    }
+}
