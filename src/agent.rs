@@ -724,6 +724,7 @@ impl Runner {
                 self.backoff = RETRY_BUSY;
                 let last = SystemTime::now();
                 self.next_due = crate::schedule::next_due(&self.job, Some(last), last);
+                release_memory();
             }
             Err(RunError::Guard(msg)) => {
                 // A guard needs a person: say so, and try again on the schedule.
@@ -855,6 +856,17 @@ impl Runner {
             }
         }
         self.pending.retain(|c| done.binary_search(&c.id).is_err());
+    }
+}
+
+/// A reconcile of a large tree briefly holds its trees, base and plan (hundreds of MB for
+/// millions of files); give the freed memory back to the system so an idle agent stays small.
+fn release_memory() {
+    // The maps are freed on a background thread (see `engine`): let it finish first.
+    std::thread::sleep(Duration::from_millis(200));
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

@@ -23,11 +23,16 @@ fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_omnisync"))
 }
 
+#[path = "common/sshd.rs"]
+mod sshd;
+
 struct Setup {
     dir: tempfile::TempDir,
     local: PathBuf,
     remote: PathBuf,
     config: PathBuf,
+    /// The job's connection keys (`protocol = "local"` unless over sftp).
+    keys: String,
 }
 
 /// A `watch` job `live` from `local` to `remote` (mirror-upload with delete_orphans, so deletes
@@ -44,17 +49,30 @@ fn setup(extra: &str) -> Setup {
         local,
         remote,
         config,
+        keys: "protocol = \"local\"\n".into(),
     };
     s.write_config(extra);
+    s
+}
+
+/// The same job over SFTP to a loopback sshd.
+fn setup_sftp(server: &sshd::Sshd) -> Setup {
+    let mut s = setup("");
+    s.remote = server.data.join("live");
+    std::fs::create_dir_all(&s.remote).unwrap();
+    server.chown(&s.remote);
+    s.keys = server.job_keys();
+    s.write_config("");
     s
 }
 
 impl Setup {
     fn job_text(&self, name: &str, local: &Path, remote: &Path, extra: &str) -> String {
         format!(
-            "[[job]]\nname = {name:?}\nprotocol = \"local\"\nmode = \"mirror-upload\"\n\
+            "[[job]]\nname = {name:?}\n{}mode = \"mirror-upload\"\n\
              delete_orphans = true\nmax_delete = \"100%\"\nlocal_path = {local:?}\nremote_path = {remote:?}\n\
-             trigger = \"watch\"\n{extra}\n"
+             trigger = \"watch\"\n{extra}\n",
+            self.keys
         )
     }
 
@@ -365,6 +383,37 @@ fn moving_a_folder_of_10000_files_is_one_move_and_no_upload() {
         ("big", Some("moved"))
     );
     assert_eq!(acts.iter().map(|a| a.3).sum::<u64>(), 0);
+    let (code, _) = agent.stop();
+    assert_eq!(code, Some(0));
+}
+
+#[test]
+fn over_sftp_new_files_and_a_folder_move_follow_live() {
+    let _g = serial();
+    let server = sshd::Sshd::start();
+    let s = setup_sftp(&server);
+    for i in 0..300 {
+        write_file(
+            &s.local.join(format!("tree/f{i}.txt")),
+            format!("{i}").as_bytes(),
+        );
+    }
+    let agent = s.start();
+    settle(&s);
+    let t = Instant::now();
+    write_file(&s.local.join("new.txt"), b"over sftp");
+    wait_for(
+        Duration::from_secs(10),
+        "new.txt on the sftp remote",
+        || std::fs::read(s.remote.join("new.txt")).ok().as_deref() == Some(b"over sftp"),
+    );
+    eprintln!("new file over sftp after {:?}", t.elapsed());
+    let before = s.last_run();
+    std::fs::rename(s.local.join("tree"), s.local.join("moved")).unwrap();
+    settle(&s);
+    let acts = s.actions_after(before);
+    assert_eq!(acts.len(), 1, "{acts:?}");
+    assert_eq!(acts[0].0, "move_remote");
     let (code, _) = agent.stop();
     assert_eq!(code, Some(0));
 }
