@@ -13,7 +13,8 @@
 //!    `BENCH_IDLE_SECS` (60) s and resident memory.
 //!
 //! lsyncd is compared when installed (`apt install lsyncd`); the sftp part needs the sshd of the
-//! test suite (run as root). `BENCH_SKIP_SFTP=1` skips it.
+//! test suite (run as root). `BENCH_SKIP_SFTP=1` skips it; `BENCH_PARTS=latency,ingest,idle`
+//! picks parts.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -432,14 +433,23 @@ fn main() {
     let burst = env_num("BENCH_BURST", 100_000);
     let tree = env_num("BENCH_TREE", 100_000);
     let idle_secs = env_num("BENCH_IDLE_SECS", 60) as u64;
+    // BENCH_PARTS=latency,ingest,idle (default: all).
+    let parts = std::env::var("BENCH_PARTS").unwrap_or_else(|_| "latency,ingest,idle".into());
+    let want = |p: &str| parts.split(',').any(|x| x.trim() == p);
     let mut out = Vec::new();
-    latency(n, &mut out);
+    if want("latency") {
+        latency(n, &mut out);
+    }
     for l in &out {
         println!("{l}");
     }
     let mut more = Vec::new();
-    ingest(burst, &mut more);
-    idle(tree, idle_secs, &mut more);
+    if want("ingest") {
+        ingest(burst, &mut more);
+    }
+    if want("idle") {
+        idle(tree, idle_secs, &mut more);
+    }
     for l in &more {
         println!("{l}");
     }

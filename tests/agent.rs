@@ -535,6 +535,19 @@ fn sigterm_mid_transfer_exits_0_quickly_and_the_transfer_resumes() {
     wait_for(Duration::from_secs(30), "the transfer to start", || {
         std::fs::metadata(&partial).is_ok_and(|m| m.len() > 64 << 20)
     });
+    // A manual run of the job the agent is running never races it: it says the job is busy.
+    let out = Command::new(bin())
+        .arg("--config")
+        .arg(&s.config)
+        .args(["run", "live"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let (code, took) = agent.stop();
     assert_eq!(code, Some(0));
     assert!(took < Duration::from_secs(5), "stopping took {took:?}");
