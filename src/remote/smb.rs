@@ -167,8 +167,29 @@ fn login_problem(e: &smb2::Error, user: &str, share: &str, addr: &str) -> String
             "authentication failed: the server offered only a guest session for user {user:?} \
              (a wrong password on a server that maps bad users to guest)"
         ),
+        (ErrorKind::AccessDenied, _)
+            if matches!(
+                e,
+                smb2::Error::Protocol {
+                    command: smb2::types::Command::SessionSetup,
+                    ..
+                }
+            ) =>
+        {
+            format!(
+                "the server refused the session for user {user:?} after authentication; it most \
+                 likely requires encryption (Samba: `server smb encrypt = required`), which this \
+                 client cannot negotiate with it (smb2 0.39 gets no cipher from Samba): set \
+                 `smb encrypt = desired` on the server or use a share that allows signed, \
+                 unencrypted sessions"
+            )
+        }
         (ErrorKind::AccessDenied, _) => {
-            format!("access denied: user {user:?} may not connect to share {share:?} ({e})")
+            format!(
+                "access denied: user {user:?} may not connect to share {share:?}: the user is not \
+                 allowed on it, or the share requires encryption, which this client cannot \
+                 negotiate with Samba ({e})"
+            )
         }
         _ => e.to_string(),
     }

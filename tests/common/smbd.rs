@@ -47,11 +47,12 @@ fn require_tools() {
 
 impl Smbd {
     pub fn start() -> Smbd {
-        Smbd::start_with("")
+        Smbd::start_with("", "")
     }
 
-    /// A server whose `[share]` section also holds `share_extra` (e.g. `smb encrypt = required`).
-    pub fn start_with(share_extra: &str) -> Smbd {
+    /// A server whose `[global]` and `[share]` sections also hold `global_extra` and
+    /// `share_extra` (e.g. `server signing = mandatory`, `smb encrypt = required`).
+    pub fn start_with(global_extra: &str, share_extra: &str) -> Smbd {
         require_tools();
         ensure_user();
         let dir = tempfile::Builder::new()
@@ -74,11 +75,13 @@ impl Smbd {
             share_dir,
             child: Command::new("true").spawn().unwrap(),
         };
-        s.launch(share_extra);
+        s.launch(&format!("{global_extra}\n[{SHARE}]\n{share_extra}"));
         s
     }
 
-    fn config(&self, port: u16, share_extra: &str) -> PathBuf {
+    /// `sections` goes after the `[global]` keys: more global keys, then the share's header and
+    /// its extra keys.
+    fn config(&self, port: u16, sections: &str) -> PathBuf {
         let d = self.dir.path().display();
         let conf = self.dir.path().join("smb.conf");
         std::fs::write(
@@ -94,20 +97,19 @@ impl Smbd {
                  ncalrpc dir = {d}/ncalrpc\n  binddns dir = {d}/bind-dns\n\
                  log file = {d}/log/log.%m\n  load printers = no\n  printing = bsd\n\
                  printcap name = /dev/null\n  disable spoolss = yes\n  server services = -nbt\n\
-                 [{SHARE}]\n  path = {d}/share\n  read only = no\n  valid users = {USER}\n\
-                 {share_extra}\n"
+                 {sections}\n  path = {d}/share\n  read only = no\n  valid users = {USER}\n"
             ),
         )
         .unwrap();
         conf
     }
 
-    fn launch(&mut self, share_extra: &str) {
+    fn launch(&mut self, sections: &str) {
         let mut passdb_ready = false;
         // Another process may take the port between the probe and smbd's bind: retry.
         for _attempt in 0..5 {
             let port = free_port();
-            let conf = self.config(port, share_extra);
+            let conf = self.config(port, sections);
             if !passdb_ready {
                 let out = Command::new("testparm")
                     .arg("-s")
