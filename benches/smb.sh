@@ -96,7 +96,9 @@ cat >"$D/smb.conf" <<EOF
   valid users = $USER_NAME
 EOF
 printf '%s\n%s\n' "$PW" "$PW" | smbpasswd -c "$D/smb.conf" -s -a $USER_NAME >/dev/null
-/usr/sbin/smbd -s "$D/smb.conf" --foreground --no-process-group --debug-stdout >"$D/smbd.out" 2>&1 &
+# In a session of its own: smbd signals its whole process group when it shuts down, which
+# would take this script with it.
+setsid /usr/sbin/smbd -s "$D/smb.conf" --foreground --no-process-group --debug-stdout >"$D/smbd.out" 2>&1 &
 SMBD_PID=$!
 for _ in $(seq 100); do
   (exec 3<>/dev/tcp/127.0.0.1/$PORT) 2>/dev/null && break
