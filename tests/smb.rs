@@ -642,3 +642,27 @@ fn upload_cut_mid_way_resumes() {
     assert_eq!(got, want, "content differs after resume");
     assert!(!partial.exists());
 }
+
+/// A local duplicate of a synced file becomes one server-side copy (FSCTL_SRV_COPYCHUNK): no
+/// byte of it is sent, and the share holds the same content.
+#[test]
+fn duplicated_file_is_copied_on_the_server() {
+    let t = Setup::new("upload", "");
+    let data = pattern(3 << 20, 9);
+    std::fs::write(t.local.join("orig.bin"), &data).unwrap();
+    let (code, _, err) = t.run(&[]);
+    assert_eq!(code, 0, "{err}");
+    std::fs::create_dir(t.local.join("dup")).unwrap();
+    std::fs::copy(t.local.join("orig.bin"), t.local.join("dup/copy.bin")).unwrap();
+    let (code, recs, err) = t.run(&[]);
+    assert_eq!(code, 0, "{err}");
+    let copy = recs
+        .iter()
+        .find(|r| r["action"] == "copy_remote")
+        .unwrap_or_else(|| panic!("no copy_remote in {recs:?}"));
+    assert_eq!(copy["path"], "orig.bin");
+    assert_eq!(copy["to"], "dup/copy.bin");
+    assert_eq!(copy["bytes"], 0);
+    assert!(actions(&recs, "upload").is_empty(), "{recs:?}");
+    assert!(std::fs::read(t.remote.join("dup/copy.bin")).unwrap() == data);
+}
