@@ -408,9 +408,10 @@ fn signing_required_by_the_server() {
 }
 
 /// Encryption required by the server is refused by Samba 4.17 for smb2 0.39: its NEGOTIATE
-/// comes back without a cipher (smbclient gets AES-128-GCM from the same server) and the
-/// session setup is denied ("reject session with dialect[0x0311] as encryption is required" in
-/// smbd's log). At least the refusal must say what is going on (exit 3).
+/// leaves out SMB2_GLOBAL_CAP_ENCRYPTION, comes back without a cipher (smbclient gets
+/// AES-128-GCM from the same server) and the session setup is denied ("reject session with
+/// dialect[0x0311] as encryption is required" in smbd's log). At least the refusal must say what
+/// is going on (exit 3). When smb2 sends the flag, turn this into a transfer that succeeds.
 #[test]
 fn encryption_required_is_refused_with_a_reason() {
     let s = Smbd::start_with("  server smb encrypt = required\n", "");
