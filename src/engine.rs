@@ -160,20 +160,29 @@ pub fn db_path(agent: &AgentSettings) -> PathBuf {
 pub fn open_remote(job: &Job) -> Result<Box<dyn Remote>, RunError> {
     match job.protocol {
         Protocol::Local => Ok(Box::new(LocalFs::new(PathBuf::from(&job.remote_path)))),
-        Protocol::Sftp => match crate::remote::sftp::SftpRemote::connect(job) {
-            Ok(r) => Ok(Box::new(r)),
-            Err(RemoteError::Connection(m)) => Err(RunError::Connection(format!(
-                "job {:?}: {m}\n(run `omnisync test {}` to check the connection)",
-                job.name, job.name
-            ))),
-            Err(e) => Err(RunError::Connection(format!("job {:?}: {e}", job.name))),
-        },
+        Protocol::Sftp => connected(job, crate::remote::sftp::SftpRemote::connect(job)),
+        Protocol::Smb => connected(job, crate::remote::smb::SmbRemote::connect(job)),
         other => Err(RunError::Usage(format!(
-            "job {:?}: protocol {:?} is not available in this build yet (only \"local\" and \"sftp\" are); \
-             see the README's roadmap",
+            "job {:?}: protocol {:?} is not available in this build yet (only \"local\", \"sftp\" \
+             and \"smb\" are); see the README's roadmap",
             job.name,
             other.as_str()
         ))),
+    }
+}
+
+/// A connected remote, or the connection error worded for the user (exit 3).
+fn connected<R: Remote + 'static>(
+    job: &Job,
+    r: Result<R, RemoteError>,
+) -> Result<Box<dyn Remote>, RunError> {
+    match r {
+        Ok(r) => Ok(Box::new(r)),
+        Err(RemoteError::Connection(m)) => Err(RunError::Connection(format!(
+            "job {:?}: {m}\n(run `omnisync test {}` to check the connection)",
+            job.name, job.name
+        ))),
+        Err(e) => Err(RunError::Connection(format!("job {:?}: {e}", job.name))),
     }
 }
 
@@ -405,7 +414,8 @@ pub fn run_job_with(
             .last_run(&job.name)?
             .is_some_and(|r| matches!(r.result.as_deref(), Some("ok" | "partial")));
 
-    let scope = ctx.scope.filter(|_| synced_before);
+    // A live batch sees only its paths: on a case-insensitive remote that could miss a
+    // case collision with a file outside the batch, so such a remote is always planned whole.
     let local = LocalFs::new(job.local_path.clone());
     let opened;
     let remote: &dyn Remote = match ctx.remote {
@@ -415,6 +425,9 @@ pub fn run_job_with(
             opened.as_ref()
         }
     };
+    let scope = ctx
+        .scope
+        .filter(|_| synced_before && !remote.capabilities().case_insensitive);
 
     // Roots: a first run creates what the mode writes to; a job that synced before never
     // silently recreates a missing root (the planner's guard stops it).
@@ -591,6 +604,12 @@ pub fn run_job_with(
             (l.join().expect("local scan panicked"), r, b)
         })
     };
+    // A case-insensitive remote holds one file where the local folder has `Readme.md` and
+    // `README.md`: the second name is an error, never merged into the first.
+    let mut l_scan = l_scan;
+    if remote.capabilities().case_insensitive && job.mode.writes_remote() {
+        scan::refuse_case_collisions(&mut l_scan);
+    }
     let base = match (early_base, late_base) {
         (Some(b), _) => b,
         (None, Some(b)) => b?,

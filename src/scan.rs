@@ -3,7 +3,8 @@
 //! listing fails reported as unknown (so nothing below them is judged), and content hashes
 //! computed in secure mode (reusing the base's hash when size, mtime and inode are unchanged).
 
-use std::collections::HashSet;
+use std::collections::hash_map::Entry as MapEntry;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Condvar, Mutex};
 
 use crate::filter::Filter;
@@ -105,6 +106,48 @@ pub fn scan_from(
     result.unknown.sort();
     result.errors.sort();
     result
+}
+
+/// Names that differ only in case within one folder are one name on a case-insensitive side.
+/// The first of each such group (in byte order) stays; every later one (with what is below it)
+/// leaves the tree, becomes an error and is marked unknown, so nothing is judged from its
+/// absence either (it is not deleted on the other side, nor taken for deleted).
+pub fn refuse_case_collisions(result: &mut ScanResult) {
+    let mut first_of: HashMap<(String, String), String> = HashMap::new();
+    let mut refused: Vec<(String, String)> = Vec::new();
+    for (path, _) in result.tree.iter() {
+        if refused.iter().any(|(r, _)| is_below(path, r)) {
+            continue;
+        }
+        let (dir, name) = match path.rfind('/') {
+            Some(i) => (&path[..i], &path[i + 1..]),
+            None => ("", path.as_str()),
+        };
+        match first_of.entry((dir.to_string(), name.to_lowercase())) {
+            MapEntry::Vacant(v) => {
+                v.insert(path.clone());
+            }
+            MapEntry::Occupied(o) => refused.push((path.clone(), o.get().clone())),
+        }
+    }
+    for (path, first) in refused {
+        result.tree.retain(|p, _| !is_below(p, &path));
+        result.errors.push((
+            path.clone(),
+            format!(
+                "name differs from {first:?} only in case; the remote side does not tell them \
+                 apart, so it is not synced (rename one of them)"
+            ),
+        ));
+        result.unknown.push(path);
+    }
+    result.unknown.sort();
+    result.errors.sort();
+}
+
+/// `p` is `root` or inside it.
+fn is_below(p: &str, root: &str) -> bool {
+    p == root || (p.len() > root.len() && p.starts_with(root) && p.as_bytes()[root.len()] == b'/')
 }
 
 #[derive(Default)]
@@ -250,5 +293,48 @@ fn hash_files(fs: &dyn Remote, base: &Base, o: &ScanOptions<'_>, result: &mut Sc
                 result.errors.push((p, format!("cannot hash: {msg}")));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file() -> Entry {
+        Entry {
+            kind: Kind::File,
+            size: 1,
+            mtime: 0,
+            inode: None,
+            hash: None,
+        }
+    }
+
+    #[test]
+    fn case_collisions_keep_the_first_name_and_refuse_the_rest() {
+        let mut r = ScanResult::default();
+        for p in [
+            "README.md",
+            "Readme.md",
+            "a/x",
+            "A",
+            "A/y",
+            "b/\u{c9}t\u{e9}",
+            "b/\u{e9}t\u{e9}",
+        ] {
+            let mut e = file();
+            if p == "A" {
+                e.kind = Kind::Dir;
+            }
+            r.tree.insert(p.to_string(), e);
+        }
+        // "A" < "README.md" < "Readme.md" < "a/x" in byte order: "a" is no path here, but
+        // "A" (a folder) and "a" (a folder implied by "a/x") are not compared: only listed names.
+        refuse_case_collisions(&mut r);
+        let left: Vec<&str> = r.tree.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["A", "A/y", "README.md", "a/x", "b/\u{c9}t\u{e9}"]);
+        assert_eq!(r.unknown, ["Readme.md", "b/\u{e9}t\u{e9}"]);
+        assert_eq!(r.errors.len(), 2);
+        assert!(r.errors[0].1.contains("\"README.md\""), "{:?}", r.errors);
     }
 }

@@ -2240,6 +2240,7 @@ macro_rules! scenario_test {
     (@pick all $tag:ident, $($r:tt)*) => { scenario_test!(@keep $tag, $($r)*); };
     (@pick local local, $($r:tt)*) => { scenario_test!(@keep local, $($r)*); };
     (@pick sftp sftp, $($r:tt)*) => { scenario_test!(@keep sftp, $($r)*); };
+    (@pick smb smb, $($r:tt)*) => { scenario_test!(@keep smb, $($r)*); };
     (@pick $t:ident $tag:ident, $backend:expr, $rest:tt $keep:tt [$($a:tt)*] $name:ident) => {
         scenario_test!($tag, $backend, $rest $keep $name);
     };
@@ -2260,6 +2261,14 @@ mod sftp {
     use super::common::sftp_backend::SftpBackend;
 
     all_scenarios!(sftp, SftpBackend::start());
+}
+
+/// The same scenarios against a real Samba smbd on 127.0.0.1 (one server per test), its
+/// served folder seeded and inspected directly on this machine (names decoded).
+mod smb {
+    use super::common::smb_backend::SmbBackend;
+
+    all_scenarios!(smb, SmbBackend::start());
 }
 
 /// A local copy of a synced file (a plain `cp`: new inode, new mtime) becomes one server-side

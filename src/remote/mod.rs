@@ -13,6 +13,8 @@
 
 pub mod local;
 pub mod sftp;
+pub mod smb;
+pub mod smb_names;
 
 use std::io::Read;
 

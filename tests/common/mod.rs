@@ -16,6 +16,8 @@ use serde_json::Value;
 use tempfile::TempDir;
 
 pub mod sftp_backend;
+pub mod smb_backend;
+pub mod smbd;
 pub mod sshd;
 
 /// A base mtime for seeded files (2023-11-14T22:13:20Z), whole seconds so that every protocol
@@ -59,6 +61,18 @@ pub trait Backend {
     /// Names reach the remote byte-exact (no Unicode normalisation, no case folding).
     fn byte_exact_names(&self) -> bool {
         true
+    }
+
+    /// Where a relative path lives under [`Backend::remote_root`] (SMB stores names Windows
+    /// forbids `%XX`-encoded).
+    fn disk_path(&self, rel: &str) -> String {
+        rel.to_string()
+    }
+
+    /// The relative path a path under [`Backend::remote_root`] stands for (the inverse of
+    /// [`Backend::disk_path`]).
+    fn path_of_disk(&self, disk_rel: &str) -> String {
+        disk_rel.to_string()
     }
 
     /// Let the binary reach the remote when it runs under `uid` (root-only permission tests run
@@ -461,6 +475,8 @@ impl<'b> Fixture<'b> {
         let root = self.root(side);
         if rel.is_empty() {
             root
+        } else if side == Remote {
+            root.join(self.backend.disk_path(rel))
         } else {
             root.join(rel)
         }
@@ -536,7 +552,14 @@ impl<'b> Fixture<'b> {
 
     /// Everything on one side, `.omnisync/` included.
     pub fn snap(&self, side: Side) -> Snapshot {
-        snapshot(&self.root(side))
+        let snap = snapshot(&self.root(side));
+        match side {
+            Local => snap,
+            Remote => snap
+                .into_iter()
+                .map(|(p, n)| (self.backend.path_of_disk(&p), n))
+                .collect(),
+        }
     }
 
     /// Both sides (for "nothing changed" assertions).

@@ -1,0 +1,203 @@
+#!/usr/bin/env bash
+# SMB upload benchmark: omnisync (protocol = "smb") vs `smbclient` (put / mput) against the same
+# Samba smbd on 127.0.0.1, same machine, same run (issue 6, "Performance").
+#
+#   benches/smb.sh                      # 1 GiB file, 1,000 x 1 MiB, 10,000 x 4 KiB
+#   BENCH_SCALE=small benches/smb.sh    # everything 10x smaller, for a quick check
+#
+# Environment:
+#   TMPDIR        where the temp data and the share go (default /var/tmp)
+#   BENCH_SCALE   "small" shrinks every workload 10x
+#   BENCH_RUNS    runs per tool and workload, best one kept (default 2)
+#
+# Targets from the issue: single large file >= 0.9x smbclient; small files faster than smbclient.
+# omnisync runs mode = "mirror-upload" with a fresh state folder and an empty remote folder every
+# run (a first sync: scan, plan, transfer, set mtimes, rename partials into place). smbclient
+# runs `put` / `prompt off; mput *` with SMB3 into an empty folder. Needs root (it starts smbd as
+# a private instance and adds the system user `omnitest` when missing); installs nothing:
+# `apt-get install samba smbclient` first (scripts/test.sh does).
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+SCALE="${BENCH_SCALE:-full}"
+RUNS="${BENCH_RUNS:-2}"
+if [[ "$SCALE" == "small" ]]; then DIV=10; else DIV=1; fi
+BIG_BYTES=$((1024 * 1024 * 1024 / DIV))
+MID_FILES=$((1000 / DIV))             # 1 MiB each
+SMALL_FILES=$((10000 / DIV))          # 4 KiB each
+PW="omnisync-bench-Pw-1"
+USER_NAME=omnitest
+
+die() { echo "smb bench: $*" >&2; exit 1; }
+step() { printf '== [%4ds] %s\n' "$SECONDS" "$*" >&2; }
+
+[[ $(id -u) -eq 0 ]] || die "run as root (it starts a private smbd)"
+for b in /usr/sbin/smbd smbclient smbpasswd; do
+  command -v "$b" >/dev/null 2>&1 || die "$b is missing: apt-get install -y samba smbclient"
+done
+id "$USER_NAME" >/dev/null 2>&1 || useradd -m -d /home/$USER_NAME -s /bin/bash $USER_NAME
+
+step "building omnisync (cargo build --release)"
+(cd "$REPO" && cargo build --release --quiet) || die "cargo build --release failed"
+TARGET_DIR="${CARGO_TARGET_DIR:-$REPO/target}"
+[[ "$TARGET_DIR" = /* ]] || TARGET_DIR="$REPO/$TARGET_DIR"
+OMNI="$TARGET_DIR/release/omnisync"
+[[ -x "$OMNI" ]] || die "no binary at $OMNI"
+
+BASE_TMP="${TMPDIR:-/var/tmp}"
+need=$((3 * (BIG_BYTES + MID_FILES * 1048576 + SMALL_FILES * 4096)))
+avail=$(($(df --output=avail -k "$BASE_TMP" | tail -1) * 1024))
+((avail > need)) || die "$BASE_TMP has $((avail >> 20)) MiB free, the benchmark needs $((need >> 20)) MiB"
+WORK="$(mktemp -d "$BASE_TMP/omnisync-smb.XXXXXX")"
+chmod 755 "$WORK"
+SMBD_PID=""
+cleanup() {
+  local rc=$?
+  [[ -n "$SMBD_PID" ]] && kill "$SMBD_PID" 2>/dev/null && wait "$SMBD_PID" 2>/dev/null || true
+  rm -rf -- "$WORK"
+  exit "$rc"
+}
+trap cleanup EXIT
+
+# --- a private smbd (the recipe of ../shared/TESTING.md) ---
+D="$WORK/smbd"
+mkdir -p "$D"/{share,private,lock,state,cache,pid,log,ncalrpc,bind-dns}
+chown $USER_NAME:$USER_NAME "$D/share"
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+cat >"$D/smb.conf" <<EOF
+[global]
+  server role = standalone server
+  workgroup = WORKGROUP
+  interfaces = 127.0.0.1
+  bind interfaces only = yes
+  smb ports = $PORT
+  disable netbios = yes
+  server min protocol = SMB2_02
+  server max protocol = SMB3_11
+  security = user
+  map to guest = never
+  passdb backend = tdbsam:$D/private/passdb.tdb
+  private dir = $D/private
+  lock directory = $D/lock
+  state directory = $D/state
+  cache directory = $D/cache
+  pid directory = $D/pid
+  ncalrpc dir = $D/ncalrpc
+  binddns dir = $D/bind-dns
+  log file = $D/log/log.%m
+  load printers = no
+  printing = bsd
+  printcap name = /dev/null
+  disable spoolss = yes
+  server services = -nbt
+[share]
+  path = $D/share
+  read only = no
+  valid users = $USER_NAME
+EOF
+printf '%s\n%s\n' "$PW" "$PW" | smbpasswd -c "$D/smb.conf" -s -a $USER_NAME >/dev/null
+# In a session of its own: smbd signals its whole process group when it shuts down, which
+# would take this script with it.
+setsid /usr/sbin/smbd -s "$D/smb.conf" --foreground --no-process-group --debug-stdout >"$D/smbd.out" 2>&1 &
+SMBD_PID=$!
+for _ in $(seq 100); do
+  (exec 3<>/dev/tcp/127.0.0.1/$PORT) 2>/dev/null && break
+  sleep 0.05
+done
+step "smbd $(/usr/sbin/smbd --version) on 127.0.0.1:$PORT"
+
+SMBC=(smbclient "//127.0.0.1/share" -p "$PORT" -U "$USER_NAME%$PW" -m SMB3)
+
+# --- sources ---
+step "creating sources"
+SRC="$WORK/src"
+mkdir -p "$SRC/big" "$SRC/mid" "$SRC/small"
+head -c "$BIG_BYTES" /dev/urandom >"$SRC/big/big.bin"
+for i in $(seq -w 1 "$MID_FILES"); do head -c 1048576 /dev/urandom >"$SRC/mid/m$i.bin"; done
+python3 - "$SRC/small" "$SMALL_FILES" <<'EOF'
+import os, sys
+d, n = sys.argv[1], int(sys.argv[2])
+for i in range(n):
+    with open(os.path.join(d, f"s{i:05d}.dat"), "wb") as f:
+        f.write(os.urandom(4096))
+EOF
+sync
+
+fresh_remote() { rm -rf "$D/share/$1"; mkdir "$D/share/$1"; chown $USER_NAME:$USER_NAME "$D/share/$1"; }
+
+# Seconds (float) that "$@" takes.
+timed() {
+  local t0 t1
+  t0=$(date +%s.%N)
+  "$@" >/dev/null 2>"$WORK/last.err" || { cat "$WORK/last.err" >&2; die "failed: $*"; }
+  t1=$(date +%s.%N)
+  echo "$t1 - $t0" | bc -l
+}
+
+omni_once() { # workload
+  local w=$1 cfg="$WORK/omni-$1.toml"
+  fresh_remote "o-$w"
+  rm -rf "$WORK/state"
+  cat >"$cfg" <<EOF
+[agent]
+state_dir = "$WORK/state"
+
+[[job]]
+name = "bench"
+protocol = "smb"
+mode = "mirror-upload"
+host = "127.0.0.1"
+port = $PORT
+share = "share"
+username = "$USER_NAME"
+password = "$PW"
+remote_path = "o-$w"
+local_path = "$SRC/$w"
+trash = false
+max_delete = 1000000
+EOF
+  timed "$OMNI" --config "$cfg" run bench
+}
+
+smbc_once() { # workload
+  local w=$1
+  fresh_remote "s-$w"
+  if [[ "$w" == big ]]; then
+    timed "${SMBC[@]}" -c "lcd $SRC/big; cd s-big; put big.bin"
+  else
+    timed "${SMBC[@]}" -c "lcd $SRC/$w; cd s-$w; prompt off; mput *"
+  fi
+}
+
+best() { # fn workload -> best seconds of RUNS
+  local b="" t
+  for _ in $(seq "$RUNS"); do
+    t=$("$1" "$2")
+    if [[ -z "$b" ]] || (($(echo "$t < $b" | bc -l))); then b=$t; fi
+  done
+  echo "$b"
+}
+
+verify() { # workload
+  diff -rq "$SRC/$1" "$D/share/o-$1" >/dev/null || die "omnisync's $1 copy differs from the source"
+  diff -rq "$SRC/$1" "$D/share/s-$1" >/dev/null || die "smbclient's $1 copy differs from the source"
+}
+
+printf '\n%-22s %12s %12s %10s %10s %8s\n' workload "omnisync s" "smbclient s" "omni MiB/s" "smbc MiB/s" ratio
+for w in big mid small; do
+  case $w in
+    big) label="1 x $((BIG_BYTES >> 20)) MiB"; bytes=$BIG_BYTES ;;
+    mid) label="$MID_FILES x 1 MiB"; bytes=$((MID_FILES * 1048576)) ;;
+    small) label="$SMALL_FILES x 4 KiB"; bytes=$((SMALL_FILES * 4096)) ;;
+  esac
+  step "$label: omnisync"
+  o=$(best omni_once $w)
+  step "$label: smbclient"
+  s=$(best smbc_once $w)
+  verify $w
+  # ratio > 1: omnisync is faster (smbclient time / omnisync time).
+  printf '%-22s %12.2f %12.2f %10.0f %10.0f %7.2fx\n' "$label" "$o" "$s" \
+    "$(echo "$bytes / 1048576 / $o" | bc -l)" "$(echo "$bytes / 1048576 / $s" | bc -l)" \
+    "$(echo "$s / $o" | bc -l)"
+done
+echo "(ratio = smbclient time / omnisync time; best of $RUNS runs; >1 means omnisync is faster)"
