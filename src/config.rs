@@ -55,6 +55,8 @@ pub const JOB_KEYS: &[&str] = &[
     "domain",
     "tls_ca_file",
     "tls_insecure_skip_verify",
+    "ftp_active",
+    "ftp_encoding",
     "remote_path",
     "local_path",
     "trigger",
@@ -457,6 +459,7 @@ fn key_protocols(key: &str) -> Option<&'static [Protocol]> {
         "private_key" | "private_key_passphrase_env" | "known_hosts" => Some(&[Sftp]),
         "share" | "domain" => Some(&[Smb]),
         "tls_ca_file" | "tls_insecure_skip_verify" => Some(&[Ftps]),
+        "ftp_active" | "ftp_encoding" => Some(&[Ftp, Ftps]),
         _ => None,
     }
 }
@@ -559,6 +562,16 @@ fn parse_job(sec: &Section<'_, '_>, defaults: &JobDefaults) -> Result<Job, Confi
     let domain = sec.nonempty_string("domain")?;
     let tls_ca_file = sec.path("tls_ca_file")?;
     let tls_insecure_skip_verify = sec.bool("tls_insecure_skip_verify")?.unwrap_or(false);
+    let ftp_active = sec.bool("ftp_active")?.unwrap_or(false);
+    let ftp_encoding = sec.nonempty_string("ftp_encoding")?;
+    if let Some(e) = &ftp_encoding {
+        if crate::remote::ftp::NameEncoding::parse(e).is_none() {
+            return Err(sec.at(
+                "ftp_encoding",
+                format!("{e:?} is not supported (use \"utf-8\" or \"latin1\")"),
+            ));
+        }
+    }
 
     // --- paths
     let local_path = sec.require("local_path", sec.path("local_path")?)?;
@@ -718,6 +731,8 @@ fn parse_job(sec: &Section<'_, '_>, defaults: &JobDefaults) -> Result<Job, Confi
         domain,
         tls_ca_file,
         tls_insecure_skip_verify,
+        ftp_active,
+        ftp_encoding,
         remote_path,
         local_path,
         trigger,

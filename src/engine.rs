@@ -160,20 +160,31 @@ pub fn db_path(agent: &AgentSettings) -> PathBuf {
 pub fn open_remote(job: &Job) -> Result<Box<dyn Remote>, RunError> {
     match job.protocol {
         Protocol::Local => Ok(Box::new(LocalFs::new(PathBuf::from(&job.remote_path)))),
-        Protocol::Sftp => match crate::remote::sftp::SftpRemote::connect(job) {
-            Ok(r) => Ok(Box::new(r)),
-            Err(RemoteError::Connection(m)) => Err(RunError::Connection(format!(
-                "job {:?}: {m}\n(run `omnisync test {}` to check the connection)",
-                job.name, job.name
-            ))),
-            Err(e) => Err(RunError::Connection(format!("job {:?}: {e}", job.name))),
-        },
+        Protocol::Sftp => connected(job, crate::remote::sftp::SftpRemote::connect(job)),
+        Protocol::Ftp | Protocol::Ftps => {
+            connected(job, crate::remote::ftp::FtpRemote::connect(job))
+        }
         other => Err(RunError::Usage(format!(
-            "job {:?}: protocol {:?} is not available in this build yet (only \"local\" and \"sftp\" are); \
+            "job {:?}: protocol {:?} is not available in this build yet (only \"local\", \"sftp\", \"ftp\" and \"ftps\" are); \
              see the README's roadmap",
             job.name,
             other.as_str()
         ))),
+    }
+}
+
+/// A backend's connect result as the run's error: a connection problem exits 3.
+fn connected<R: Remote + 'static>(
+    job: &Job,
+    r: Result<R, RemoteError>,
+) -> Result<Box<dyn Remote>, RunError> {
+    match r {
+        Ok(r) => Ok(Box::new(r)),
+        Err(RemoteError::Connection(m)) => Err(RunError::Connection(format!(
+            "job {:?}: {m}\n(run `omnisync test {}` to check the connection)",
+            job.name, job.name
+        ))),
+        Err(e) => Err(RunError::Connection(format!("job {:?}: {e}", job.name))),
     }
 }
 
