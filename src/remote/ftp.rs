@@ -427,6 +427,11 @@ fn explain_tls(err: &str, cfg: &ConnConfig) -> String {
              tls_ca_file to the PEM file of the CA that issued it (for a self-signed server \
              certificate: the certificate itself)"
         )
+    } else if err.contains("BadSignature") {
+        format!(
+            "the server's certificate names an issuer found in {trusted}, but its signature does \
+             not verify with it (a different CA of the same name, or a forged certificate)"
+        )
     } else if err.contains("NotValidForName") {
         format!(
             "the server's certificate is not valid for {host:?}: connect with a host name the \
@@ -1199,7 +1204,8 @@ impl Remote for FtpRemote {
                 .entries
                 .iter()
                 .enumerate()
-                .filter(|(_, (_, e))| e.kind == Kind::File)
+                // Hostile names are refused by the scan: never send them to the server.
+                .filter(|(_, (n, e))| e.kind == Kind::File && super::check_name(n).is_ok())
                 .map(|(i, (n, _))| (i, join_server(&dir_full, n)))
                 .collect();
             if !files.is_empty() {

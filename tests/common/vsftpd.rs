@@ -56,7 +56,7 @@ struct Certs {
     other: PathBuf,
 }
 
-fn make_cert(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+fn make_cert(dir: &Path, name: &str, cn: &str) -> (PathBuf, PathBuf) {
     let (crt, key) = (
         dir.join(format!("{name}.crt")),
         dir.join(format!("{name}.key")),
@@ -65,7 +65,7 @@ fn make_cert(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
         .args([
             "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30",
         ])
-        .args(["-subj", "/CN=127.0.0.1"])
+        .args(["-subj", &format!("/CN={cn}")])
         .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
         .args(["-addext", "basicConstraints=critical,CA:FALSE"])
         .args([
@@ -97,8 +97,8 @@ fn certs() -> &'static Certs {
             .tempdir()
             .unwrap();
         set_mode(dir.path(), 0o755);
-        let (cert, key) = make_cert(dir.path(), "server");
-        let (other, _) = make_cert(dir.path(), "other");
+        let (cert, key) = make_cert(dir.path(), "server", "127.0.0.1");
+        let (other, _) = make_cert(dir.path(), "other", "omnisync wrong CA");
         Certs {
             _dir: dir,
             cert,

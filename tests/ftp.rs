@@ -1,0 +1,423 @@
+//! The ftp/ftps backend against a real vsftpd on 127.0.0.1 (see `common/vsftpd.rs`): the ways a
+//! connection is refused (exit 3), a server that cannot set mtimes, a transfer cut mid-way that
+//! resumes; and against a scripted fake server, hostile names in a listing.
+
+#[path = "common/sshd.rs"]
+mod sshd;
+#[path = "common/vsftpd.rs"]
+mod vsftpd;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use vsftpd::{Options, Vsftpd};
+
+fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_omnisync"))
+}
+
+/// A job `j` against one vsftpd; `extra` is appended to the job and replaces the server's keys
+/// it names (TOML refuses a key twice).
+struct Setup {
+    s: Vsftpd,
+    dir: tempfile::TempDir,
+    config: PathBuf,
+    local: PathBuf,
+    remote: PathBuf,
+}
+
+impl Setup {
+    fn new(opts: Options, mode: &str, extra: &str) -> Setup {
+        let s = Vsftpd::start(opts);
+        let dir = tempfile::tempdir().unwrap();
+        let local = dir.path().join("local");
+        std::fs::create_dir(&local).unwrap();
+        let remote = s.data.join("tree");
+        let config = dir.path().join("omnisync.toml");
+        let keys: String = s
+            .job_keys()
+            .lines()
+            .filter(|l| {
+                let key = l.split('=').next().unwrap_or("").trim();
+                !extra
+                    .lines()
+                    .any(|e| e.split('=').next().unwrap_or("").trim() == key)
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        std::fs::write(
+            &config,
+            format!(
+                "[agent]\nstate_dir = {:?}\n\n[[job]]\nname = \"j\"\nmode = \"{mode}\"\n{keys}\
+                 local_path = {:?}\nremote_path = {:?}\n{extra}",
+                dir.path().join("state"),
+                local,
+                remote
+            ),
+        )
+        .unwrap();
+        Setup {
+            s,
+            dir,
+            config,
+            local,
+            remote,
+        }
+    }
+
+    fn omnisync(&self, args: &[&str]) -> Output {
+        Command::new(bin())
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    fn run(&self) -> (i32, Vec<serde_json::Value>, String) {
+        let out = self.omnisync(&["run", "j", "--json"]);
+        let recs = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        (
+            out.status.code().unwrap_or(-1),
+            recs,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+fn actions(recs: &[serde_json::Value], kind: &str) -> Vec<String> {
+    let mut v: Vec<String> = recs
+        .iter()
+        .filter(|r| r["action"] == kind)
+        .map(|r| r["path"].as_str().unwrap().to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Deterministic bytes that do not compress.
+fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut v = Vec::with_capacity(len + 8);
+    while v.len() < len {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        v.extend_from_slice(&x.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
+    }
+    v.truncate(len);
+    v
+}
+
+fn set_mtime(p: &Path, secs: i64) {
+    filetime::set_file_mtime(p, filetime::FileTime::from_unix_time(secs, 0)).unwrap();
+}
+
+#[test]
+fn wrong_password_is_exit_3_without_the_secret() {
+    let t = Setup::new(Options::default(), "upload", "");
+    std::fs::write(&t.s.password_file, "definitely-wrong-pw\n").unwrap();
+    std::fs::write(t.local.join("x.txt"), b"x").unwrap();
+    let (code, _, err) = t.run();
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("authentication failed"), "{err}");
+    assert!(!err.contains("definitely-wrong-pw"), "secret leaked: {err}");
+    let out = t.omnisync(&["test", "j"]);
+    assert_eq!(out.status.code(), Some(3));
+}
+
+#[test]
+fn ftps_verifies_the_certificate_and_a_wrong_ca_is_exit_3() {
+    let tls = Options {
+        tls: true,
+        ..Options::default()
+    };
+    let t = Setup::new(tls, "upload", "");
+    std::fs::write(t.local.join("x.txt"), b"secret payload").unwrap();
+    let (code, recs, err) = t.run();
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(actions(&recs, "upload"), vec!["x.txt"]);
+    assert_eq!(
+        std::fs::read(t.remote.join("x.txt")).unwrap(),
+        b"secret payload"
+    );
+
+    let wrong = Setup::new(
+        tls,
+        "upload",
+        &format!("tls_ca_file = {:?}\n", t.s.wrong_ca_file()),
+    );
+    std::fs::write(wrong.local.join("x.txt"), b"x").unwrap();
+    let (code, _, err) = wrong.run();
+    assert_eq!(code, 3, "{err}");
+    assert!(
+        err.contains("TLS certificate check failed") && err.contains("unknown issuer"),
+        "{err}"
+    );
+    assert!(!wrong.remote.join("x.txt").exists());
+    let out = wrong.omnisync(&["test", "j"]);
+    assert_eq!(out.status.code(), Some(3));
+    let text =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("tls_ca_file"), "{text}");
+}
+
+#[test]
+fn server_without_mtime_setting_records_its_times_and_the_second_run_is_a_no_op() {
+    let opts = Options {
+        mdtm_write: false,
+        ..Options::default()
+    };
+    let t = Setup::new(opts, "bidirectional", "");
+    std::fs::create_dir(t.local.join("sub")).unwrap();
+    for (p, data) in [("a.txt", "a"), ("sub/b.txt", "bb")] {
+        let f = t.local.join(p);
+        std::fs::write(&f, data).unwrap();
+        set_mtime(&f, 1_600_000_000);
+    }
+    let (code, recs, err) = t.run();
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(actions(&recs, "upload"), vec!["a.txt", "sub/b.txt"]);
+    // The server kept its own times (upload time), not ours.
+    let m = std::fs::metadata(t.remote.join("a.txt")).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_ne!(m.mtime(), 1_600_000_000);
+
+    for _ in 0..2 {
+        let (code, recs, err) = t.run();
+        assert_eq!(code, 0, "{err}");
+        let changes: Vec<_> = recs
+            .iter()
+            .filter(|r| r["action"] != "summary" && r.get("action").is_some())
+            .collect();
+        assert!(changes.is_empty(), "second run is not a no-op: {changes:?}");
+    }
+
+    // A real change on the server is still seen.
+    std::thread::sleep(Duration::from_millis(1100));
+    std::fs::write(t.remote.join("a.txt"), "changed").unwrap();
+    let (code, recs, err) = t.run();
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(actions(&recs, "download"), vec!["a.txt"], "{recs:?}");
+}
+
+/// Kill the server's session processes in the middle of a 256 MiB upload; the next run
+/// resumes from its checkpoint (sends less than the whole file) and the result is identical.
+#[test]
+fn upload_cut_mid_way_resumes() {
+    const SIZE: usize = 256 << 20;
+    let t = Setup::new(Options::default(), "upload", "chunk_size = \"1MiB\"\n");
+    let data = pattern(SIZE, 11);
+    std::fs::write(t.local.join("big.bin"), &data).unwrap();
+    let want = *blake3::hash(&data).as_bytes();
+    drop(data);
+
+    let partial = t.remote.join("big.bin.omnisync-partial");
+    let mut child = Command::new(bin())
+        .arg("--config")
+        .arg(&t.config)
+        .args(["run", "j", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let cut_at = loop {
+        let len = std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0);
+        // Past the first checkpoint (every 64 MiB, after the server confirmed the bytes).
+        if len >= 96 << 20 {
+            let n = t.s.kill_sessions();
+            assert!(n >= 1, "no session process to kill");
+            break len;
+        }
+        if let Some(st) = child.try_wait().unwrap() {
+            panic!("the run ended before the cut ({st})");
+        }
+        assert!(Instant::now() < deadline, "upload did not progress");
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    assert!(cut_at < SIZE as u64);
+    let out = child.wait_with_output().unwrap();
+    assert_ne!(
+        out.status.code(),
+        Some(0),
+        "the cut run claims success: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !t.remote.join("big.bin").exists(),
+        "a partial took the final name"
+    );
+    assert!(partial.exists(), "the partial must stay for resuming");
+
+    let (code, recs, err) = t.run();
+    assert_eq!(code, 0, "{err}");
+    let up = recs
+        .iter()
+        .find(|r| r["action"] == "upload")
+        .unwrap_or_else(|| panic!("no upload in {recs:?}"));
+    let sent = up["bytes"].as_u64().unwrap();
+    assert!(sent < SIZE as u64, "sent {sent}: it did not resume");
+    assert!(
+        sent <= SIZE as u64 - (64 << 20),
+        "resumed too early: {sent}"
+    );
+    let got =
+        omnisync::remote::local::hash_file(std::fs::File::open(t.remote.join("big.bin")).unwrap())
+            .unwrap();
+    assert_eq!(got, want, "content differs after resume");
+    assert!(!partial.exists());
+    drop(t.dir);
+}
+
+// ---------------------------------------------------------------------------------------------
+// A scripted server for what no real server would list
+// ---------------------------------------------------------------------------------------------
+
+/// A one-folder FTP server (`/srv`) whose LIST reply is `listing`, served from a thread. Only
+/// `/srv/a.txt` ("hello") can be read; every other path is missing.
+fn fake_server(listing: &'static str) -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in l.incoming().flatten() {
+            std::thread::spawn(move || {
+                let _ = serve(conn, listing);
+            });
+        }
+    });
+    port
+}
+
+fn serve(conn: TcpStream, listing: &str) -> std::io::Result<()> {
+    let mut out = conn.try_clone()?;
+    let mut lines = BufReader::new(conn);
+    let mut data: Option<TcpListener> = None;
+    out.write_all(b"220 fake\r\n")?;
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if lines.read_line(&mut line)? == 0 {
+            return Ok(());
+        }
+        let l = line.trim_end();
+        let (cmd, arg) = l.split_once(' ').unwrap_or((l, ""));
+        let reply: String = match cmd.to_ascii_uppercase().as_str() {
+            "USER" => "331 password".into(),
+            "PASS" => "230 ok".into(),
+            "TYPE" | "OPTS" => "200 ok".into(),
+            "NOOP" => "200 ok".into(),
+            "FEAT" => "211-Features:\r\n EPSV\r\n MDTM\r\n SIZE\r\n211 End".into(),
+            "PWD" => "257 \"/\"".into(),
+            "CWD" if arg == "/srv" => "250 ok".into(),
+            "SIZE" if arg == "/srv/a.txt" => "213 5".into(),
+            "MDTM" => "213 20231114221320".into(),
+            "EPSV" => {
+                let d = TcpListener::bind("127.0.0.1:0")?;
+                let p = d.local_addr()?.port();
+                data = Some(d);
+                format!("229 Entering Extended Passive Mode (|||{p}|)")
+            }
+            c @ ("LIST" | "RETR") => {
+                let Some(d) = data.take() else {
+                    out.write_all(b"425 no data connection\r\n")?;
+                    continue;
+                };
+                if c == "RETR" && arg != "/srv/a.txt" {
+                    out.write_all(b"550 no such file\r\n")?;
+                    continue;
+                }
+                out.write_all(b"150 here it comes\r\n")?;
+                let (mut s, _) = d.accept()?;
+                if c == "LIST" {
+                    s.write_all(listing.as_bytes())?;
+                } else {
+                    s.write_all(b"hello")?;
+                }
+                drop(s);
+                "226 done".into()
+            }
+            "QUIT" => {
+                out.write_all(b"221 bye\r\n")?;
+                return Ok(());
+            }
+            _ => "550 no".into(),
+        };
+        out.write_all(format!("{reply}\r\n").as_bytes())?;
+    }
+}
+
+#[test]
+fn hostile_names_in_a_listing_are_refused() {
+    let listing = "-rw-r--r-- 1 u g 5 Nov 14 22:13 a.txt\r\n\
+                   -rw-r--r-- 1 u g 5 Nov 14 22:13 ../escape.txt\r\n\
+                   -rw-r--r-- 1 u g 5 Nov 14 22:13 /tmp/absolute.txt\r\n\
+                   -rw-r--r-- 1 u g 5 Nov 14 22:13 sub/slash.txt\r\n\
+                   drwxr-xr-x 2 u g 4096 Nov 14 22:13 ..\r\n\
+                   this line is no listing at all\r\n";
+    let port = fake_server(listing);
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("inner/local");
+    std::fs::create_dir_all(&local).unwrap();
+    let config = dir.path().join("omnisync.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[agent]\nstate_dir = {:?}\n\n[[job]]\nname = \"j\"\nmode = \"download\"\n\
+             protocol = \"ftp\"\nhost = \"127.0.0.1\"\nport = {port}\nusername = \"u\"\n\
+             password = \"p\"\nremote_path = \"/srv\"\nlocal_path = {:?}\n",
+            dir.path().join("state"),
+            local
+        ),
+    )
+    .unwrap();
+    let out = Command::new(bin())
+        .arg("--config")
+        .arg(&config)
+        .args(["run", "j", "--json"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let recs: Vec<serde_json::Value> = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert_eq!(
+        actions(&recs, "download"),
+        vec!["a.txt"],
+        "{stdout}{stderr}"
+    );
+    assert_eq!(std::fs::read(local.join("a.txt")).unwrap(), b"hello");
+    let errors = actions(&recs, "error");
+    for bad in ["../escape.txt", "/tmp/absolute.txt", "sub/slash.txt"] {
+        assert!(
+            errors.iter().any(|e| e.contains(bad)),
+            "{bad} not reported: {errors:?}\n{stdout}{stderr}"
+        );
+    }
+    assert!(
+        errors.iter().any(|e| e.contains("this line is no listing")),
+        "unparseable line not reported: {errors:?}"
+    );
+    assert_ne!(
+        out.status.code(),
+        Some(0),
+        "errors must show in the exit code"
+    );
+    // Nothing was written anywhere but the local root.
+    assert!(!dir.path().join("inner/escape.txt").exists());
+    assert!(!Path::new("/tmp/absolute.txt").exists());
+    let mut names: Vec<String> = std::fs::read_dir(&local)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, vec!["a.txt"]);
+}
