@@ -1893,6 +1893,28 @@ cron = "*/15 * * * *"
     }
 
     #[test]
+    fn ftp_mode_and_name_encoding() {
+        let ftp = |extra: &str| sftp_job(extra).replace("\"sftp\"", "\"ftp\"");
+        let j = job(&ftp(""));
+        assert!(!j.ftp_active);
+        assert_eq!(j.ftp_encoding, None);
+        let j = job(&ftp("ftp_active = true\nftp_encoding = \"latin1\"\n"));
+        assert!(j.ftp_active);
+        assert_eq!(j.ftp_encoding.as_deref(), Some("latin1"));
+        job(&ftp("ftp_encoding = \"UTF-8\"\n").replace("\"ftp\"", "\"ftps\""));
+        let e = err(&ftp("ftp_encoding = \"ebcdic\"\n"));
+        assert!(
+            e.contains("`ftp_encoding`") && e.contains("\"ebcdic\" is not supported"),
+            "{e}"
+        );
+        let e = err(&sftp_job("ftp_active = true\n"));
+        assert!(
+            e.contains("`ftp_active`") && e.contains("only ftp, ftps"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn wrong_value_types() {
         let e = err(&sftp_job("port = \"x\"\n"));
         assert_eq!(

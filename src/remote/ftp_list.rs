@@ -432,6 +432,57 @@ mod tests {
         ));
     }
 
+    /// Recorded listings (`tests/fixtures/ftp_list/`: vsftpd 3.0.3's `LIST -a` as served here,
+    /// and lines in the formats of ProFTPD (MLSD), pure-ftpd, busybox, FileZilla Server and IIS)
+    /// against their `.expected` files: `kind size mtime name`, `skip` or `bad` per line.
+    #[test]
+    fn recorded_listings() {
+        macro_rules! fixture {
+            ($name:literal) => {
+                (
+                    $name,
+                    include_str!(concat!("../../tests/fixtures/ftp_list/", $name)),
+                    include_str!(concat!(
+                        "../../tests/fixtures/ftp_list/",
+                        $name,
+                        ".expected"
+                    )),
+                )
+            };
+        }
+        // 2026-11-22T12:00:00Z, the day the vsftpd listing was recorded.
+        let now = 1_795_348_800;
+        for (name, listing, expected) in [
+            fixture!("vsftpd-3.0.3.list"),
+            fixture!("unix-odd.list"),
+            fixture!("iis-dos.list"),
+            fixture!("proftpd.mlsd"),
+        ] {
+            let lines: Vec<&str> = listing.lines().collect();
+            let want: Vec<&str> = expected.lines().collect();
+            assert_eq!(lines.len(), want.len(), "{name}: one expectation per line");
+            for (line, want) in lines.iter().zip(want) {
+                let got = if name.ends_with(".mlsd") {
+                    parse_mlsd_line(line)
+                } else {
+                    parse_list_line(line, now)
+                };
+                let got = match got {
+                    ListLine::Skip => "skip".to_string(),
+                    ListLine::Bad(_) => "bad".to_string(),
+                    ListLine::Entry(e) => format!(
+                        "{} {} {} {}",
+                        e.kind.as_str(),
+                        e.size,
+                        e.mtime.map_or("-".to_string(), |t| t.to_string()),
+                        e.name
+                    ),
+                };
+                assert_eq!(got, want, "{name}: {line:?}");
+            }
+        }
+    }
+
     #[test]
     fn mlsd_lines() {
         let e = entry(parse_mlsd_line(
