@@ -207,6 +207,44 @@ fn server_without_mtime_setting_records_its_times_and_the_second_run_is_a_no_op(
     assert_eq!(actions(&recs, "download"), vec!["a.txt"], "{recs:?}");
 }
 
+/// vsftpd lists only minutes (LIST): a folder of many files gets each time from MDTM, spread
+/// over several pooled connections, and every downloaded file carries its exact second.
+#[test]
+fn many_files_get_exact_times_from_mdtm() {
+    let t = Setup::new(Options::default(), "download", "transfers = 4\n");
+    std::fs::create_dir_all(t.remote.join("many")).unwrap();
+    for i in 0..300i64 {
+        let p = t.remote.join(format!("many/f{i:03}.txt"));
+        std::fs::write(&p, format!("{i}")).unwrap();
+        set_mtime(&p, 1_700_000_000 + i * 7);
+    }
+    let (uid, gid) = sshd::uid_gid();
+    for e in walk(&t.remote) {
+        std::os::unix::fs::lchown(&e, Some(uid), Some(gid)).unwrap();
+    }
+    let (code, recs, err) = t.run();
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(actions(&recs, "download").len(), 300);
+    use std::os::unix::fs::MetadataExt;
+    for i in 0..300i64 {
+        let m = std::fs::metadata(t.local.join(format!("many/f{i:03}.txt"))).unwrap();
+        assert_eq!(m.mtime(), 1_700_000_000 + i * 7, "f{i:03}");
+    }
+    let (code, recs, err) = t.run();
+    assert_eq!(code, 0, "{err}");
+    assert!(actions(&recs, "download").is_empty(), "{recs:?}");
+}
+
+fn walk(p: &Path) -> Vec<PathBuf> {
+    let mut out = vec![p.to_path_buf()];
+    if p.is_dir() {
+        for e in std::fs::read_dir(p).unwrap() {
+            out.extend(walk(&e.unwrap().path()));
+        }
+    }
+    out
+}
+
 /// Kill the server's session processes in the middle of a 256 MiB upload; the next run
 /// resumes from its checkpoint (sends less than the whole file) and the result is identical.
 #[test]

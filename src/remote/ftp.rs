@@ -921,6 +921,75 @@ impl FtpRemote {
     }
 }
 
+/// MDTM of each `(index, path)`: `None` where the server refuses (gone since the listing).
+async fn mdtm_each(
+    c: &mut Conn,
+    files: &[(usize, String)],
+) -> suppaftp::FtpResult<Vec<(usize, Option<i64>)>> {
+    let mut times = Vec::with_capacity(files.len());
+    for (i, p) in files {
+        match timed(mdtm_secs(c, p)).await {
+            Ok(t) => times.push((*i, Some(t))),
+            Err(e) if reply_code(&e).is_some_and(|c| (500..600).contains(&c)) => {
+                times.push((*i, None))
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(times)
+}
+
+/// Files per connection before a listing's MDTM pass spreads over more pooled connections:
+/// one MDTM is one round trip, so a folder of 10,000 files costs 10,000 round trips, divided
+/// by the connections asking at once.
+const MDTM_PER_CONN: usize = 64;
+
+impl FtpRemote {
+    fn mdtm_many(
+        &self,
+        dir: &str,
+        files: Vec<(usize, String)>,
+    ) -> Result<Vec<(usize, Option<i64>)>> {
+        let conns = files
+            .len()
+            .div_ceil(MDTM_PER_CONN)
+            .clamp(1, self.pool.max_idle);
+        if conns == 1 {
+            return self.cmd("list", dir, async |c| mdtm_each(c, &files).await);
+        }
+        let per = files.len().div_ceil(conns);
+        let r = self.rth.block_on(async {
+            let mut set = tokio::task::JoinSet::new();
+            for chunk in files.chunks(per) {
+                let (pool, chunk) = (self.pool.clone(), chunk.to_vec());
+                set.spawn(async move {
+                    let (mut c, _) = pool.take().await.map_err(|m| {
+                        FtpError::ConnectionError(std::io::Error::new(
+                            std::io::ErrorKind::ConnectionAborted,
+                            m,
+                        ))
+                    })?;
+                    let r = mdtm_each(&mut c, &chunk).await;
+                    match &r {
+                        Err(e) if is_connection_failure(e) => drop(c),
+                        _ => pool.give(c),
+                    }
+                    r
+                });
+            }
+            let mut all = Vec::with_capacity(files.len());
+            while let Some(joined) = set.join_next().await {
+                let part = joined.map_err(|e| {
+                    FtpError::ConnectionError(std::io::Error::other(format!("MDTM task: {e}")))
+                })??;
+                all.extend(part);
+            }
+            Ok(all)
+        });
+        r.map_err(|e| ftp_err("list", dir, e))
+    }
+}
+
 /// MDTM of a path, in seconds (suppaftp parses the reply as a naive UTC time).
 async fn mdtm_secs(c: &mut Conn, full: &str) -> suppaftp::FtpResult<i64> {
     let t = c.mdtm(full).await?;
@@ -1209,20 +1278,7 @@ impl Remote for FtpRemote {
                 .map(|(i, (n, _))| (i, join_server(&dir_full, n)))
                 .collect();
             if !files.is_empty() {
-                let times = self.cmd("list", dir, async |c| {
-                    let mut times = Vec::with_capacity(files.len());
-                    for (i, p) in &files {
-                        match timed(mdtm_secs(c, p)).await {
-                            Ok(t) => times.push((*i, Some(t))),
-                            // Gone since the listing, or refused: keep the listing's time.
-                            Err(e) if reply_code(&e).is_some_and(|c| (500..600).contains(&c)) => {
-                                times.push((*i, None))
-                            }
-                            Err(e) => return Err(e),
-                        }
-                    }
-                    Ok(times)
-                })?;
+                let times = self.mdtm_many(dir, files)?;
                 for (i, t) in times {
                     if let Some(t) = t {
                         out.entries[i].1.mtime = t * 1_000_000_000;
