@@ -12,7 +12,8 @@
 #   BENCH_PARALLEL   files in flight: omnisync `transfers`, lftp `mirror --parallel` (default 4)
 #   BENCH_TLS        1 = explicit FTPS with a self-signed certificate (both tools verify it)
 #
-# Needs root (vsftpd logs in a system user, `omnitest`, created when missing), vsftpd, lftp and
+# Needs root (vsftpd logs in a system user, `omnibench`, created when missing; not the tests'
+# `omnitest`, whose password the test harnesses reset while they run), vsftpd, lftp and
 # openssl (scripts/apt-packages.txt). vsftpd runs in the foreground from a temp config on a free
 # port and is stopped by its PID. Every run uploads into a fresh, empty server folder; omnisync
 # gets a fresh state folder each time. Both tools read a warm page cache.
@@ -29,7 +30,7 @@ SMALL_FILES=$((10000 / DIV)) # 4 KiB each, 100 folders
 die() { echo "ftp-bench: $*" >&2; exit 1; }
 step() { printf '== [%4ds] %s\n' "$SECONDS" "$*"; }
 
-[[ $(id -u) -eq 0 ]] || die "run as root (vsftpd logs in the system user omnitest)"
+[[ $(id -u) -eq 0 ]] || die "run as root (vsftpd logs in the system user omnibench)"
 for b in /usr/sbin/vsftpd lftp openssl; do
   command -v "$b" >/dev/null 2>&1 || die "$b is missing: apt-get install -y vsftpd lftp openssl"
 done
@@ -53,13 +54,14 @@ cleanup() {
 trap cleanup EXIT
 
 # --- server
-id omnitest >/dev/null 2>&1 || useradd -m -d /home/omnitest -s /bin/bash omnitest
+BUSER=omnibench
+id "$BUSER" >/dev/null 2>&1 || useradd -m -d "/home/$BUSER" -s /bin/bash "$BUSER"
 PW="bench-$RANDOM-$RANDOM"
-echo "omnitest:$PW" | chpasswd
+echo "$BUSER:$PW" | chpasswd
 printf '%s\n' "$PW" >"$WORK/pw"
 chmod 600 "$WORK/pw"
 mkdir -p "$WORK/srv" /var/run/vsftpd/empty
-chown omnitest: "$WORK/srv"
+chown "$BUSER": "$WORK/srv"
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 PORT=0
 for _ in $(seq 50); do
@@ -136,7 +138,7 @@ protocol = "$scheme"
 mode = "upload"
 host = "127.0.0.1"
 port = $PORT
-username = "omnitest"
+username = "$BUSER"
 password_file = "$WORK/pw"
 remote_path = "$WORK/srv/$dst"
 local_path = "$src"
@@ -144,12 +146,13 @@ transfers = $PAR
 trash = false
 EOF
   [[ "$TLS" == 1 ]] && echo "tls_ca_file = \"$WORK/ftp.crt\"" >>"$WORK/omnisync.toml"
-  "$OMNI" --config "$WORK/omnisync.toml" run bench >/dev/null
+  "$OMNI" --config "$WORK/omnisync.toml" run bench >/dev/null 2>"$WORK/omni.err" ||
+    die "omnisync failed: $(cat "$WORK/omni.err")"
 }
 lftp_run() { # src dst-folder-name
   local src=$1 dst=$2 tls_cmds="set ftp:ssl-allow no;"
   [[ "$TLS" == 1 ]] && tls_cmds="set ftp:ssl-force yes; set ftp:ssl-protect-data yes; set ssl:ca-file $WORK/ftp.crt;"
-  lftp -u "omnitest,$PW" -p "$PORT" \
+  lftp -u "$BUSER,$PW" -p "$PORT" \
     -e "$tls_cmds set net:max-retries 1; mirror -R --parallel=$PAR --no-perms $src $WORK/srv/$dst; quit" \
     127.0.0.1 >/dev/null
 }

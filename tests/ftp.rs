@@ -207,6 +207,40 @@ fn server_without_mtime_setting_records_its_times_and_the_second_run_is_a_no_op(
     assert_eq!(actions(&recs, "download"), vec!["a.txt"], "{recs:?}");
 }
 
+/// `ftp_active = true` against a server that refuses passive mode: listings, uploads and
+/// downloads all go through `PORT`, over plain FTP and over FTPS.
+#[test]
+fn active_mode_when_the_server_allows_no_passive() {
+    for tls in [false, true] {
+        let opts = Options {
+            active: true,
+            tls,
+            ..Options::default()
+        };
+        let t = Setup::new(opts, "bidirectional", "");
+        std::fs::write(t.local.join("up.txt"), b"up").unwrap();
+        let (code, recs, err) = t.run();
+        assert_eq!(code, 0, "tls={tls}: {err}");
+        assert_eq!(actions(&recs, "upload"), vec!["up.txt"]);
+        std::fs::write(t.remote.join("down.txt"), b"down").unwrap();
+        let (uid, gid) = sshd::uid_gid();
+        std::os::unix::fs::lchown(t.remote.join("down.txt"), Some(uid), Some(gid)).unwrap();
+        let (code, recs, err) = t.run();
+        assert_eq!(code, 0, "tls={tls}: {err}");
+        assert_eq!(actions(&recs, "download"), vec!["down.txt"]);
+        assert_eq!(std::fs::read(t.local.join("down.txt")).unwrap(), b"down");
+
+        // The same job in passive mode fails against this server: the mode really changed.
+        let passive = Setup::new(opts, "upload", "ftp_active = false\n");
+        std::fs::write(passive.local.join("x.txt"), b"x").unwrap();
+        let (code, _, err) = passive.run();
+        assert_ne!(
+            code, 0,
+            "passive mode worked against a PORT-only server: {err}"
+        );
+    }
+}
+
 /// vsftpd lists only minutes (LIST): a folder of many files gets each time from MDTM, spread
 /// over several pooled connections, and every downloaded file carries its exact second.
 #[test]

@@ -26,6 +26,8 @@ pub struct Options {
     pub tls: bool,
     /// vsftpd's two-argument `MDTM time path` sets mtimes (`mdtm_write`, default YES).
     pub mdtm_write: bool,
+    /// Active mode only: `PORT` allowed, `PASV`/`EPSV` refused; jobs get `ftp_active = true`.
+    pub active: bool,
 }
 
 impl Default for Options {
@@ -33,6 +35,7 @@ impl Default for Options {
         Options {
             tls: false,
             mdtm_write: true,
+            active: false,
         }
     }
 }
@@ -189,12 +192,16 @@ impl Vsftpd {
                 format!(
                     "listen=YES\nlisten_ipv6=NO\nlisten_address=127.0.0.1\nlisten_port={port}\n\
                      background=NO\nanonymous_enable=NO\nlocal_enable=YES\nwrite_enable=YES\n\
-                     local_umask=022\npam_service_name=vsftpd\npasv_enable=YES\n\
-                     pasv_address=127.0.0.1\nport_enable=NO\nconnect_from_port_20=NO\n\
+                     local_umask=022\npam_service_name=vsftpd\n{}\nconnect_from_port_20=NO\n\
                      secure_chroot_dir=/var/run/vsftpd/empty\nseccomp_sandbox=NO\n\
                      use_localtime=NO\nmdtm_write={}\ndelay_failed_login=0\n\
                      max_login_fails=10\nxferlog_enable=YES\nxferlog_std_format=NO\n\
                      vsftpd_log_file={}/vsftpd.log\n{tls}",
+                    if self.opts.active {
+                        "pasv_enable=NO\nport_enable=YES"
+                    } else {
+                        "pasv_enable=YES\npasv_address=127.0.0.1\nport_enable=NO"
+                    },
                     if self.opts.mdtm_write { "YES" } else { "NO" },
                     d.display()
                 ),
@@ -248,6 +255,9 @@ impl Vsftpd {
         );
         if self.opts.tls {
             s.push_str(&format!("tls_ca_file = {:?}\n", self.ca_file()));
+        }
+        if self.opts.active {
+            s.push_str("ftp_active = true\n");
         }
         s
     }
