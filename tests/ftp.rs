@@ -241,6 +241,43 @@ fn active_mode_when_the_server_allows_no_passive() {
     }
 }
 
+/// A server that allows few connections per address (here `transfers` + 1, vsftpd
+/// `max_per_ip`) never sees more from one run: uploads, listings with their spread-out MDTM
+/// pass, and downloads all finish without a "421 too many connections".
+#[test]
+fn connections_stay_within_transfers_plus_one() {
+    let opts = Options {
+        max_per_ip: 3,
+        ..Options::default()
+    };
+    let t = Setup::new(opts, "bidirectional", "transfers = 2\n");
+    for d in 0..3 {
+        std::fs::create_dir_all(t.local.join(format!("d{d}"))).unwrap();
+        for i in 0..80 {
+            std::fs::write(t.local.join(format!("d{d}/f{i}.txt")), format!("{d}/{i}")).unwrap();
+        }
+    }
+    let (code, recs, err) = t.run();
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(actions(&recs, "upload").len(), 240, "{err}");
+    // Changed on the server: listed (MDTM over the pool) and downloaded.
+    let (uid, gid) = sshd::uid_gid();
+    std::thread::sleep(Duration::from_millis(1100));
+    for d in 0..3 {
+        for i in 0..10 {
+            let p = t.remote.join(format!("d{d}/f{i}.txt"));
+            std::fs::write(&p, "changed on the server").unwrap();
+            std::os::unix::fs::lchown(&p, Some(uid), Some(gid)).unwrap();
+        }
+    }
+    let (code, recs, err) = t.run();
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(actions(&recs, "download").len(), 30, "{err}");
+    let (code, recs, err) = t.run();
+    assert_eq!(code, 0, "{err}");
+    assert!(actions(&recs, "download").is_empty() && actions(&recs, "upload").is_empty());
+}
+
 /// vsftpd lists only minutes (LIST): a folder of many files gets each time from MDTM, spread
 /// over several pooled connections, and every downloaded file carries its exact second.
 #[test]

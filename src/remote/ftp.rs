@@ -165,38 +165,82 @@ struct Idle {
     since: Instant,
 }
 
-/// Logged-in control connections not in use.
+/// Logged-in control connections: the idle ones, and a cap on those in use.
+///
+/// Servers commonly limit connections per client address (ProFTPD `MaxClientsPerHost`,
+/// pure-ftpd `-C`, hosting panels' "421 too many connections"), so at most `cap` connections
+/// (`transfers` + 1) are in use at once and new ones open only when no idle one is left: the
+/// server never sees more than `cap` from one run. A caller waits for a slot; after
+/// [`SLOT_WAIT`] it goes ahead anyway (a warning), so a caller that holds one connection and
+/// needs a second can never deadlock the run.
 struct Pool {
     cfg: ConnConfig,
     idle: Mutex<Vec<Idle>>,
     max_idle: usize,
+    slots: Arc<tokio::sync::Semaphore>,
+}
+
+/// Longest wait for a free connection slot before exceeding the cap (see [`Pool`]).
+const SLOT_WAIT: Duration = Duration::from_secs(30);
+
+/// A connection taken from the pool; its slot is freed when it is dropped or given back.
+struct Lease {
+    conn: Conn,
+    _slot: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl std::ops::Deref for Lease {
+    type Target = Conn;
+    fn deref(&self) -> &Conn {
+        &self.conn
+    }
+}
+
+impl std::ops::DerefMut for Lease {
+    fn deref_mut(&mut self) -> &mut Conn {
+        &mut self.conn
+    }
 }
 
 impl Pool {
     /// A connection: an idle one (checked with NOOP when it idled long), else a new one.
     /// `fresh` says whether it was just opened (a failure on it is not a stale connection).
-    async fn take(&self) -> std::result::Result<(Conn, bool), String> {
+    async fn take(&self) -> std::result::Result<(Lease, bool), String> {
+        let slot = match tokio::time::timeout(SLOT_WAIT, self.slots.clone().acquire_owned()).await {
+            Ok(Ok(p)) => Some(p),
+            _ => {
+                tracing::warn!(
+                    "ftp: every connection stayed busy for {}s; opening one more",
+                    SLOT_WAIT.as_secs()
+                );
+                None
+            }
+        };
         loop {
             let idle = self.idle.lock().unwrap().pop();
             let Some(Idle { mut conn, since }) = idle else {
                 break;
             };
-            if since.elapsed() < KEEPALIVE {
-                return Ok((conn, false));
+            if since.elapsed() >= KEEPALIVE {
+                match tokio::time::timeout(COMMAND_TIMEOUT, conn.noop()).await {
+                    Ok(Ok(())) => {}
+                    _ => {
+                        tracing::debug!("ftp: dropping a pooled connection that failed NOOP");
+                        continue;
+                    }
+                }
             }
-            if let Ok(Ok(())) = tokio::time::timeout(COMMAND_TIMEOUT, conn.noop()).await {
-                return Ok((conn, false));
-            }
-            tracing::debug!("ftp: dropping a pooled connection that failed NOOP");
+            return Ok((Lease { conn, _slot: slot }, false));
         }
-        Ok((open_conn(&self.cfg).await?, true))
+        let conn = open_conn(&self.cfg).await?;
+        Ok((Lease { conn, _slot: slot }, true))
     }
 
-    fn give(&self, conn: Conn) {
+    fn give(&self, lease: Lease) {
         let mut idle = self.idle.lock().unwrap();
         if idle.len() < self.max_idle {
             idle.push(Idle {
-                conn,
+                conn: lease.conn,
                 since: Instant::now(),
             });
         }
@@ -692,8 +736,12 @@ impl FtpRemote {
             cfg,
             idle: Mutex::new(Vec::new()),
             max_idle: job.transfers.max(1) + 1,
+            slots: Arc::new(tokio::sync::Semaphore::new(job.transfers.max(1) + 1)),
         });
-        pool.give(first);
+        pool.give(Lease {
+            conn: first,
+            _slot: None,
+        });
         Ok(FtpRemote {
             rt: Some(rt),
             rth,
@@ -712,7 +760,7 @@ impl FtpRemote {
         Ok(join_server(&self.root, path))
     }
 
-    fn take(&self) -> Result<(Conn, bool)> {
+    fn take(&self) -> Result<(Lease, bool)> {
         self.rth
             .block_on(self.pool.take())
             .map_err(|m| RemoteError::Io {
@@ -730,7 +778,7 @@ impl FtpRemote {
     ) -> std::result::Result<suppaftp::FtpResult<T>, RemoteError> {
         loop {
             let (mut conn, fresh) = self.take()?;
-            let r = self.rth.block_on(f(&mut conn));
+            let r = self.rth.block_on(f(&mut conn.conn));
             match &r {
                 Err(e) if is_connection_failure(e) => {
                     drop(conn);
@@ -969,7 +1017,7 @@ impl FtpRemote {
                             m,
                         ))
                     })?;
-                    let r = mdtm_each(&mut c, &chunk).await;
+                    let r = mdtm_each(&mut c.conn, &chunk).await;
                     match &r {
                         Err(e) if is_connection_failure(e) => drop(c),
                         _ => pool.give(c),
@@ -1023,7 +1071,7 @@ impl Drop for FtpRemote {
 struct FtpReader {
     rth: tokio::runtime::Handle,
     pool: Arc<Pool>,
-    conn: Option<Conn>,
+    conn: Option<Lease>,
     stream: Option<Transfer>,
     path: String,
 }
@@ -1099,7 +1147,7 @@ impl Drop for FtpReader {
 struct FtpWriter {
     rth: tokio::runtime::Handle,
     pool: Arc<Pool>,
-    conn: Option<Conn>,
+    conn: Option<Lease>,
     stream: Option<Transfer>,
     path: String,
     full: String,

@@ -28,6 +28,8 @@ pub struct Options {
     pub mdtm_write: bool,
     /// Active mode only: `PORT` allowed, `PASV`/`EPSV` refused; jobs get `ftp_active = true`.
     pub active: bool,
+    /// vsftpd `max_per_ip`: connections allowed from one address (0 = no limit).
+    pub max_per_ip: u32,
 }
 
 impl Default for Options {
@@ -36,6 +38,7 @@ impl Default for Options {
             tls: false,
             mdtm_write: true,
             active: false,
+            max_per_ip: 0,
         }
     }
 }
@@ -195,7 +198,7 @@ impl Vsftpd {
                      local_umask=022\npam_service_name=vsftpd\n{}\nconnect_from_port_20=NO\n\
                      secure_chroot_dir=/var/run/vsftpd/empty\nseccomp_sandbox=NO\n\
                      use_localtime=NO\nmdtm_write={}\ndelay_failed_login=0\n\
-                     max_login_fails=10\nxferlog_enable=YES\nxferlog_std_format=NO\n\
+                     max_login_fails=10\nmax_per_ip={}\nxferlog_enable=YES\nxferlog_std_format=NO\n\
                      vsftpd_log_file={}/vsftpd.log\n{tls}",
                     if self.opts.active {
                         "pasv_enable=NO\nport_enable=YES"
@@ -203,6 +206,7 @@ impl Vsftpd {
                         "pasv_enable=YES\npasv_address=127.0.0.1\nport_enable=NO"
                     },
                     if self.opts.mdtm_write { "YES" } else { "NO" },
+                    self.opts.max_per_ip,
                     d.display()
                 ),
             )
