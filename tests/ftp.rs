@@ -119,6 +119,111 @@ fn set_mtime(p: &Path, secs: i64) {
     filetime::set_file_mtime(p, filetime::FileTime::from_unix_time(secs, 0)).unwrap();
 }
 
+fn ftp_job(s: &Vsftpd, remote: &Path, local: &Path) -> omnisync::job::Job {
+    use omnisync::job::{Job, Mode, Protocol, Secret};
+    let mut j = Job::local(
+        "t",
+        local.to_path_buf(),
+        remote.to_str().unwrap(),
+        Mode::Upload,
+    );
+    j.protocol = if s.opts.tls {
+        Protocol::Ftps
+    } else {
+        Protocol::Ftp
+    };
+    j.host = Some("127.0.0.1".into());
+    j.port = Some(s.port);
+    j.username = Some(sshd::USER.into());
+    j.password = Secret::File(s.password_file.clone());
+    if s.opts.tls {
+        j.tls_ca_file = Some(s.ca_file());
+    }
+    j
+}
+
+/// The `Remote` contract, operation by operation, against vsftpd (plain, then FTPS).
+#[test]
+fn every_remote_operation_round_trips() {
+    use omnisync::model::Kind;
+    use omnisync::remote::ftp::FtpRemote;
+    use omnisync::remote::{Remote, RootStatus};
+    use std::io::Read;
+    for tls in [false, true] {
+        let s = Vsftpd::start(Options {
+            tls,
+            ..Options::default()
+        });
+        let local = tempfile::tempdir().unwrap();
+        let root = s.data.join("root");
+        let r = FtpRemote::connect(&ftp_job(&s, &root, local.path())).unwrap();
+        let caps = r.capabilities();
+        assert!(caps.set_mtime && caps.resume_write && !caps.server_copy);
+        assert_eq!(caps.mtime_precision_ns, 1_000_000_000);
+        let scheme = if tls { "ftps" } else { "ftp" };
+        assert!(r
+            .describe()
+            .starts_with(&format!("{scheme}://omnitest@127.0.0.1:")));
+        assert_eq!(r.root_status(), RootStatus::Missing);
+        r.create_root().unwrap();
+        assert_eq!(r.root_status(), RootStatus::Dir);
+
+        r.mkdir_all("a/b").unwrap();
+        let data = pattern(3 << 20, 5);
+        let mut w = r.open_write("a/b/f.bin", 0).unwrap();
+        w.write_all(&data[..1 << 20]).unwrap();
+        w.sync().unwrap();
+        w.close().unwrap();
+        // Resume the write at 1 MiB (REST + STOR), in two pieces with a checkpoint between.
+        let mut w = r.open_write("a/b/f.bin", 1 << 20).unwrap();
+        w.write_all(&data[1 << 20..2 << 20]).unwrap();
+        w.sync().unwrap();
+        w.write_all(&data[2 << 20..]).unwrap();
+        w.close().unwrap();
+        assert_eq!(std::fs::read(root.join("a/b/f.bin")).unwrap(), data);
+        // An empty file is still created.
+        r.open_write("a/empty", 0).unwrap().close().unwrap();
+        assert_eq!(std::fs::read(root.join("a/empty")).unwrap(), b"");
+
+        let mut got = Vec::new();
+        r.open_read("a/b/f.bin", 1000)
+            .unwrap()
+            .read_to_end(&mut got)
+            .unwrap();
+        assert_eq!(got, &data[1000..], "REST + RETR");
+
+        r.set_mtime("a/b/f.bin", 1_600_000_000_000_000_000).unwrap();
+        let e = r.stat("a/b/f.bin").unwrap().unwrap();
+        assert_eq!(
+            (e.kind, e.size, e.mtime),
+            (Kind::File, 3 << 20, 1_600_000_000_000_000_000)
+        );
+        assert_eq!(r.stat("a/b").unwrap().unwrap().kind, Kind::Dir);
+        assert!(r.stat("a/nope").unwrap().is_none());
+        let l = r.list("a").unwrap();
+        let mut names: Vec<_> = l
+            .entries
+            .iter()
+            .map(|(n, e)| format!("{n} {}", e.kind.as_str()))
+            .collect();
+        names.sort();
+        assert_eq!(names, vec!["b dir", "empty file"]);
+        assert!(r.list("nope").unwrap_err().is_not_found());
+
+        // Rename over an existing file replaces it.
+        r.rename("a/empty", "a/b/f.bin").unwrap();
+        assert!(r.stat("a/empty").unwrap().is_none());
+        assert_eq!(r.stat("a/b/f.bin").unwrap().unwrap().size, 0);
+        r.remove_file("a/b/f.bin").unwrap();
+        assert!(r.remove_file("a/b/f.bin").unwrap_err().is_not_found());
+        r.remove_dir("a/b").unwrap();
+        assert!(r.remove_dir("a/b").unwrap_err().is_not_found());
+        assert!(r.open_read("a/gone", 0).is_err());
+        // Hostile paths are refused before anything is sent.
+        assert!(r.stat("../etc").is_err());
+    }
+}
+
 #[test]
 fn wrong_password_is_exit_3_without_the_secret() {
     let t = Setup::new(Options::default(), "upload", "");
