@@ -333,6 +333,11 @@ async fn timed<T>(f: impl Future<Output = suppaftp::FtpResult<T>>) -> suppaftp::
         .unwrap_or_else(|_| Err(timeout_err()))
 }
 
+/// Server times in nanoseconds; a server may claim any year up to 9999, which does not fit.
+fn secs_to_ns(secs: i64) -> i64 {
+    secs.saturating_mul(1_000_000_000)
+}
+
 fn now_secs() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -909,7 +914,7 @@ impl FtpRemote {
                     Entry {
                         kind: e.kind,
                         size: e.size,
-                        mtime: e.mtime.unwrap_or(0) * 1_000_000_000,
+                        mtime: secs_to_ns(e.mtime.unwrap_or(0)),
                         inode: None,
                         hash: None,
                     },
@@ -1329,7 +1334,7 @@ impl Remote for FtpRemote {
                 let times = self.mdtm_many(dir, files)?;
                 for (i, t) in times {
                     if let Some(t) = t {
-                        out.entries[i].1.mtime = t * 1_000_000_000;
+                        out.entries[i].1.mtime = secs_to_ns(t);
                     }
                 }
             }
@@ -1360,7 +1365,7 @@ impl Remote for FtpRemote {
                     ListLine::Entry(e) => Ok(Some(Entry {
                         kind: e.kind,
                         size: e.size,
-                        mtime: e.mtime.unwrap_or(0) * 1_000_000_000,
+                        mtime: secs_to_ns(e.mtime.unwrap_or(0)),
                         inode: None,
                         hash: None,
                     })),
@@ -1374,7 +1379,7 @@ impl Remote for FtpRemote {
             return self.stat_by_list(path);
         }
         if let Some((size, mtime)) = self.size_mtime("stat", path, &full)? {
-            return Ok(Some(Entry::file(size, mtime * 1_000_000_000)));
+            return Ok(Some(Entry::file(size, secs_to_ns(mtime))));
         }
         Ok(self.is_dir_full(&full)?.then_some(Entry {
             kind: Kind::Dir,

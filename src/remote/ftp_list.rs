@@ -223,7 +223,9 @@ fn parse_unix_line(line: &str, now: i64) -> ListLine {
                 // Without a year, ls means the last twelve months: a date "in the future"
                 // (beyond a day of clock skew) is last year's.
                 match civil_to_unix(year_now, mo, day, h, m, 0) {
-                    Some(t) if t > now + 86_400 => civil_to_unix(year_now - 1, mo, day, h, m, 0),
+                    Some(t) if t > now.saturating_add(86_400) => {
+                        civil_to_unix(year_now - 1, mo, day, h, m, 0)
+                    }
                     t => t,
                 }
             } else if third.len() == 4 && third.bytes().all(|b| b.is_ascii_digit()) {
@@ -480,6 +482,33 @@ mod tests {
                 };
                 assert_eq!(got, want, "{name}: {line:?}");
             }
+        }
+    }
+
+    proptest::proptest! {
+        /// The parsers see whatever a server sends: they never panic (the role a fuzz target
+        /// would play), and whatever they accept is a single non-empty name.
+        #[test]
+        fn parsers_never_panic(
+            line in proptest::prelude::any::<String>(),
+            listish in "[-dlcpbs][rwxsStT-]{9}[+.@]? {1,3}[0-9]{1,3} [a-z0-9 ]{0,20}[0-9]{1,12} \
+                        (Jan|Feb|Dec|[A-Za-z]{3}) [0-9]{1,2} ([0-9]{1,2}:[0-9]{2}|[0-9]{4}) .{0,12}",
+            dos in "[0-9]{2}-[0-9]{2}-[0-9]{2,4} {1,2}[0-9]{1,2}:[0-9]{2}[AP]?M? +(<DIR>|[0-9,]{1,14}) .{0,12}",
+            facts in "([a-zA-Z.]{1,8}=[a-zA-Z0-9.=:/-]{0,16};){0,5} ?.{0,12}",
+            now in proptest::prelude::any::<i64>(),
+        ) {
+            for l in [&line, &listish, &dos] {
+                if let ListLine::Entry(e) = parse_list_line(l, now) {
+                    proptest::prop_assert!(!e.name.is_empty());
+                }
+            }
+            for l in [&line, &facts] {
+                if let ListLine::Entry(e) = parse_mlsd_line(l) {
+                    proptest::prop_assert!(!e.name.is_empty());
+                }
+            }
+            let _ = parse_timeval(&line);
+            let _ = format_timeval(now);
         }
     }
 
