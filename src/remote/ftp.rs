@@ -1161,6 +1161,9 @@ struct FtpWriter {
     rest_stream: bool,
     /// A data connection was opened at least once (an empty file still needs one STOR).
     opened: bool,
+    /// The server's file ends exactly at `offset`, so `APPE` continues at the right byte (false
+    /// when resuming into a longer partial, which only `REST` can do).
+    appe_ok: bool,
 }
 
 impl FtpWriter {
@@ -1172,23 +1175,36 @@ impl FtpWriter {
                 "the connection was lost earlier",
             ));
         };
-        let (full, offset, rest) = (self.full.as_str(), self.offset, self.rest_stream);
-        let r = self.rth.block_on(async {
-            if offset == 0 {
-                return timed(conn.put_with_stream(full)).await;
-            }
-            if rest {
-                conn.resume_transfer(offset as usize).await?;
-                match timed(conn.put_with_stream(full)).await {
-                    Ok(s) => return Ok(s),
-                    Err(e) if reply_code(&e).is_some_and(|c| (500..600).contains(&c)) => {}
-                    Err(e) => return Err(e),
+        let (full, offset, rest, appe_ok) = (
+            self.full.as_str(),
+            self.offset,
+            self.rest_stream,
+            self.appe_ok,
+        );
+        let r =
+            self.rth.block_on(async {
+                if offset == 0 {
+                    return timed(conn.put_with_stream(full)).await;
                 }
-            }
-            // APPE continues at the server's end of file, which is `offset`: the caller checked
-            // SIZE, and this connection wrote everything before it.
-            timed(conn.append_with_stream(full)).await
-        });
+                if rest {
+                    conn.resume_transfer(offset as usize).await?;
+                    match timed(conn.put_with_stream(full)).await {
+                        Ok(s) => return Ok(s),
+                        Err(e) if reply_code(&e).is_some_and(|c| (500..600).contains(&c)) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                // APPE continues at the server's end of file, which is `offset` when the caller's
+                // SIZE said so, or after this writer's own confirmed chunks.
+                if !appe_ok {
+                    return Err(FtpError::UnexpectedResponse(suppaftp::types::Response::new(
+                    Status::RequestFileActionIgnored,
+                    format!("450 the server refused REST {offset}, and APPE would not resume there")
+                        .into_bytes(),
+                )));
+                }
+                timed(conn.append_with_stream(full)).await
+            });
         match r {
             Ok(s) => {
                 self.stream = Some(s);
@@ -1211,6 +1227,8 @@ impl FtpWriter {
                 self.conn = None;
                 return Err(ftp_err("write", &self.path, e));
             }
+            // The server confirmed every byte: its file ends at `offset` now.
+            self.appe_ok = true;
         }
         Ok(())
     }
@@ -1424,9 +1442,11 @@ impl Remote for FtpRemote {
 
     fn open_write(&self, path: &str, offset: u64) -> Result<Box<dyn WriteHandle>> {
         let full = self.full("write", path)?;
+        let mut appe_ok = offset == 0;
         if offset > 0 {
             // Resume from what the server holds, never from what we think we sent.
             let held = self.size_mtime("write", path, &full)?.map(|(s, _)| s);
+            appe_ok = held == Some(offset);
             match held {
                 Some(h) if h == offset || (h > offset && self.feat.rest_stream) => {}
                 Some(h) => {
@@ -1455,6 +1475,7 @@ impl Remote for FtpRemote {
             offset,
             rest_stream: self.feat.rest_stream,
             opened: false,
+            appe_ok,
         }))
     }
 
