@@ -383,6 +383,44 @@ fn connections_stay_within_transfers_plus_one() {
     assert!(actions(&recs, "download").is_empty() && actions(&recs, "upload").is_empty());
 }
 
+/// A server whose names are Latin-1 bytes: with `ftp_encoding = "latin1"` they arrive as the
+/// same characters in UTF-8; without it they are not UTF-8, so they are reported, never guessed.
+#[test]
+fn latin1_names_with_ftp_encoding_and_reported_without() {
+    use std::os::unix::ffi::OsStrExt;
+    for latin1 in [true, false] {
+        let extra = if latin1 {
+            "ftp_encoding = \"latin1\"\n"
+        } else {
+            ""
+        };
+        let t = Setup::new(Options::default(), "download", extra);
+        std::fs::create_dir_all(&t.remote).unwrap();
+        let name = std::ffi::OsStr::from_bytes(b"caf\xe9.txt");
+        std::fs::write(t.remote.join(name), b"latin").unwrap();
+        std::fs::write(t.remote.join("plain.txt"), b"plain").unwrap();
+        let (uid, gid) = sshd::uid_gid();
+        for e in walk(&t.remote) {
+            std::os::unix::fs::lchown(&e, Some(uid), Some(gid)).unwrap();
+        }
+        let (code, recs, err) = t.run();
+        if latin1 {
+            assert_eq!(code, 0, "{err}");
+            assert_eq!(actions(&recs, "download"), vec!["café.txt", "plain.txt"]);
+            assert_eq!(std::fs::read(t.local.join("café.txt")).unwrap(), b"latin");
+        } else {
+            assert_ne!(
+                code, 0,
+                "a name that cannot be read must show in the exit code"
+            );
+            assert_eq!(actions(&recs, "download"), vec!["plain.txt"], "{err}");
+            let errors = actions(&recs, "error");
+            assert_eq!(errors.len(), 1, "{recs:?}");
+            assert!(errors[0].starts_with("caf"), "{errors:?}");
+        }
+    }
+}
+
 /// vsftpd lists only minutes (LIST): a folder of many files gets each time from MDTM, spread
 /// over several pooled connections, and every downloaded file carries its exact second.
 #[test]
