@@ -528,6 +528,70 @@ fn upload_cut_mid_way_resumes() {
     drop(t.dir);
 }
 
+/// The same cut during a 256 MiB download: the next run continues with `REST` + `RETR`.
+#[test]
+fn download_cut_mid_way_resumes() {
+    const SIZE: usize = 256 << 20;
+    let t = Setup::new(Options::default(), "download", "chunk_size = \"1MiB\"\n");
+    std::fs::create_dir_all(&t.remote).unwrap();
+    let data = pattern(SIZE, 12);
+    std::fs::write(t.remote.join("big.bin"), &data).unwrap();
+    let (uid, gid) = sshd::uid_gid();
+    for e in walk(&t.remote) {
+        std::os::unix::fs::lchown(&e, Some(uid), Some(gid)).unwrap();
+    }
+    let want = *blake3::hash(&data).as_bytes();
+    drop(data);
+
+    let partial = t.local.join("big.bin.omnisync-partial");
+    let mut child = Command::new(bin())
+        .arg("--config")
+        .arg(&t.config)
+        .args(["run", "j", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let len = std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0);
+        if len >= 96 << 20 {
+            assert!(t.s.kill_sessions() >= 1, "no session process to kill");
+            break;
+        }
+        if let Some(st) = child.try_wait().unwrap() {
+            panic!("the run ended before the cut ({st})");
+        }
+        assert!(Instant::now() < deadline, "download did not progress");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_ne!(
+        out.status.code(),
+        Some(0),
+        "the cut run claims success: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!t.local.join("big.bin").exists());
+
+    let (code, recs, err) = t.run();
+    assert_eq!(code, 0, "{err}");
+    let down = recs
+        .iter()
+        .find(|r| r["action"] == "download")
+        .unwrap_or_else(|| panic!("no download in {recs:?}"));
+    let sent = down["bytes"].as_u64().unwrap();
+    assert!(
+        sent <= SIZE as u64 - (64 << 20),
+        "sent {sent}: it did not resume"
+    );
+    let got =
+        omnisync::remote::local::hash_file(std::fs::File::open(t.local.join("big.bin")).unwrap())
+            .unwrap();
+    assert_eq!(got, want, "content differs after resume");
+    assert!(!partial.exists());
+}
+
 // ---------------------------------------------------------------------------------------------
 // A scripted server for what no real server would list
 // ---------------------------------------------------------------------------------------------
