@@ -252,6 +252,13 @@ fn ftps_verifies_the_certificate_and_a_wrong_ca_is_exit_3() {
         std::fs::read(t.remote.join("x.txt")).unwrap(),
         b"secret payload"
     );
+    let out = t.omnisync(&["test", "j"]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("ftps://omnitest@127.0.0.1:") && text.contains("exists and is writable"),
+        "{text}"
+    );
 
     let wrong = Setup::new(
         tls,
