@@ -605,20 +605,21 @@ fn download_cut_mid_way_resumes() {
 
 /// A one-folder FTP server (`/srv`) whose LIST reply is `listing`, served from a thread. Only
 /// `/srv/a.txt` ("hello") can be read; every other path is missing.
-fn fake_server(listing: &'static str) -> u16 {
+fn fake_server(listing: &'static str, mlsd: bool) -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
     std::thread::spawn(move || {
         for conn in l.incoming().flatten() {
             std::thread::spawn(move || {
-                let _ = serve(conn, listing);
+                let _ = serve(conn, listing, mlsd);
             });
         }
     });
     port
 }
 
-fn serve(conn: TcpStream, listing: &str) -> std::io::Result<()> {
+/// With `mlsd`, the server also offers MLST/MLSD (the listing is then MLSD lines) and MFMT.
+fn serve(conn: TcpStream, listing: &str, mlsd: bool) -> std::io::Result<()> {
     let mut out = conn.try_clone()?;
     let mut lines = BufReader::new(conn);
     let mut data: Option<TcpListener> = None;
@@ -636,7 +637,17 @@ fn serve(conn: TcpStream, listing: &str) -> std::io::Result<()> {
             "PASS" => "230 ok".into(),
             "TYPE" | "OPTS" => "200 ok".into(),
             "NOOP" => "200 ok".into(),
+            "FEAT" if mlsd => "211-Features:\r\n EPSV\r\n MDTM\r\n SIZE\r\n MFMT\r\n \
+                               MLST type*;size*;modify*;\r\n211 End"
+                .into(),
             "FEAT" => "211-Features:\r\n EPSV\r\n MDTM\r\n SIZE\r\n211 End".into(),
+            "MLST" if mlsd && arg == "/srv/a.txt" => {
+                "250-Listing\r\n type=file;size=5;modify=20231114221320; /srv/a.txt\r\n250 End"
+                    .into()
+            }
+            "MLST" if mlsd && arg == "/srv" => {
+                "250-Listing\r\n type=dir;modify=20231114221320; /srv\r\n250 End".into()
+            }
             "PWD" => "257 \"/\"".into(),
             "CWD" if arg == "/srv" => "250 ok".into(),
             "SIZE" if arg == "/srv/a.txt" => "213 5".into(),
@@ -647,7 +658,7 @@ fn serve(conn: TcpStream, listing: &str) -> std::io::Result<()> {
                 data = Some(d);
                 format!("229 Entering Extended Passive Mode (|||{p}|)")
             }
-            c @ ("LIST" | "RETR") => {
+            c @ ("LIST" | "MLSD" | "RETR") => {
                 let Some(d) = data.take() else {
                     out.write_all(b"425 no data connection\r\n")?;
                     continue;
@@ -658,7 +669,7 @@ fn serve(conn: TcpStream, listing: &str) -> std::io::Result<()> {
                 }
                 out.write_all(b"150 here it comes\r\n")?;
                 let (mut s, _) = d.accept()?;
-                if c == "LIST" {
+                if c != "RETR" {
                     s.write_all(listing.as_bytes())?;
                 } else {
                     s.write_all(b"hello")?;
@@ -676,6 +687,57 @@ fn serve(conn: TcpStream, listing: &str) -> std::io::Result<()> {
     }
 }
 
+/// A server with MLSD, MLST and MFMT (none of which vsftpd has): listings come from MLSD with
+/// exact seconds, stats from MLST, and the download carries the server's time.
+#[test]
+fn mlsd_and_mlst_servers() {
+    let listing = "type=cdir;modify=20231114221320; .\r\n\
+                   type=file;size=5;modify=20231114221320; a.txt\r\n\
+                   type=OS.unix=symlink;modify=20231114221320; link\r\n";
+    let port = fake_server(listing, true);
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("local");
+    std::fs::create_dir_all(&local).unwrap();
+    let config = dir.path().join("omnisync.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[agent]\nstate_dir = {:?}\n\n[[job]]\nname = \"j\"\nmode = \"download\"\n\
+             protocol = \"ftp\"\nhost = \"127.0.0.1\"\nport = {port}\nusername = \"u\"\n\
+             password = \"p\"\nremote_path = \"/srv\"\nlocal_path = {:?}\n",
+            dir.path().join("state"),
+            local
+        ),
+    )
+    .unwrap();
+    let run = || {
+        let out = Command::new(bin())
+            .arg("--config")
+            .arg(&config)
+            .args(["run", "j", "--json"])
+            .output()
+            .unwrap();
+        let recs: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        (
+            out.status.code(),
+            recs,
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (code, recs, err) = run();
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(actions(&recs, "download"), vec!["a.txt"], "{recs:?}");
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(local.join("a.txt")).unwrap();
+    assert_eq!((m.len(), m.mtime()), (5, 1_700_000_000));
+    let (code, recs, err) = run();
+    assert_eq!(code, Some(0), "{err}");
+    assert!(actions(&recs, "download").is_empty(), "{recs:?}");
+}
+
 #[test]
 fn hostile_names_in_a_listing_are_refused() {
     let listing = "-rw-r--r-- 1 u g 5 Nov 14 22:13 a.txt\r\n\
@@ -684,7 +746,7 @@ fn hostile_names_in_a_listing_are_refused() {
                    -rw-r--r-- 1 u g 5 Nov 14 22:13 sub/slash.txt\r\n\
                    drwxr-xr-x 2 u g 4096 Nov 14 22:13 ..\r\n\
                    this line is no listing at all\r\n";
-    let port = fake_server(listing);
+    let port = fake_server(listing, false);
     let dir = tempfile::tempdir().unwrap();
     let local = dir.path().join("inner/local");
     std::fs::create_dir_all(&local).unwrap();
