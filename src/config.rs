@@ -55,6 +55,8 @@ pub const JOB_KEYS: &[&str] = &[
     "domain",
     "tls_ca_file",
     "tls_insecure_skip_verify",
+    "ftp_active",
+    "ftp_encoding",
     "remote_path",
     "local_path",
     "trigger",
@@ -457,6 +459,7 @@ fn key_protocols(key: &str) -> Option<&'static [Protocol]> {
         "private_key" | "private_key_passphrase_env" | "known_hosts" => Some(&[Sftp]),
         "share" | "domain" => Some(&[Smb]),
         "tls_ca_file" | "tls_insecure_skip_verify" => Some(&[Ftps]),
+        "ftp_active" | "ftp_encoding" => Some(&[Ftp, Ftps]),
         _ => None,
     }
 }
@@ -559,6 +562,16 @@ fn parse_job(sec: &Section<'_, '_>, defaults: &JobDefaults) -> Result<Job, Confi
     let domain = sec.nonempty_string("domain")?;
     let tls_ca_file = sec.path("tls_ca_file")?;
     let tls_insecure_skip_verify = sec.bool("tls_insecure_skip_verify")?.unwrap_or(false);
+    let ftp_active = sec.bool("ftp_active")?.unwrap_or(false);
+    let ftp_encoding = sec.nonempty_string("ftp_encoding")?;
+    if let Some(e) = &ftp_encoding {
+        if crate::remote::ftp::NameEncoding::parse(e).is_none() {
+            return Err(sec.at(
+                "ftp_encoding",
+                format!("{e:?} is not supported (use \"utf-8\" or \"latin1\")"),
+            ));
+        }
+    }
 
     // --- paths
     let local_path = sec.require("local_path", sec.path("local_path")?)?;
@@ -720,6 +733,8 @@ fn parse_job(sec: &Section<'_, '_>, defaults: &JobDefaults) -> Result<Job, Confi
         domain,
         tls_ca_file,
         tls_insecure_skip_verify,
+        ftp_active,
+        ftp_encoding,
         remote_path,
         local_path,
         trigger,
@@ -1876,6 +1891,28 @@ cron = "*/15 * * * *"
         let e = err(&sftp_job("known_hosts = \"/k\"\n").replace("\"sftp\"", "\"ftp\""));
         assert!(
             e.contains("`known_hosts`") && e.contains("only sftp"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn ftp_mode_and_name_encoding() {
+        let ftp = |extra: &str| sftp_job(extra).replace("\"sftp\"", "\"ftp\"");
+        let j = job(&ftp(""));
+        assert!(!j.ftp_active);
+        assert_eq!(j.ftp_encoding, None);
+        let j = job(&ftp("ftp_active = true\nftp_encoding = \"latin1\"\n"));
+        assert!(j.ftp_active);
+        assert_eq!(j.ftp_encoding.as_deref(), Some("latin1"));
+        job(&ftp("ftp_encoding = \"UTF-8\"\n").replace("\"ftp\"", "\"ftps\""));
+        let e = err(&ftp("ftp_encoding = \"ebcdic\"\n"));
+        assert!(
+            e.contains("`ftp_encoding`") && e.contains("\"ebcdic\" is not supported"),
+            "{e}"
+        );
+        let e = err(&sftp_job("ftp_active = true\n"));
+        assert!(
+            e.contains("`ftp_active`") && e.contains("only ftp, ftps"),
             "{e}"
         );
     }

@@ -162,12 +162,9 @@ pub fn open_remote(job: &Job) -> Result<Box<dyn Remote>, RunError> {
         Protocol::Local => Ok(Box::new(LocalFs::new(PathBuf::from(&job.remote_path)))),
         Protocol::Sftp => connected(job, crate::remote::sftp::SftpRemote::connect(job)),
         Protocol::Smb => connected(job, crate::remote::smb::SmbRemote::connect(job)),
-        other => Err(RunError::Usage(format!(
-            "job {:?}: protocol {:?} is not available in this build yet (only \"local\", \"sftp\" \
-             and \"smb\" are); see the README's roadmap",
-            job.name,
-            other.as_str()
-        ))),
+        Protocol::Ftp | Protocol::Ftps => {
+            connected(job, crate::remote::ftp::FtpRemote::connect(job))
+        }
     }
 }
 

@@ -230,6 +230,10 @@ pub struct Job {
     pub domain: Option<String>,
     pub tls_ca_file: Option<PathBuf>,
     pub tls_insecure_skip_verify: bool,
+    /// FTP/FTPS: active mode (`PORT`) instead of passive.
+    pub ftp_active: bool,
+    /// FTP/FTPS: the servers's name encoding (`utf-8` when unset, or `latin1`).
+    pub ftp_encoding: Option<String>,
     pub remote_path: String,
     pub local_path: PathBuf,
     pub trigger: Trigger,
@@ -270,6 +274,8 @@ impl Job {
             domain: None,
             tls_ca_file: None,
             tls_insecure_skip_verify: false,
+            ftp_active: false,
+            ftp_encoding: None,
             remote_path: remote_path.to_string(),
             local_path,
             trigger: Trigger::Manual,

@@ -174,7 +174,9 @@ fn list_one(fs: &dyn Remote, dir: &str, o: &ScanOptions<'_>) -> Listed {
     for bad in listing.bad_names {
         out.errors.push((
             join(dir, &bad),
-            "name is not valid UTF-8; not synced".to_string(),
+            "name cannot be read (not valid UTF-8, or a listing line that was not understood); \
+             not synced"
+                .to_string(),
         ));
     }
     for (name, entry) in listing.entries {

@@ -2208,6 +2208,8 @@ macro_rules! all_scenarios {
             missing_local_root_after_folders_only_sync,
             trash_after_a_file_became_a_folder_the_same_day,
             partials_of_excluded_paths_are_left_alone,
+            #[ftp(ignore = "FTP has no server-side copy (vsftpd offers none; RFC 959 has no COPY)")]
+            #[ftps(ignore = "FTP has no server-side copy (vsftpd offers none; RFC 959 has no COPY)")]
             local_copy_is_a_server_side_copy,
         );
     };
@@ -2241,6 +2243,8 @@ macro_rules! scenario_test {
     (@pick local local, $($r:tt)*) => { scenario_test!(@keep local, $($r)*); };
     (@pick sftp sftp, $($r:tt)*) => { scenario_test!(@keep sftp, $($r)*); };
     (@pick smb smb, $($r:tt)*) => { scenario_test!(@keep smb, $($r)*); };
+    (@pick ftp ftp, $($r:tt)*) => { scenario_test!(@keep ftp, $($r)*); };
+    (@pick ftps ftps, $($r:tt)*) => { scenario_test!(@keep ftps, $($r)*); };
     (@pick $t:ident $tag:ident, $backend:expr, $rest:tt $keep:tt [$($a:tt)*] $name:ident) => {
         scenario_test!($tag, $backend, $rest $keep $name);
     };
@@ -2269,6 +2273,20 @@ mod smb {
     use super::common::smb_backend::SmbBackend;
 
     all_scenarios!(smb, SmbBackend::start());
+}
+
+/// The same scenarios against a real vsftpd on 127.0.0.1 (one server per test): plain FTP.
+mod ftp {
+    use super::common::ftp_backend::FtpBackend;
+
+    all_scenarios!(ftp, FtpBackend::start(false));
+}
+
+/// And over explicit FTPS (AUTH TLS), the server's certificate verified through `tls_ca_file`.
+mod ftps {
+    use super::common::ftp_backend::FtpBackend;
+
+    all_scenarios!(ftps, FtpBackend::start(true));
 }
 
 /// A local copy of a synced file (a plain `cp`: new inode, new mtime) becomes one server-side

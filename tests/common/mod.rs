@@ -15,10 +15,12 @@ use filetime::FileTime;
 use serde_json::Value;
 use tempfile::TempDir;
 
+pub mod ftp_backend;
 pub mod sftp_backend;
 pub mod smb_backend;
 pub mod smbd;
 pub mod sshd;
+pub mod vsftpd;
 
 /// A base mtime for seeded files (2023-11-14T22:13:20Z), whole seconds so that every protocol
 /// can represent it.

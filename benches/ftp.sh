@@ -1,0 +1,192 @@
+#!/usr/bin/env bash
+# FTP benchmark: first upload with omnisync vs `lftp mirror -R`, same parallelism, same vsftpd on
+# 127.0.0.1, same run (issue 5, "Performance"; target: at least as fast as lftp).
+#
+#   benches/ftp.sh                     # 1,000 x 1 MiB and 10,000 x 4 KiB, plain FTP
+#   BENCH_TLS=1 benches/ftp.sh         # the same over explicit FTPS (AUTH TLS)
+#   BENCH_SCALE=small benches/ftp.sh   # every workload 10x smaller
+#
+# Environment:
+#   TMPDIR           where the temp data goes (default /var/tmp)
+#   BENCH_RUNS       runs per tool and workload, best one kept (default 3)
+#   BENCH_PARALLEL   files in flight: omnisync `transfers`, lftp `mirror --parallel` (default 4)
+#   BENCH_TLS        1 = explicit FTPS with a self-signed certificate (both tools verify it)
+#
+# Needs root (vsftpd logs in a system user, `omnibench`, created when missing; not the tests'
+# `omnitest`, whose password the test harnesses reset while they run), vsftpd, lftp and
+# openssl (scripts/apt-packages.txt). vsftpd runs in the foreground from a temp config on a free
+# port and is stopped by its PID. Every run uploads into a fresh, empty server folder; omnisync
+# gets a fresh state folder each time. Both tools read a warm page cache.
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+RUNS="${BENCH_RUNS:-3}"
+PAR="${BENCH_PARALLEL:-4}"
+TLS="${BENCH_TLS:-0}"
+if [[ "${BENCH_SCALE:-full}" == "small" ]]; then DIV=10; else DIV=1; fi
+BIG_FILES=$((1000 / DIV))   # 1 MiB each, 10 folders
+SMALL_FILES=$((10000 / DIV)) # 4 KiB each, 100 folders
+
+die() { echo "ftp-bench: $*" >&2; exit 1; }
+step() { printf '== [%4ds] %s\n' "$SECONDS" "$*"; }
+
+[[ $(id -u) -eq 0 ]] || die "run as root (vsftpd logs in the system user omnibench)"
+for b in /usr/sbin/vsftpd lftp openssl; do
+  command -v "$b" >/dev/null 2>&1 || die "$b is missing: apt-get install -y vsftpd lftp openssl"
+done
+
+step "building omnisync (cargo build --release)"
+(cd "$REPO" && cargo build --release --quiet) || die "cargo build --release failed"
+TARGET_DIR="${CARGO_TARGET_DIR:-$REPO/target}"
+[[ "$TARGET_DIR" = /* ]] || TARGET_DIR="$REPO/$TARGET_DIR"
+OMNI="$TARGET_DIR/release/omnisync"
+[[ -x "$OMNI" ]] || die "no binary at $OMNI"
+
+WORK="$(mktemp -d "${TMPDIR:-/var/tmp}/omnisync-ftpbench.XXXXXX")"
+chmod 755 "$WORK"
+VSFTPD_PID=""
+cleanup() {
+  local rc=$?
+  [[ -n "$VSFTPD_PID" ]] && kill "$VSFTPD_PID" 2>/dev/null || true
+  rm -rf -- "$WORK"
+  exit "$rc"
+}
+trap cleanup EXIT
+
+# --- server
+BUSER=omnibench
+id "$BUSER" >/dev/null 2>&1 || useradd -m -d "/home/$BUSER" -s /bin/bash "$BUSER"
+PW="bench-$RANDOM-$RANDOM"
+echo "$BUSER:$PW" | chpasswd
+printf '%s\n' "$PW" >"$WORK/pw"
+chmod 600 "$WORK/pw"
+mkdir -p "$WORK/srv" /var/run/vsftpd/empty
+chown "$BUSER": "$WORK/srv"
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+PORT=0
+for _ in $(seq 50); do
+  p=$((20000 + RANDOM % 40000))
+  if port_free "$p"; then PORT=$p; break; fi
+done
+((PORT)) || die "no free port found"
+tls_conf="ssl_enable=NO"
+if [[ "$TLS" == 1 ]]; then
+  openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj '/CN=127.0.0.1' \
+    -addext 'subjectAltName=IP:127.0.0.1' -addext 'basicConstraints=critical,CA:FALSE' \
+    -addext 'keyUsage=critical,digitalSignature,keyEncipherment' \
+    -addext 'extendedKeyUsage=serverAuth' \
+    -keyout "$WORK/ftp.key" -out "$WORK/ftp.crt" 2>/dev/null
+  chmod 600 "$WORK/ftp.key"
+  tls_conf="ssl_enable=YES
+allow_anon_ssl=NO
+force_local_logins_ssl=YES
+force_local_data_ssl=YES
+require_ssl_reuse=NO
+ssl_ciphers=HIGH
+rsa_cert_file=$WORK/ftp.crt
+rsa_private_key_file=$WORK/ftp.key"
+fi
+cat >"$WORK/vsftpd.conf" <<EOF
+listen=YES
+listen_ipv6=NO
+listen_address=127.0.0.1
+listen_port=$PORT
+background=NO
+anonymous_enable=NO
+local_enable=YES
+write_enable=YES
+local_umask=022
+pam_service_name=vsftpd
+pasv_enable=YES
+pasv_address=127.0.0.1
+port_enable=NO
+connect_from_port_20=NO
+secure_chroot_dir=/var/run/vsftpd/empty
+seccomp_sandbox=NO
+use_localtime=NO
+$tls_conf
+EOF
+/usr/sbin/vsftpd "$WORK/vsftpd.conf" &
+VSFTPD_PID=$!
+for _ in $(seq 200); do port_free "$PORT" || break; sleep 0.01; done
+port_free "$PORT" && die "vsftpd did not start"
+
+# --- data
+make_tree() { # dir files folders bytes: random content, `files / folders` per folder
+  local dir=$1 n=$2 folders=$3 bytes=$4 i
+  for ((i = 0; i < folders; i++)); do
+    mkdir -p "$dir/d$i"
+    head -c $((n / folders * bytes)) /dev/urandom | split -b "$bytes" -a 4 -d - "$dir/d$i/f"
+  done
+}
+step "creating $BIG_FILES x 1 MiB and $SMALL_FILES x 4 KiB"
+make_tree "$WORK/big" "$BIG_FILES" 10 $((1 << 20))
+make_tree "$WORK/small" "$SMALL_FILES" 100 4096
+
+scheme=ftp
+[[ "$TLS" == 1 ]] && scheme=ftps
+omni_run() { # src dst-folder-name
+  local src=$1 dst=$2
+  rm -rf "$WORK/state"
+  cat >"$WORK/omnisync.toml" <<EOF
+[agent]
+state_dir = "$WORK/state"
+
+[[job]]
+name = "bench"
+protocol = "$scheme"
+mode = "upload"
+host = "127.0.0.1"
+port = $PORT
+username = "$BUSER"
+password_file = "$WORK/pw"
+remote_path = "$WORK/srv/$dst"
+local_path = "$src"
+transfers = $PAR
+trash = false
+EOF
+  [[ "$TLS" == 1 ]] && echo "tls_ca_file = \"$WORK/ftp.crt\"" >>"$WORK/omnisync.toml"
+  "$OMNI" --config "$WORK/omnisync.toml" run bench >/dev/null 2>"$WORK/omni.err" ||
+    die "omnisync failed: $(cat "$WORK/omni.err")"
+}
+lftp_run() { # src dst-folder-name
+  local src=$1 dst=$2 tls_cmds="set ftp:ssl-allow no;"
+  [[ "$TLS" == 1 ]] && tls_cmds="set ftp:ssl-force yes; set ftp:ssl-protect-data yes; set ssl:ca-file $WORK/ftp.crt;"
+  lftp -u "$BUSER,$PW" -p "$PORT" \
+    -e "$tls_cmds set net:max-retries 1; mirror -R --parallel=$PAR --no-perms $src $WORK/srv/$dst; quit" \
+    127.0.0.1 >/dev/null
+}
+count() { find "$1" -type f ! -path '*/.omnisync/*' | wc -l; }
+
+best() { # tool src label
+  local tool=$1 src=$2 label=$3 i t0 t1 t b=""
+  for ((i = 1; i <= RUNS; i++)); do
+    local dst="$label-$tool-$i"
+    t0=$(date +%s.%N)
+    "${tool}_run" "$src" "$dst"
+    t1=$(date +%s.%N)
+    t=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')
+    [[ $(count "$WORK/srv/$dst") -eq $(count "$src") ]] || die "$tool: $dst is incomplete"
+    rm -rf "${WORK:?}/srv/$dst"
+    printf '   %-8s run %d: %.2f s\n' "$tool" "$i" "$t" >&2
+    if [[ -z "$b" ]] || awk -v t="$t" -v b="$b" 'BEGIN { exit !(t < b) }'; then b=$t; fi
+  done
+  echo "$b"
+}
+
+echo "== $(lftp --version | head -1); omnisync $("$OMNI" --version | awk '{ print $2 }'); $scheme; parallel $PAR; best of $RUNS"
+results=()
+for w in big small; do
+  step "workload $w"
+  o=$(best omni "$WORK/$w" "$w")
+  l=$(best lftp "$WORK/$w" "$w")
+  results+=("$w $o $l")
+done
+
+echo
+printf '%-28s %12s %12s %18s\n' "first upload ($scheme, x$PAR)" "omnisync s" "lftp s" "omnisync/lftp"
+for r in "${results[@]}"; do
+  read -r w o l <<<"$r"
+  if [[ $w == big ]]; then name="$BIG_FILES x 1 MiB"; else name="$SMALL_FILES x 4 KiB"; fi
+  printf '%-28s %12.2f %12.2f %18.2f\n' "$name" "$o" "$l" "$(awk -v o="$o" -v l="$l" 'BEGIN { print o / l }')"
+done

@@ -1,0 +1,1601 @@
+//! `protocol = "ftp"` and `"ftps"` (explicit TLS, `AUTH TLS`): a folder on an FTP server.
+//!
+//! The [`Remote`] trait is blocking and called from several threads (the `transfers` workers);
+//! suppaftp's API is async. The backend owns a small tokio runtime and bridges with `block_on`,
+//! as the sftp backend does. FTP runs one command at a time per control connection, so the
+//! backend keeps a small pool of logged-in control connections: a call takes one (a transfer
+//! holds it until its data connection is finished), and gives it back when done.
+//!
+//! Reliability rules, from what breaks in practice:
+//! - Binary mode always (`TYPE I`): ASCII mode, the protocol default, rewrites line endings.
+//! - Passive mode by default, through `EPSV` where the server lists it (the reply carries only
+//!   a port, so a server behind NAT cannot hand out an unreachable private address) and
+//!   otherwise `PASV` with the control connection's address; `ftp_active = true` switches to
+//!   `PORT`.
+//! - A pooled connection idle for [`KEEPALIVE`] gets a `NOOP` before reuse; a dead one is
+//!   dropped and replaced. A command that fails because its connection died is retried once on
+//!   a fresh connection where that is safe (listings, stats, mkdir…; never a transfer, whose
+//!   resume the engine drives from its checkpoints).
+//! - Uploads: `STOR` to the partial name; [`WriteHandle::sync`] finishes the data connection and
+//!   waits for the server's `226`, so a checkpoint only ever claims bytes the server confirmed
+//!   (an upload cut mid-stream leaves the server holding less than was sent). The next chunk
+//!   continues with `REST n` + `STOR`, or `APPE` where the server refuses `REST` for uploads.
+//! - Listings: `MLSD` where FEAT lists `MLST` (exact types, sizes, second-precision UTC
+//!   times), else `LIST -a` (vsftpd hides dotfiles from plain `LIST`) parsed as Unix or DOS
+//!   lines by [`super::ftp_list`], with each file's time from `MDTM` (LIST shows minutes, or
+//!   only days for old files). Lines that cannot be parsed are errors, never guesses.
+//! - Mtimes: `MFMT` where FEAT lists it, else vsftpd's two-argument `MDTM time path`. A server
+//!   that refuses both (vsftpd `mdtm_write=NO`) turns [`Capabilities::set_mtime`] off for the
+//!   rest of the run: the base then records the time the server reports, so `compare = fast`
+//!   sees no change on the next run.
+//!
+//! Limits: an FTP server resolves symlinks itself, so a write below a symlinked folder that was
+//! created on the server after the scan would follow it (the scan sees links as links and never
+//! descends them). There is no server-side copy.
+
+use std::future::Future;
+use std::io::Read;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls_pki_types::pem::PemObject;
+use suppaftp::tokio::{AsyncRustlsConnector, AsyncRustlsFtpStream, ImplAsyncFtpStream};
+use suppaftp::types::FileType;
+use suppaftp::{FtpError, Mode, Status};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::ftp_list::{self, ListLine};
+use super::{
+    check_rel_path, read_secret, Capabilities, CheckedDirs, Listing, Remote, RemoteError, Result,
+    RootStatus, WriteHandle,
+};
+use crate::job::{Job, Protocol};
+use crate::model::{Entry, Kind};
+
+type Conn = AsyncRustlsFtpStream;
+type Transfer = suppaftp::tokio::TransferStream<suppaftp::tokio::AsyncRustlsStream>;
+
+/// TCP connect, per resolved address.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// Greeting, TLS handshake and login together.
+const LOGIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// One control command (a server answering nothing for this long is treated as gone).
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+/// A pooled connection idle this long is checked with `NOOP` before reuse. Servers commonly
+/// drop idle sessions after 300 s (vsftpd's `idle_session_timeout`); NAT boxes sooner.
+const KEEPALIVE: Duration = Duration::from_secs(20);
+/// How long an active-mode data connection may take to arrive.
+const ACTIVE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What the server listed in FEAT (RFC 2389), read once at connect.
+#[derive(Debug, Clone, Copy, Default)]
+struct Features {
+    mlsd: bool,
+    mfmt: bool,
+    mdtm: bool,
+    size: bool,
+    rest_stream: bool,
+    utf8: bool,
+    epsv: bool,
+}
+
+impl Features {
+    fn from_feat(f: &suppaftp::types::Features) -> Features {
+        let has = |k: &str| f.keys().any(|x| x.eq_ignore_ascii_case(k));
+        let value = |k: &str| {
+            f.iter()
+                .find(|(x, _)| x.eq_ignore_ascii_case(k))
+                .and_then(|(_, v)| v.clone())
+                .unwrap_or_default()
+        };
+        Features {
+            mlsd: has("MLST") || has("MLSD"),
+            mfmt: has("MFMT"),
+            mdtm: has("MDTM"),
+            size: has("SIZE"),
+            rest_stream: has("REST") && value("REST").to_ascii_uppercase().contains("STREAM"),
+            utf8: has("UTF8"),
+            epsv: has("EPSV"),
+        }
+    }
+}
+
+/// Names on the wire: UTF-8 (the default and RFC 2640), or Latin-1 for old servers
+/// (`ftp_encoding = "latin1"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NameEncoding {
+    Utf8,
+    Latin1,
+}
+
+impl NameEncoding {
+    pub fn parse(s: &str) -> Option<NameEncoding> {
+        match s.to_ascii_lowercase().replace('_', "-").as_str() {
+            "utf-8" | "utf8" => Some(NameEncoding::Utf8),
+            "latin1" | "latin-1" | "iso-8859-1" | "iso8859-1" => Some(NameEncoding::Latin1),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Latin1;
+
+impl suppaftp::Encoding for Latin1 {
+    fn decode(&self, bytes: &[u8]) -> String {
+        bytes.iter().map(|b| char::from(*b)).collect()
+    }
+
+    fn encode(&self, text: &str) -> std::io::Result<Vec<u8>> {
+        text.chars()
+            .map(|c| {
+                u8::try_from(u32::from(c)).map_err(|_| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::InvalidInput,
+                        format!("{c:?} cannot be written in Latin-1 (ftp_encoding)"),
+                    )
+                })
+            })
+            .collect()
+    }
+}
+
+/// Everything needed to open one more control connection.
+struct ConnConfig {
+    host: String,
+    port: u16,
+    user: String,
+    password: String,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    tls_ca_file: Option<std::path::PathBuf>,
+    active: bool,
+    encoding: NameEncoding,
+    /// Decided from the first connection's FEAT.
+    epsv: AtomicBool,
+    utf8: AtomicBool,
+}
+
+struct Idle {
+    conn: Conn,
+    since: Instant,
+}
+
+/// Logged-in control connections: the idle ones, and a cap on those in use.
+///
+/// Servers commonly limit connections per client address (ProFTPD `MaxClientsPerHost`,
+/// pure-ftpd `-C`, hosting panels' "421 too many connections"), so at most `cap` connections
+/// (`transfers` + 1) are in use at once and new ones open only when no idle one is left: the
+/// server never sees more than `cap` from one run. A caller waits for a slot; after
+/// [`SLOT_WAIT`] it goes ahead anyway (a warning), so a caller that holds one connection and
+/// needs a second can never deadlock the run.
+struct Pool {
+    cfg: ConnConfig,
+    idle: Mutex<Vec<Idle>>,
+    max_idle: usize,
+    slots: Arc<tokio::sync::Semaphore>,
+}
+
+/// Longest wait for a free connection slot before exceeding the cap (see [`Pool`]).
+const SLOT_WAIT: Duration = Duration::from_secs(30);
+
+/// A connection taken from the pool; its slot is freed when it is dropped or given back.
+struct Lease {
+    conn: Conn,
+    _slot: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl std::ops::Deref for Lease {
+    type Target = Conn;
+    fn deref(&self) -> &Conn {
+        &self.conn
+    }
+}
+
+impl std::ops::DerefMut for Lease {
+    fn deref_mut(&mut self) -> &mut Conn {
+        &mut self.conn
+    }
+}
+
+impl Pool {
+    /// A connection: an idle one (checked with NOOP when it idled long), else a new one.
+    /// `fresh` says whether it was just opened (a failure on it is not a stale connection).
+    async fn take(&self) -> std::result::Result<(Lease, bool), String> {
+        let slot = match tokio::time::timeout(SLOT_WAIT, self.slots.clone().acquire_owned()).await {
+            Ok(Ok(p)) => Some(p),
+            _ => {
+                tracing::warn!(
+                    "ftp: every connection stayed busy for {}s; opening one more",
+                    SLOT_WAIT.as_secs()
+                );
+                None
+            }
+        };
+        loop {
+            let idle = self.idle.lock().unwrap().pop();
+            let Some(Idle { mut conn, since }) = idle else {
+                break;
+            };
+            if since.elapsed() >= KEEPALIVE {
+                match tokio::time::timeout(COMMAND_TIMEOUT, conn.noop()).await {
+                    Ok(Ok(())) => {}
+                    _ => {
+                        tracing::debug!("ftp: dropping a pooled connection that failed NOOP");
+                        continue;
+                    }
+                }
+            }
+            return Ok((Lease { conn, _slot: slot }, false));
+        }
+        let conn = open_conn(&self.cfg).await?;
+        Ok((Lease { conn, _slot: slot }, true))
+    }
+
+    fn give(&self, lease: Lease) {
+        let mut idle = self.idle.lock().unwrap();
+        if idle.len() < self.max_idle {
+            idle.push(Idle {
+                conn: lease.conn,
+                since: Instant::now(),
+            });
+        }
+    }
+}
+
+pub struct FtpRemote {
+    /// `Some` until drop.
+    rt: Option<tokio::runtime::Runtime>,
+    rth: tokio::runtime::Handle,
+    pool: Arc<Pool>,
+    feat: Features,
+    /// Modification times can be set (MFMT or vsftpd's MDTM); cleared when the server refuses.
+    can_set_mtime: AtomicBool,
+    /// Absolute server path of `remote_path`, without a trailing slash (`/` stays `/`).
+    root: String,
+    label: String,
+    checked_dirs: CheckedDirs,
+}
+
+fn conn_err(msg: impl Into<String>) -> RemoteError {
+    RemoteError::Connection(msg.into())
+}
+
+fn reply_text(r: &suppaftp::types::Response) -> String {
+    String::from_utf8_lossy(&r.body).trim().to_string()
+}
+
+fn reply_code(e: &FtpError) -> Option<u32> {
+    match e {
+        FtpError::UnexpectedResponse(r) => Some(r.status.code()),
+        _ => None,
+    }
+}
+
+/// The connection itself failed (as opposed to the server refusing a command).
+fn is_connection_failure(e: &FtpError) -> bool {
+    match e {
+        FtpError::ConnectionError(_) | FtpError::BadResponse | FtpError::SecureError(_) => true,
+        // 421: "service not available, closing control connection".
+        FtpError::UnexpectedResponse(r) => r.status.code() == 421,
+        _ => false,
+    }
+}
+
+/// An FTP failure of `op` on `path` as the trait's error.
+fn ftp_err(op: &'static str, path: &str, e: FtpError) -> RemoteError {
+    use std::io::ErrorKind;
+    let (kind, msg) = match &e {
+        FtpError::UnexpectedResponse(r) => {
+            let kind = if r.status.code() == 421 {
+                ErrorKind::ConnectionAborted
+            } else {
+                ErrorKind::Other
+            };
+            (kind, format!("the server replied {}", reply_text(r)))
+        }
+        FtpError::ConnectionError(io) => (
+            ErrorKind::ConnectionAborted,
+            format!("connection lost: {io}"),
+        ),
+        FtpError::SecureError(s) => (ErrorKind::ConnectionAborted, format!("TLS: {s}")),
+        FtpError::BadResponse => (
+            ErrorKind::InvalidData,
+            "the server sent a reply that is not FTP".to_string(),
+        ),
+        other => (ErrorKind::Other, other.to_string()),
+    };
+    RemoteError::Io {
+        op,
+        path: path.to_string(),
+        source: std::io::Error::new(kind, msg),
+    }
+}
+
+fn timeout_err() -> FtpError {
+    FtpError::ConnectionError(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!(
+            "the server did not answer within {}s",
+            COMMAND_TIMEOUT.as_secs()
+        ),
+    ))
+}
+
+/// A command with [`COMMAND_TIMEOUT`].
+async fn timed<T>(f: impl Future<Output = suppaftp::FtpResult<T>>) -> suppaftp::FtpResult<T> {
+    tokio::time::timeout(COMMAND_TIMEOUT, f)
+        .await
+        .unwrap_or_else(|_| Err(timeout_err()))
+}
+
+/// Server times in nanoseconds; a server may claim any year up to 9999, which does not fit.
+fn secs_to_ns(secs: i64) -> i64 {
+    secs.saturating_mul(1_000_000_000)
+}
+
+fn now_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+// ---------------------------------------------------------------------------------------------
+// TLS
+// ---------------------------------------------------------------------------------------------
+
+/// `tls_insecure_skip_verify = true`: accepts any certificate, still checks the handshake's
+/// signatures (so the session is encrypted, only not authenticated).
+#[derive(Debug)]
+struct NoVerify(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for NoVerify {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// Where the system's CA bundle lives on Debian/Ubuntu, Fedora/RHEL, Alpine and openSUSE.
+const SYSTEM_CA_BUNDLES: &[&str] = &[
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/cert.pem",
+    "/etc/ssl/ca-bundle.pem",
+];
+
+fn load_pem_certs(
+    path: &std::path::Path,
+) -> std::result::Result<Vec<CertificateDer<'static>>, String> {
+    let iter = CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut certs = Vec::new();
+    for c in iter {
+        certs.push(c.map_err(|e| format!("{}: not a PEM certificate file: {e}", path.display()))?);
+    }
+    if certs.is_empty() {
+        return Err(format!(
+            "{} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+            path.display()
+        ));
+    }
+    Ok(certs)
+}
+
+/// The rustls client configuration of an `ftps` job, on the ring provider.
+fn tls_config(job: &Job) -> std::result::Result<Arc<rustls::ClientConfig>, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup: {e}"))?;
+    let config = if job.tls_insecure_skip_verify {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
+            .with_no_client_auth()
+    } else {
+        let mut roots = rustls::RootCertStore::empty();
+        let certs = match &job.tls_ca_file {
+            Some(p) => load_pem_certs(p).map_err(|e| format!("tls_ca_file: {e}"))?,
+            None => {
+                let bundle = SYSTEM_CA_BUNDLES
+                    .iter()
+                    .map(std::path::Path::new)
+                    .find(|p| p.exists())
+                    .ok_or_else(|| {
+                        "no system CA bundle found (install ca-certificates, or set tls_ca_file \
+                         to the CA that signed the server's certificate)"
+                            .to_string()
+                    })?;
+                load_pem_certs(bundle)?
+            }
+        };
+        for c in certs {
+            roots.add(c).map_err(|e| {
+                format!("tls_ca_file: a certificate cannot be used as a trust anchor: {e}")
+            })?;
+        }
+        builder.with_root_certificates(roots).with_no_client_auth()
+    };
+    Ok(Arc::new(config))
+}
+
+/// A rustls handshake failure in words a user can act on.
+fn explain_tls(err: &str, cfg: &ConnConfig) -> String {
+    let host = &cfg.host;
+    let trusted = match &cfg.tls_ca_file {
+        Some(p) => format!("the CA in tls_ca_file {}", p.display()),
+        None => "the system's CA bundle".to_string(),
+    };
+    let why = if err.contains("UnknownIssuer") {
+        format!(
+            "the server's certificate is not signed by {trusted} (unknown issuer). Set \
+             tls_ca_file to the PEM file of the CA that issued it (for a self-signed server \
+             certificate: the certificate itself)"
+        )
+    } else if err.contains("BadSignature") {
+        format!(
+            "the server's certificate names an issuer found in {trusted}, but its signature does \
+             not verify with it (a different CA of the same name, or a forged certificate)"
+        )
+    } else if err.contains("NotValidForName") {
+        format!(
+            "the server's certificate is not valid for {host:?}: connect with a host name the \
+             certificate names (its subjectAltName)"
+        )
+    } else if err.contains("Expired") {
+        "the server's certificate has expired".to_string()
+    } else if err.contains("NotValidYet") {
+        "the server's certificate is not valid yet (check this machine's clock)".to_string()
+    } else if err.contains("Revoked") {
+        "the server's certificate is revoked".to_string()
+    } else if err.contains("CaUsedAsEndEntity") {
+        "the server presents a CA certificate (CA:TRUE) as its own; it needs a leaf \
+         certificate (CA:FALSE) signed by that CA"
+            .to_string()
+    } else {
+        format!("the TLS handshake failed ({err})")
+    };
+    format!(
+        "TLS certificate check failed: {why}. (tls_insecure_skip_verify = true skips the check, \
+         leaving the connection open to interception.)"
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Connecting
+// ---------------------------------------------------------------------------------------------
+
+async fn tcp_connect(host: &str, port: u16) -> std::result::Result<tokio::net::TcpStream, String> {
+    let addrs: Vec<SocketAddr> =
+        match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::lookup_host((host, port))).await {
+            Ok(Ok(a)) => a.collect(),
+            Ok(Err(e)) => return Err(format!("cannot resolve host {host:?}: {e}")),
+            Err(_) => {
+                return Err(format!(
+                    "cannot resolve host {host:?}: DNS lookup timed out"
+                ))
+            }
+        };
+    if addrs.is_empty() {
+        return Err(format!("cannot resolve host {host:?}: no addresses"));
+    }
+    let mut last = String::new();
+    for addr in addrs {
+        match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => {
+                let _ = s.set_nodelay(true);
+                return Ok(s);
+            }
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                last = format!(
+                    "connection refused by {addr} (is an FTP server listening on port {port}?)"
+                );
+            }
+            Ok(Err(e)) => last = format!("cannot connect to {addr}: {e}"),
+            Err(_) => {
+                last = format!(
+                    "timed out connecting to {addr} after {}s (firewall or wrong port?)",
+                    CONNECT_TIMEOUT.as_secs()
+                )
+            }
+        }
+    }
+    Err(last)
+}
+
+/// Open, secure, log in and set binary mode: one ready control connection.
+async fn open_conn(cfg: &ConnConfig) -> std::result::Result<Conn, String> {
+    let stream = tcp_connect(&cfg.host, cfg.port).await?;
+    match tokio::time::timeout(LOGIN_TIMEOUT, login(cfg, stream)).await {
+        Ok(r) => r,
+        Err(_) => Err(format!(
+            "the FTP greeting, TLS handshake and login did not finish within {}s",
+            LOGIN_TIMEOUT.as_secs()
+        )),
+    }
+}
+
+async fn login(
+    cfg: &ConnConfig,
+    stream: tokio::net::TcpStream,
+) -> std::result::Result<Conn, String> {
+    let mut conn = ImplAsyncFtpStream::connect_with_stream(stream)
+        .await
+        .map_err(|e| match e {
+            FtpError::UnexpectedResponse(r) => {
+                format!("the server refused the session: {}", reply_text(&r))
+            }
+            e => format!("no FTP greeting from the server: {e}"),
+        })?;
+    if let Some(tls) = &cfg.tls {
+        let connector = AsyncRustlsConnector::from(tokio_rustls::TlsConnector::from(tls.clone()));
+        conn = conn
+            .into_secure(connector, &cfg.host)
+            .await
+            .map_err(|e| match e {
+                FtpError::UnexpectedResponse(r) => format!(
+                    "the server does not offer explicit TLS (AUTH TLS was answered {}); \
+                     protocol = \"ftps\" needs a server with TLS enabled",
+                    reply_text(&r)
+                ),
+                FtpError::SecureError(s) => explain_tls(&s, cfg),
+                FtpError::ConnectionError(io) => explain_tls(&io.to_string(), cfg),
+                e => format!("TLS setup failed: {e}"),
+            })?;
+    }
+    if cfg.active {
+        conn = conn.active_mode(ACTIVE_TIMEOUT);
+    } else if cfg.epsv.load(Ordering::Relaxed) {
+        conn.set_mode(Mode::ExtendedPassive);
+    } else {
+        conn.set_mode(Mode::Passive);
+        conn.set_passive_nat_workaround(true);
+    }
+    if cfg.encoding == NameEncoding::Latin1 {
+        conn.set_encoding(Latin1).await;
+    }
+    conn.login(cfg.user.as_str(), cfg.password.as_str())
+        .await
+        .map_err(|e| match e {
+            FtpError::UnexpectedResponse(r) if r.status.code() == 530 => format!(
+                "authentication failed: the server refused the password for user {:?} ({})",
+                cfg.user,
+                reply_text(&r)
+            ),
+            FtpError::UnexpectedResponse(r) => format!("login refused: {}", reply_text(&r)),
+            e => format!("login failed: {e}"),
+        })?;
+    if cfg.utf8.load(Ordering::Relaxed) && cfg.encoding == NameEncoding::Utf8 {
+        // RFC 2640; servers that always speak UTF-8 answer 5xx, which is fine.
+        let _ = conn
+            .custom_command(
+                "OPTS UTF8 ON",
+                &[Status::CommandOk, Status::CommandNotImplemented],
+            )
+            .await;
+    }
+    conn.transfer_type(FileType::Binary)
+        .await
+        .map_err(|e| format!("the server refused binary mode (TYPE I): {e}"))?;
+    Ok(conn)
+}
+
+/// `remote_path` without trailing slashes (`/` stays `/`, empty = the login folder).
+fn normalize_root(p: &str) -> String {
+    let t = p.trim_end_matches('/');
+    if t.is_empty() {
+        if p.starts_with('/') {
+            "/".into()
+        } else {
+            String::new()
+        }
+    } else {
+        t.to_string()
+    }
+}
+
+fn join_server(root: &str, rel: &str) -> String {
+    if rel.is_empty() {
+        root.to_string()
+    } else if root == "/" {
+        format!("/{rel}")
+    } else {
+        format!("{root}/{rel}")
+    }
+}
+
+impl FtpRemote {
+    /// Connect and log in once (the pool's first connection), read FEAT. Every failure is a
+    /// [`RemoteError::Connection`] naming the cause, never a secret.
+    pub fn connect(job: &Job) -> Result<FtpRemote> {
+        let host = job
+            .host
+            .clone()
+            .filter(|h| !h.is_empty())
+            .ok_or_else(|| conn_err("no host configured"))?;
+        let port = job.port.unwrap_or(21);
+        let user = match &job.username {
+            Some(u) if !u.is_empty() => u.clone(),
+            _ => "anonymous".to_string(),
+        };
+        let password = read_secret(&job.password)
+            .map_err(conn_err)?
+            .unwrap_or_default();
+        let secure = job.protocol == Protocol::Ftps;
+        let scheme = if secure { "ftps" } else { "ftp" };
+        let prefix = format!("{scheme}://{user}@{host}:{port}");
+        let tls = if secure {
+            Some(tls_config(job).map_err(|m| conn_err(format!("{prefix}: {m}")))?)
+        } else {
+            None
+        };
+        let encoding = match job.ftp_encoding.as_deref() {
+            None => NameEncoding::Utf8,
+            Some(e) => NameEncoding::parse(e)
+                .ok_or_else(|| conn_err(format!("ftp_encoding {e:?} is not supported")))?,
+        };
+        let cfg = ConnConfig {
+            host: host.clone(),
+            port,
+            user: user.clone(),
+            password,
+            tls,
+            tls_ca_file: job.tls_ca_file.clone(),
+            active: job.ftp_active,
+            encoding,
+            epsv: AtomicBool::new(false),
+            utf8: AtomicBool::new(false),
+        };
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("omnisync-ftp")
+            .enable_all()
+            .build()
+            .map_err(|e| conn_err(format!("cannot start the I/O runtime: {e}")))?;
+        let rth = rt.handle().clone();
+        let (first, feat, home) = rth
+            .block_on(async {
+                let mut c = open_conn(&cfg).await?;
+                let feat = match timed(c.feat()).await {
+                    Ok(f) => Features::from_feat(&f),
+                    Err(_) => Features::default(), // FEAT is optional (RFC 2389)
+                };
+                let home = if job.remote_path.starts_with('/') {
+                    String::new()
+                } else {
+                    timed(c.pwd())
+                        .await
+                        .map_err(|e| format!("cannot read the login folder (PWD): {e}"))?
+                };
+                Ok::<_, String>((c, feat, home))
+            })
+            .map_err(|m| conn_err(format!("{prefix}: {m}")))?;
+        cfg.epsv.store(feat.epsv, Ordering::Relaxed);
+        cfg.utf8.store(feat.utf8, Ordering::Relaxed);
+        let mut first = first;
+        if !cfg.active && feat.epsv {
+            first.set_mode(Mode::ExtendedPassive);
+        } else if !cfg.active {
+            first.set_passive_nat_workaround(true);
+        }
+        // Absolute paths everywhere: listings change the working folder of a connection.
+        let mut root = normalize_root(&job.remote_path);
+        if !root.starts_with('/') {
+            let home = home.trim_end_matches('/');
+            root = if root.is_empty() {
+                if home.is_empty() {
+                    "/".into()
+                } else {
+                    home.to_string()
+                }
+            } else {
+                format!("{home}/{root}")
+            };
+        }
+        let label = format!("{prefix}{root}");
+        let pool = Arc::new(Pool {
+            cfg,
+            idle: Mutex::new(Vec::new()),
+            max_idle: job.transfers.max(1) + 1,
+            slots: Arc::new(tokio::sync::Semaphore::new(job.transfers.max(1) + 1)),
+        });
+        pool.give(Lease {
+            conn: first,
+            _slot: None,
+        });
+        Ok(FtpRemote {
+            rt: Some(rt),
+            rth,
+            pool,
+            can_set_mtime: AtomicBool::new(feat.mfmt || feat.mdtm),
+            feat,
+            root,
+            label,
+            checked_dirs: CheckedDirs::default(),
+        })
+    }
+
+    /// The server path of a relative path.
+    fn full(&self, op: &'static str, path: &str) -> Result<String> {
+        check_rel_path(path).map_err(|e| RemoteError::refused(op, path, e))?;
+        Ok(join_server(&self.root, path))
+    }
+
+    fn take(&self) -> Result<(Lease, bool)> {
+        self.rth
+            .block_on(self.pool.take())
+            .map_err(|m| RemoteError::Io {
+                op: "connect",
+                path: String::new(),
+                source: std::io::Error::new(std::io::ErrorKind::ConnectionAborted, m),
+            })
+    }
+
+    /// Run commands on a pooled connection. A connection that failed is dropped; when it was
+    /// a reused one (it may have died while idle), the commands run once more on a fresh one.
+    fn with_conn<T>(
+        &self,
+        mut f: impl AsyncFnMut(&mut Conn) -> suppaftp::FtpResult<T>,
+    ) -> std::result::Result<suppaftp::FtpResult<T>, RemoteError> {
+        loop {
+            let (mut conn, fresh) = self.take()?;
+            let r = self.rth.block_on(f(&mut conn.conn));
+            match &r {
+                Err(e) if is_connection_failure(e) => {
+                    drop(conn);
+                    if !fresh {
+                        tracing::debug!("ftp: connection lost ({e}); retrying on a new one");
+                        continue;
+                    }
+                }
+                _ => self.pool.give(conn),
+            }
+            return Ok(r);
+        }
+    }
+
+    /// [`Self::with_conn`], with the FTP error mapped for `op` on `path`.
+    fn cmd<T>(
+        &self,
+        op: &'static str,
+        path: &str,
+        f: impl AsyncFnMut(&mut Conn) -> suppaftp::FtpResult<T>,
+    ) -> Result<T> {
+        self.with_conn(f)?.map_err(|e| ftp_err(op, path, e))
+    }
+
+    fn is_dir_full(&self, full: &str) -> Result<bool> {
+        let r = self.with_conn(async |c| timed(c.cwd(full)).await)?;
+        match r {
+            Ok(()) => Ok(true),
+            Err(e) if reply_code(&e).is_some_and(|c| (500..600).contains(&c)) => Ok(false),
+            Err(e) => Err(ftp_err("stat", full, e)),
+        }
+    }
+
+    /// SIZE and MDTM of a server path: `Ok(None)` when SIZE refuses it (missing, or a folder).
+    fn size_mtime(&self, op: &'static str, path: &str, full: &str) -> Result<Option<(u64, i64)>> {
+        let mdtm = self.feat.mdtm;
+        let r = self.with_conn(async |c| {
+            let size = match timed(c.size(full)).await {
+                Ok(s) => s as u64,
+                Err(e) if reply_code(&e).is_some_and(|c| (500..600).contains(&c)) => {
+                    return Ok(None)
+                }
+                Err(e) => return Err(e),
+            };
+            let mtime = if mdtm {
+                match timed(mdtm_secs(c, full)).await {
+                    Ok(t) => t,
+                    Err(e) if reply_code(&e).is_some_and(|c| (500..600).contains(&c)) => 0,
+                    Err(e) => return Err(e),
+                }
+            } else {
+                0
+            };
+            Ok(Some((size, mtime)))
+        })?;
+        r.map_err(|e| ftp_err(op, path, e))
+    }
+
+    /// Find one entry by listing its parent (servers without SIZE, or MLST).
+    fn stat_by_list(&self, path: &str) -> Result<Option<Entry>> {
+        let name = super::file_name(path);
+        let listing = match self.list_raw(super::parent(path)) {
+            Ok(l) => l,
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        Ok(listing
+            .entries
+            .into_iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, e)| e))
+    }
+
+    /// The listing of a folder, without the per-file MDTM pass.
+    fn list_raw(&self, dir: &str) -> Result<Listing> {
+        let full = self.full("list", dir)?;
+        let mlsd = self.feat.mlsd;
+        let r = self.with_conn(async |c| {
+            if mlsd {
+                return timed(c.mlsd(Some(&full))).await.map(|l| (l, true));
+            }
+            // CWD first: LIST's argument is an `ls` pattern on many servers, and a name with
+            // spaces or a leading '-' would be taken apart.
+            timed(c.cwd(&full)).await?;
+            match timed(c.list(Some("-a"))).await {
+                Ok(l) => Ok((l, false)),
+                Err(e) if reply_code(&e).is_some_and(|c| (500..600).contains(&c)) => {
+                    timed(c.list(None)).await.map(|l| (l, false))
+                }
+                Err(e) => Err(e),
+            }
+        })?;
+        let (lines, machine) = match r {
+            Ok(x) => x,
+            Err(e) if reply_code(&e).is_some_and(|c| (500..600).contains(&c)) => {
+                // A listing refused: missing (550), or not readable.
+                if self.is_dir_full(&full)? {
+                    return Err(ftp_err("list", dir, e));
+                }
+                return Err(RemoteError::NotFound {
+                    op: "list",
+                    path: dir.to_string(),
+                });
+            }
+            Err(e) => return Err(ftp_err("list", dir, e)),
+        };
+        let now = now_secs();
+        let mut out = Listing::default();
+        for line in lines {
+            let parsed = if machine {
+                ftp_list::parse_mlsd_line(&line)
+            } else {
+                ftp_list::parse_list_line(&line, now)
+            };
+            match parsed {
+                ListLine::Skip => {}
+                ListLine::Bad(l) => {
+                    tracing::error!(dir, line = %l, "ftp: listing line not understood; not synced");
+                    out.bad_names
+                        .push(format!("(unparseable listing line: {l:?})"));
+                }
+                ListLine::Entry(e) if e.name.contains('\u{FFFD}') => {
+                    // Not valid in the name encoding: cannot be addressed again.
+                    out.bad_names.push(e.name);
+                }
+                ListLine::Entry(e) => out.entries.push((
+                    e.name,
+                    Entry {
+                        kind: e.kind,
+                        size: e.size,
+                        mtime: secs_to_ns(e.mtime.unwrap_or(0)),
+                        inode: None,
+                        hash: None,
+                    },
+                )),
+            }
+        }
+        Ok(out)
+    }
+
+    fn mkdir_one(&self, op: &'static str, rel: &str, full: &str) -> Result<()> {
+        if self.is_dir_full(full)? {
+            return Ok(());
+        }
+        let r = self.with_conn(async |c| timed(c.mkdir(full)).await)?;
+        match r {
+            Ok(()) => Ok(()),
+            // Created by another transfer thread in between?
+            Err(e) => match self.is_dir_full(full)? {
+                true => Ok(()),
+                false => Err(ftp_err(op, rel, e)),
+            },
+        }
+    }
+
+    fn set_mtime_full(&self, path: &str, full: &str, secs: i64) -> Result<()> {
+        let stamp = ftp_list::format_timeval(secs);
+        let cmd = if self.feat.mfmt {
+            format!("MFMT {stamp} {full}")
+        } else {
+            format!("MDTM {stamp} {full}")
+        };
+        let r = self.with_conn(async |c| {
+            timed(c.custom_command(cmd.as_str(), &[Status::File, Status::CommandOk])).await
+        })?;
+        match r {
+            Ok(_) => Ok(()),
+            Err(e) if reply_code(&e).is_some_and(|c| (500..600).contains(&c)) => {
+                // Refused: does the file exist? Then the server cannot set times at all.
+                if self.size_mtime("set mtime", path, full)?.is_none() {
+                    return Err(ftp_err("set mtime", path, e));
+                }
+                if self.can_set_mtime.swap(false, Ordering::Relaxed) {
+                    let why = match &e {
+                        FtpError::UnexpectedResponse(r) => reply_text(r),
+                        e => e.to_string(),
+                    };
+                    tracing::info!(
+                        remote = %self.label,
+                        "the server cannot set modification times ({why}); the state records \
+                         the times it reports instead"
+                    );
+                }
+                Ok(())
+            }
+            Err(e) => Err(ftp_err("set mtime", path, e)),
+        }
+    }
+}
+
+/// MDTM of each `(index, path)`: `None` where the server refuses (gone since the listing).
+async fn mdtm_each(
+    c: &mut Conn,
+    files: &[(usize, String)],
+) -> suppaftp::FtpResult<Vec<(usize, Option<i64>)>> {
+    let mut times = Vec::with_capacity(files.len());
+    for (i, p) in files {
+        match timed(mdtm_secs(c, p)).await {
+            Ok(t) => times.push((*i, Some(t))),
+            Err(e) if reply_code(&e).is_some_and(|c| (500..600).contains(&c)) => {
+                times.push((*i, None))
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(times)
+}
+
+/// Files per connection before a listing's MDTM pass spreads over more pooled connections:
+/// one MDTM is one round trip, so a folder of 10,000 files costs 10,000 round trips, divided
+/// by the connections asking at once.
+const MDTM_PER_CONN: usize = 64;
+
+impl FtpRemote {
+    fn mdtm_many(
+        &self,
+        dir: &str,
+        files: Vec<(usize, String)>,
+    ) -> Result<Vec<(usize, Option<i64>)>> {
+        let conns = files
+            .len()
+            .div_ceil(MDTM_PER_CONN)
+            .clamp(1, self.pool.max_idle);
+        if conns == 1 {
+            return self.cmd("list", dir, async |c| mdtm_each(c, &files).await);
+        }
+        let per = files.len().div_ceil(conns);
+        let r = self.rth.block_on(async {
+            let mut set = tokio::task::JoinSet::new();
+            for chunk in files.chunks(per) {
+                let (pool, chunk) = (self.pool.clone(), chunk.to_vec());
+                set.spawn(async move {
+                    let (mut c, _) = pool.take().await.map_err(|m| {
+                        FtpError::ConnectionError(std::io::Error::new(
+                            std::io::ErrorKind::ConnectionAborted,
+                            m,
+                        ))
+                    })?;
+                    let r = mdtm_each(&mut c.conn, &chunk).await;
+                    match &r {
+                        Err(e) if is_connection_failure(e) => drop(c),
+                        _ => pool.give(c),
+                    }
+                    r
+                });
+            }
+            let mut all = Vec::with_capacity(files.len());
+            while let Some(joined) = set.join_next().await {
+                let part = joined.map_err(|e| {
+                    FtpError::ConnectionError(std::io::Error::other(format!("MDTM task: {e}")))
+                })??;
+                all.extend(part);
+            }
+            Ok(all)
+        });
+        r.map_err(|e| ftp_err("list", dir, e))
+    }
+}
+
+/// MDTM of a path, in seconds (suppaftp parses the reply as a naive UTC time).
+async fn mdtm_secs(c: &mut Conn, full: &str) -> suppaftp::FtpResult<i64> {
+    let t = c.mdtm(full).await?;
+    Ok(t.and_utc().timestamp())
+}
+
+impl Drop for FtpRemote {
+    fn drop(&mut self) {
+        let idle: Vec<Idle> = std::mem::take(&mut *self.pool.idle.lock().unwrap());
+        if !idle.is_empty() {
+            let _ = self.rth.block_on(async {
+                tokio::time::timeout(Duration::from_secs(2), async {
+                    for mut i in idle {
+                        let _ = i.conn.quit().await;
+                    }
+                })
+                .await
+            });
+        }
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_timeout(Duration::from_secs(1));
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Transfers
+// ---------------------------------------------------------------------------------------------
+
+/// A download: one control connection and its data connection, from `RETR` (after `REST`).
+struct FtpReader {
+    rth: tokio::runtime::Handle,
+    pool: Arc<Pool>,
+    conn: Option<Lease>,
+    stream: Option<Transfer>,
+    path: String,
+}
+
+impl Read for FtpReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        let Some(stream) = self.stream.as_mut() else {
+            return Ok(0);
+        };
+        if out.is_empty() {
+            return Ok(0);
+        }
+        let n = self
+            .rth
+            .block_on(async {
+                tokio::time::timeout(COMMAND_TIMEOUT, stream.read(out))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            "no data from the server for 60s",
+                        ))
+                    })
+            })
+            .inspect_err(|_| {
+                self.stream = None;
+                self.conn = None;
+            })?;
+        if n == 0 {
+            // End of data: the server's 226 says the whole file was sent.
+            let stream = self.stream.take().expect("checked above");
+            let done = self.rth.block_on(timed(stream.finish()));
+            match done {
+                Ok(()) => {
+                    if let Some(c) = self.conn.take() {
+                        self.pool.give(c);
+                    }
+                }
+                Err(e) => {
+                    self.conn = None;
+                    return Err(std::io::Error::other(
+                        ftp_err("read", &self.path, e).to_string(),
+                    ));
+                }
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// How long a reader dropped before end of data waits for the server's transfer reply.
+const FINISH_ON_DROP: Duration = Duration::from_secs(5);
+
+impl Drop for FtpReader {
+    fn drop(&mut self) {
+        // The engine stops reading at the size it expects, before the data connection's end:
+        // close it and read the transfer reply, so the control connection can be reused. A
+        // download abandoned midway gets a 426 instead; then the connection is dropped.
+        let (Some(stream), Some(conn)) = (self.stream.take(), self.conn.take()) else {
+            return;
+        };
+        let done = self
+            .rth
+            .block_on(async { tokio::time::timeout(FINISH_ON_DROP, stream.finish()).await });
+        if let Ok(Ok(())) = done {
+            self.pool.give(conn);
+        }
+    }
+}
+
+/// An upload from `offset`: `STOR` (after `REST`), or `APPE`; one data connection per chunk
+/// between checkpoints.
+struct FtpWriter {
+    rth: tokio::runtime::Handle,
+    pool: Arc<Pool>,
+    conn: Option<Lease>,
+    stream: Option<Transfer>,
+    path: String,
+    full: String,
+    /// Bytes the server holds or is being sent.
+    offset: u64,
+    rest_stream: bool,
+    /// A data connection was opened at least once (an empty file still needs one STOR).
+    opened: bool,
+    /// The server's file ends exactly at `offset`, so `APPE` continues at the right byte (false
+    /// when resuming into a longer partial, which only `REST` can do).
+    appe_ok: bool,
+}
+
+impl FtpWriter {
+    fn open_stream(&mut self) -> Result<()> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Err(RemoteError::refused(
+                "write",
+                &self.path,
+                "the connection was lost earlier",
+            ));
+        };
+        let (full, offset, rest, appe_ok) = (
+            self.full.as_str(),
+            self.offset,
+            self.rest_stream,
+            self.appe_ok,
+        );
+        let r =
+            self.rth.block_on(async {
+                if offset == 0 {
+                    return timed(conn.put_with_stream(full)).await;
+                }
+                if rest {
+                    conn.resume_transfer(offset as usize).await?;
+                    match timed(conn.put_with_stream(full)).await {
+                        Ok(s) => return Ok(s),
+                        Err(e) if reply_code(&e).is_some_and(|c| (500..600).contains(&c)) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                // APPE continues at the server's end of file, which is `offset` when the caller's
+                // SIZE said so, or after this writer's own confirmed chunks.
+                if !appe_ok {
+                    return Err(FtpError::UnexpectedResponse(suppaftp::types::Response::new(
+                    Status::RequestFileActionIgnored,
+                    format!("450 the server refused REST {offset}, and APPE would not resume there")
+                        .into_bytes(),
+                )));
+                }
+                timed(conn.append_with_stream(full)).await
+            });
+        match r {
+            Ok(s) => {
+                self.stream = Some(s);
+                self.opened = true;
+                Ok(())
+            }
+            Err(e) => {
+                if is_connection_failure(&e) {
+                    self.conn = None;
+                }
+                Err(ftp_err("write", &self.path, e))
+            }
+        }
+    }
+
+    /// Close the data connection and wait for the server's verdict on it.
+    fn finish_stream(&mut self) -> Result<()> {
+        if let Some(s) = self.stream.take() {
+            if let Err(e) = self.rth.block_on(timed(s.finish())) {
+                self.conn = None;
+                return Err(ftp_err("write", &self.path, e));
+            }
+            // The server confirmed every byte: its file ends at `offset` now.
+            self.appe_ok = true;
+        }
+        Ok(())
+    }
+}
+
+impl WriteHandle for FtpWriter {
+    fn write_all(&mut self, data: &[u8]) -> Result<()> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        if self.stream.is_none() {
+            self.open_stream()?;
+        }
+        let stream = self.stream.as_mut().expect("opened above");
+        let r = self.rth.block_on(async {
+            tokio::time::timeout(COMMAND_TIMEOUT, stream.write_all(data))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "the server took no data for 60s",
+                    ))
+                })
+        });
+        if let Err(e) = r {
+            self.stream = None;
+            self.conn = None;
+            return Err(RemoteError::io("write", &self.path, e));
+        }
+        self.offset += data.len() as u64;
+        Ok(())
+    }
+
+    fn sync(&mut self) -> Result<()> {
+        self.finish_stream()
+    }
+
+    fn close(mut self: Box<Self>) -> Result<()> {
+        if !self.opened && self.offset == 0 {
+            self.open_stream()?;
+        }
+        self.finish_stream()?;
+        if let Some(c) = self.conn.take() {
+            self.pool.give(c);
+        }
+        Ok(())
+    }
+}
+
+impl Drop for FtpWriter {
+    fn drop(&mut self) {
+        self.stream = None;
+        self.conn = None;
+    }
+}
+
+impl Remote for FtpRemote {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            server_copy: false,
+            set_mtime: self.can_set_mtime.load(Ordering::Relaxed),
+            content_hash: false,
+            resume_write: true,
+            case_insensitive: false,
+            inodes: false,
+            // MLSD and MDTM give seconds; plain LIST only minutes.
+            mtime_precision_ns: if self.feat.mlsd || self.feat.mdtm {
+                1_000_000_000
+            } else {
+                60_000_000_000
+            },
+        }
+    }
+
+    fn describe(&self) -> String {
+        self.label.clone()
+    }
+
+    fn root_status(&self) -> RootStatus {
+        match self.is_dir_full(&self.root) {
+            Ok(true) => {}
+            Ok(false) => {
+                return match self.size_mtime("stat", "", &self.root) {
+                    Ok(Some(_)) => RootStatus::NotDir,
+                    Ok(None) => RootStatus::Missing,
+                    Err(e) => RootStatus::Unreadable(e.to_string()),
+                }
+            }
+            Err(e) => return RootStatus::Unreadable(e.to_string()),
+        }
+        match self.list_raw("") {
+            Ok(_) => RootStatus::Dir,
+            Err(e) => RootStatus::Unreadable(e.to_string()),
+        }
+    }
+
+    fn create_root(&self) -> Result<()> {
+        let mut prefix = String::new();
+        for part in self.root.split('/').filter(|p| !p.is_empty()) {
+            prefix.push('/');
+            prefix.push_str(part);
+            self.mkdir_one("mkdir", "", &prefix)?;
+        }
+        Ok(())
+    }
+
+    fn list(&self, dir: &str) -> Result<Listing> {
+        let mut out = self.list_raw(dir)?;
+        if !self.feat.mlsd && self.feat.mdtm {
+            // LIST times are minutes (or days): ask each file's exact time.
+            let dir_full = self.full("list", dir)?;
+            let files: Vec<(usize, String)> = out
+                .entries
+                .iter()
+                .enumerate()
+                // Hostile names are refused by the scan: never send them to the server.
+                .filter(|(_, (n, e))| e.kind == Kind::File && super::check_name(n).is_ok())
+                .map(|(i, (n, _))| (i, join_server(&dir_full, n)))
+                .collect();
+            if !files.is_empty() {
+                let times = self.mdtm_many(dir, files)?;
+                for (i, t) in times {
+                    if let Some(t) = t {
+                        out.entries[i].1.mtime = secs_to_ns(t);
+                    }
+                }
+            }
+        }
+        for (name, e) in &out.entries {
+            if e.kind == Kind::Dir {
+                self.checked_dirs.insert(super::join(dir, name));
+            }
+        }
+        Ok(out)
+    }
+
+    fn stat(&self, path: &str) -> Result<Option<Entry>> {
+        let full = self.full("stat", path)?;
+        if path.is_empty() {
+            return Ok(self.is_dir_full(&full)?.then_some(Entry {
+                kind: Kind::Dir,
+                size: 0,
+                mtime: 0,
+                inode: None,
+                hash: None,
+            }));
+        }
+        if self.feat.mlsd {
+            let r = self.with_conn(async |c| timed(c.mlst(Some(&full))).await)?;
+            return match r {
+                Ok(line) => match ftp_list::parse_mlsd_line(&line) {
+                    ListLine::Entry(e) => Ok(Some(Entry {
+                        kind: e.kind,
+                        size: e.size,
+                        mtime: secs_to_ns(e.mtime.unwrap_or(0)),
+                        inode: None,
+                        hash: None,
+                    })),
+                    _ => Ok(None),
+                },
+                Err(e) if reply_code(&e).is_some_and(|c| (500..600).contains(&c)) => Ok(None),
+                Err(e) => Err(ftp_err("stat", path, e)),
+            };
+        }
+        if !self.feat.size {
+            return self.stat_by_list(path);
+        }
+        if let Some((size, mtime)) = self.size_mtime("stat", path, &full)? {
+            return Ok(Some(Entry::file(size, secs_to_ns(mtime))));
+        }
+        Ok(self.is_dir_full(&full)?.then_some(Entry {
+            kind: Kind::Dir,
+            size: 0,
+            mtime: 0,
+            inode: None,
+            hash: None,
+        }))
+    }
+
+    fn open_read(&self, path: &str, offset: u64) -> Result<Box<dyn Read + Send>> {
+        let full = self.full("read", path)?;
+        let (mut conn, _) = self.take()?;
+        let r = self.rth.block_on(async {
+            if offset > 0 {
+                conn.resume_transfer(offset as usize).await?;
+            }
+            timed(conn.retr_as_stream(&full)).await
+        });
+        match r {
+            Ok(stream) => Ok(Box::new(FtpReader {
+                rth: self.rth.clone(),
+                pool: self.pool.clone(),
+                conn: Some(conn),
+                stream: Some(stream),
+                path: path.to_string(),
+            })),
+            Err(e) => {
+                if !is_connection_failure(&e) {
+                    self.pool.give(conn);
+                }
+                if reply_code(&e) == Some(550) && self.stat(path)?.is_none() {
+                    return Err(RemoteError::NotFound {
+                        op: "read",
+                        path: path.to_string(),
+                    });
+                }
+                Err(ftp_err("read", path, e))
+            }
+        }
+    }
+
+    fn open_write(&self, path: &str, offset: u64) -> Result<Box<dyn WriteHandle>> {
+        let full = self.full("write", path)?;
+        let mut appe_ok = offset == 0;
+        if offset > 0 {
+            // Resume from what the server holds, never from what we think we sent.
+            let held = self.size_mtime("write", path, &full)?.map(|(s, _)| s);
+            appe_ok = held == Some(offset);
+            match held {
+                Some(h) if h == offset || (h > offset && self.feat.rest_stream) => {}
+                Some(h) => {
+                    return Err(RemoteError::refused(
+                        "write",
+                        path,
+                        format!("cannot resume at byte {offset}: the server holds {h} bytes"),
+                    ))
+                }
+                None => {
+                    return Err(RemoteError::NotFound {
+                        op: "write",
+                        path: path.to_string(),
+                    })
+                }
+            }
+        }
+        let (conn, _) = self.take()?;
+        Ok(Box::new(FtpWriter {
+            rth: self.rth.clone(),
+            pool: self.pool.clone(),
+            conn: Some(conn),
+            stream: None,
+            path: path.to_string(),
+            full,
+            offset,
+            rest_stream: self.feat.rest_stream,
+            opened: false,
+            appe_ok,
+        }))
+    }
+
+    fn rename(&self, from: &str, to: &str) -> Result<()> {
+        let (f, t) = (self.full("rename", from)?, self.full("rename", to)?);
+        let r = self.with_conn(async |c| timed(c.rename(&f, &t)).await)?;
+        if let Err(e) = r {
+            // Servers that refuse to replace: remove a file target, then rename again.
+            match (self.stat(from)?, self.stat(to)?) {
+                (Some(s), Some(d)) if s.is_file() && d.is_file() => {
+                    self.cmd("rename", to, async |c| timed(c.rm(&t)).await)?;
+                    self.cmd("rename", from, async |c| timed(c.rename(&f, &t)).await)?;
+                }
+                (None, _) => {
+                    return Err(RemoteError::NotFound {
+                        op: "rename",
+                        path: from.to_string(),
+                    })
+                }
+                _ => return Err(ftp_err("rename", from, e)),
+            }
+        }
+        self.checked_dirs.forget(from);
+        Ok(())
+    }
+
+    fn remove_file(&self, path: &str) -> Result<()> {
+        let full = self.full("remove", path)?;
+        let r = self.with_conn(async |c| timed(c.rm(&full)).await)?;
+        match r {
+            Ok(()) => Ok(()),
+            Err(e) if reply_code(&e) == Some(550) && self.stat(path)?.is_none() => {
+                Err(RemoteError::NotFound {
+                    op: "remove",
+                    path: path.to_string(),
+                })
+            }
+            Err(e) => Err(ftp_err("remove", path, e)),
+        }
+    }
+
+    fn remove_dir(&self, path: &str) -> Result<()> {
+        let full = self.full("rmdir", path)?;
+        let r = self.with_conn(async |c| timed(c.rmdir(&full)).await)?;
+        match r {
+            Ok(()) => {
+                self.checked_dirs.forget(path);
+                Ok(())
+            }
+            Err(e) if reply_code(&e) == Some(550) && !self.is_dir_full(&full)? => {
+                Err(RemoteError::NotFound {
+                    op: "rmdir",
+                    path: path.to_string(),
+                })
+            }
+            Err(e) => Err(ftp_err("rmdir", path, e)),
+        }
+    }
+
+    fn mkdir_all(&self, dir: &str) -> Result<()> {
+        self.checked_dirs.walk(dir, |prefix| {
+            let full = self.full("mkdir", prefix)?;
+            self.mkdir_one("mkdir", dir, &full)
+        })
+    }
+
+    fn set_mtime(&self, path: &str, mtime_ns: i64) -> Result<()> {
+        if !self.can_set_mtime.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let full = self.full("set mtime", path)?;
+        self.set_mtime_full(path, &full, mtime_ns.div_euclid(1_000_000_000))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roots_and_paths() {
+        assert_eq!(normalize_root("/srv/x/"), "/srv/x");
+        assert_eq!(normalize_root("/"), "/");
+        assert_eq!(normalize_root(""), "");
+        assert_eq!(join_server("/", "a/b"), "/a/b");
+        assert_eq!(join_server("/srv", "a"), "/srv/a");
+        assert_eq!(join_server("/srv", ""), "/srv");
+    }
+
+    #[test]
+    fn encodings() {
+        use suppaftp::Encoding;
+        assert_eq!(NameEncoding::parse("UTF-8"), Some(NameEncoding::Utf8));
+        assert_eq!(NameEncoding::parse("latin1"), Some(NameEncoding::Latin1));
+        assert_eq!(NameEncoding::parse("ebcdic"), None);
+        assert_eq!(Latin1.decode(b"caf\xe9"), "café");
+        assert_eq!(Latin1.encode("café").unwrap(), b"caf\xe9");
+        assert!(Latin1.encode("€").is_err());
+    }
+
+    #[test]
+    fn tls_problems_are_spelled_out() {
+        let cfg = ConnConfig {
+            host: "h".into(),
+            port: 21,
+            user: "u".into(),
+            password: String::new(),
+            tls: None,
+            tls_ca_file: Some("/ca.pem".into()),
+            active: false,
+            encoding: NameEncoding::Utf8,
+            epsv: AtomicBool::new(false),
+            utf8: AtomicBool::new(false),
+        };
+        let m = explain_tls("invalid peer certificate: UnknownIssuer", &cfg);
+        assert!(
+            m.contains("not signed by the CA in tls_ca_file /ca.pem"),
+            "{m}"
+        );
+        let m = explain_tls("invalid peer certificate: NotValidForName", &cfg);
+        assert!(m.contains("not valid for \"h\""), "{m}");
+    }
+}
