@@ -1428,6 +1428,9 @@ fn render_job(out: &mut String, job: &Job) {
         (t, ..) => t.as_str().to_string(),
     };
     kv(out, "trigger", trigger);
+    if job.trigger == Trigger::Watch {
+        kv(out, "debounce", format_duration(job.debounce));
+    }
     kv(out, "include", pattern_list(&job.include, "(everything)"));
     kv(out, "exclude", pattern_list(&job.exclude, "(nothing)"));
     kv(out, "compare", job.compare.as_str());
