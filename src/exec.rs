@@ -23,6 +23,9 @@ pub const TRASH_DIR: &str = ".omnisync/trash";
 pub const PARTIAL_SUFFIX: &str = ".omnisync-partial";
 /// Resume checkpoints are at most this far apart (or `chunk_size` apart when it is larger).
 pub const CHECKPOINT_MIN: u64 = 64 << 20;
+/// Times one transfer is retried after its side reconnected (each retry resumes from the
+/// last checkpoint), so a flapping connection cannot keep a worker busy forever.
+pub const TRANSFER_RECONNECTS: u32 = 3;
 
 /// What one action did.
 #[derive(Debug, Clone)]
@@ -388,7 +391,48 @@ impl<'a> Executor<'a> {
         Ok(())
     }
 
+    /// A transfer cut by a lost connection is tried again once the side has reconnected
+    /// (up to [`TRANSFER_RECONNECTS`] times), resuming from its last checkpoint; when the side
+    /// cannot reconnect, the transfer is an `error` and the next run resumes it.
     fn do_transfer(&self, out: &mut Outcome) -> Result<(), String> {
+        let mut reconnects = 0;
+        loop {
+            let ids = (self.local.connection_id(), self.remote.connection_id());
+            match self.transfer_once(out) {
+                Err(e)
+                    if reconnects < TRANSFER_RECONNECTS && !self.cancel.load(Ordering::Relaxed) =>
+                {
+                    match self.reconnected(ids) {
+                        Ok(true) => {}
+                        Ok(false) => return Err(e),
+                        Err(why) => return Err(format!("{e}; {why}")),
+                    }
+                    reconnects += 1;
+                    tracing::warn!(path = %out.action.path, error = %e, "connection lost during a transfer; retrying it on the new connection");
+                    out.base.clear();
+                    out.note = None;
+                }
+                Err(e) => return Err(e),
+                Ok(()) => {
+                    if reconnects > 0 {
+                        let done = out.note.take().unwrap_or_else(|| "sent again".into());
+                        out.note = Some(format!("connection lost and re-established; {done}"));
+                    }
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Did either side replace a connection lost since `ids` were taken? `Err` when one was
+    /// lost and could not be replaced.
+    fn reconnected(&self, ids: (u64, u64)) -> Result<bool, String> {
+        let local = self.local.reconnect(ids.0).map_err(|e| e.to_string())?;
+        let remote = self.remote.reconnect(ids.1).map_err(|e| e.to_string())?;
+        Ok(local || remote)
+    }
+
+    fn transfer_once(&self, out: &mut Outcome) -> Result<(), String> {
         let a = out.action.clone();
         let up = a.kind == ActionKind::Upload;
         let (src, dst) = if up {
