@@ -232,6 +232,41 @@ fn many_threads_share_one_session() {
     assert_eq!(read_all(&r, "f2", 0), pattern(300_000, 2));
 }
 
+/// Listing a folder requests its subfolders' listings ahead of time; a change made through
+/// the remote in between must never let an older listing be returned.
+#[test]
+fn listings_requested_ahead_are_never_stale() {
+    let s = Sshd::start();
+    let local = tempfile::tempdir().unwrap();
+    let r = SftpRemote::connect(&sftp_job(&s, &s.data, local.path())).unwrap();
+    let names = |dir: &str| {
+        let mut v: Vec<String> = r
+            .list(dir)
+            .unwrap()
+            .entries
+            .into_iter()
+            .map(|e| e.0)
+            .collect();
+        v.sort();
+        v
+    };
+    r.mkdir_all("a/b").unwrap();
+    write_all(&r, "a/b/one", 0, b"1");
+    assert_eq!(names(""), ["a"]); // requests "a" ahead
+    std::thread::sleep(Duration::from_millis(100));
+    write_all(&r, "a/two", 0, b"2");
+    assert_eq!(names("a"), ["b", "two"]); // requests "a/b" ahead
+    std::thread::sleep(Duration::from_millis(100));
+    r.rename("a/b/one", "a/b/uno").unwrap();
+    assert_eq!(names("a/b"), ["uno"]);
+    // Used once: the second list of a folder asks the server again.
+    assert_eq!(names("a"), ["b", "two"]);
+    assert_eq!(names("a/b"), ["uno"]);
+    assert_eq!(names("a/b"), ["uno"]);
+    r.remove_file("a/b/uno").unwrap();
+    assert!(names("a/b").is_empty());
+}
+
 // ---------------------------------------------------------------------------------------------
 // Through the binary.
 
