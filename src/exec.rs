@@ -23,6 +23,9 @@ pub const TRASH_DIR: &str = ".omnisync/trash";
 pub const PARTIAL_SUFFIX: &str = ".omnisync-partial";
 /// Resume checkpoints are at most this far apart (or `chunk_size` apart when it is larger).
 pub const CHECKPOINT_MIN: u64 = 64 << 20;
+/// Times one transfer is retried after its side reconnected (each retry resumes from the
+/// last checkpoint), so a flapping connection cannot keep a worker busy forever.
+pub const TRANSFER_RECONNECTS: u32 = 3;
 
 /// What one action did.
 #[derive(Debug, Clone)]
@@ -388,7 +391,48 @@ impl<'a> Executor<'a> {
         Ok(())
     }
 
+    /// A transfer cut by a lost connection is tried again once the side has reconnected
+    /// (up to [`TRANSFER_RECONNECTS`] times), resuming from its last checkpoint; when the side
+    /// cannot reconnect, the transfer is an `error` and the next run resumes it.
     fn do_transfer(&self, out: &mut Outcome) -> Result<(), String> {
+        let mut reconnects = 0;
+        loop {
+            let ids = (self.local.connection_id(), self.remote.connection_id());
+            match self.transfer_once(out) {
+                Err(e)
+                    if reconnects < TRANSFER_RECONNECTS && !self.cancel.load(Ordering::Relaxed) =>
+                {
+                    match self.reconnected(ids) {
+                        Ok(true) => {}
+                        Ok(false) => return Err(e),
+                        Err(why) => return Err(format!("{e}; {why}")),
+                    }
+                    reconnects += 1;
+                    tracing::warn!(path = %out.action.path, error = %e, "connection lost during a transfer; retrying it on the new connection");
+                    out.base.clear();
+                    out.note = None;
+                }
+                Err(e) => return Err(e),
+                Ok(()) => {
+                    if reconnects > 0 {
+                        let done = out.note.take().unwrap_or_else(|| "sent again".into());
+                        out.note = Some(format!("connection lost and re-established; {done}"));
+                    }
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Did either side replace a connection lost since `ids` were taken? `Err` when one was
+    /// lost and could not be replaced.
+    fn reconnected(&self, ids: (u64, u64)) -> Result<bool, String> {
+        let local = self.local.reconnect(ids.0).map_err(|e| e.to_string())?;
+        let remote = self.remote.reconnect(ids.1).map_err(|e| e.to_string())?;
+        Ok(local || remote)
+    }
+
+    fn transfer_once(&self, out: &mut Outcome) -> Result<(), String> {
         let a = out.action.clone();
         let up = a.kind == ActionKind::Upload;
         let (src, dst) = if up {
@@ -493,13 +537,23 @@ impl<'a> Executor<'a> {
         if !s_after.as_ref().is_some_and(|e| same_file(e, &s_now)) {
             return discard("source changed while it was read; not committed, will retry".into());
         }
-        let p_now = dst.stat(&partial).map_err(|e| e.to_string())?;
-        if p_now.as_ref().map(|e| e.size) != Some(size) {
-            return discard(format!(
-                "verification failed: wrote {} of {size} bytes",
-                p_now.map(|e| e.size).unwrap_or(0)
-            ));
+        // The mtime is set before the partial is checked, so that one stat both verifies it
+        // and describes the final file (a rename keeps size, mtime and inode): on a network
+        // remote that is one round trip less per file.
+        if dst.capabilities().set_mtime {
+            dst.set_mtime(&partial, s_now.mtime)
+                .map_err(|e| e.to_string())?;
         }
+        let p_now = dst.stat(&partial).map_err(|e| e.to_string())?;
+        let mut d_final = match p_now {
+            Some(e) if e.is_file() && e.size == size => e,
+            other => {
+                return discard(format!(
+                    "verification failed: wrote {} of {size} bytes",
+                    other.map(|e| e.size).unwrap_or(0)
+                ))
+            }
+        };
         let mut hash = None;
         if let Some(h) = hasher {
             let got = *h.finalize().as_bytes();
@@ -515,10 +569,6 @@ impl<'a> Executor<'a> {
             hash = Some(got);
         }
 
-        if dst.capabilities().set_mtime {
-            dst.set_mtime(&partial, s_now.mtime)
-                .map_err(|e| e.to_string())?;
-        }
         // The version being replaced goes to trash; then the partial takes its name.
         if let Some(old) = &d_now {
             if old.is_file() && self.job.trash {
@@ -528,10 +578,6 @@ impl<'a> Executor<'a> {
         dst.rename(&partial, path).map_err(|e| e.to_string())?;
         self.clear_checkpoint(path, dir)?;
 
-        let mut d_final = dst
-            .stat(path)
-            .map_err(|e| e.to_string())?
-            .ok_or("file vanished right after it was written")?;
         let mut s_entry = s_now;
         s_entry.hash = hash;
         d_final.hash = hash;

@@ -232,6 +232,41 @@ fn many_threads_share_one_session() {
     assert_eq!(read_all(&r, "f2", 0), pattern(300_000, 2));
 }
 
+/// Listing a folder requests its subfolders' listings ahead of time; a change made through
+/// the remote in between must never let an older listing be returned.
+#[test]
+fn listings_requested_ahead_are_never_stale() {
+    let s = Sshd::start();
+    let local = tempfile::tempdir().unwrap();
+    let r = SftpRemote::connect(&sftp_job(&s, &s.data, local.path())).unwrap();
+    let names = |dir: &str| {
+        let mut v: Vec<String> = r
+            .list(dir)
+            .unwrap()
+            .entries
+            .into_iter()
+            .map(|e| e.0)
+            .collect();
+        v.sort();
+        v
+    };
+    r.mkdir_all("a/b").unwrap();
+    write_all(&r, "a/b/one", 0, b"1");
+    assert_eq!(names(""), ["a"]); // requests "a" ahead
+    std::thread::sleep(Duration::from_millis(100));
+    write_all(&r, "a/two", 0, b"2");
+    assert_eq!(names("a"), ["b", "two"]); // requests "a/b" ahead
+    std::thread::sleep(Duration::from_millis(100));
+    r.rename("a/b/one", "a/b/uno").unwrap();
+    assert_eq!(names("a/b"), ["uno"]);
+    // Used once: the second list of a folder asks the server again.
+    assert_eq!(names("a"), ["b", "two"]);
+    assert_eq!(names("a/b"), ["uno"]);
+    assert_eq!(names("a/b"), ["uno"]);
+    r.remove_file("a/b/uno").unwrap();
+    assert!(names("a/b").is_empty());
+}
+
 // ---------------------------------------------------------------------------------------------
 // Through the binary.
 
@@ -603,19 +638,9 @@ fn test_command_reports_success_and_each_failure() {
     drop(silent);
 }
 
-/// Kill the server side of the connection in the middle of a 256 MiB upload; the next run
-/// resumes from its checkpoint (sends less than the whole file) and the result is identical.
-#[test]
-fn upload_cut_mid_way_resumes() {
-    const SIZE: usize = 256 << 20;
-    let t = Setup::new("upload", "chunk_size = \"1MiB\"\n");
-    let data = pattern(SIZE, 11);
-    std::fs::write(t.local.join("big.bin"), &data).unwrap();
-    let want = *blake3::hash(&data).as_bytes();
-    drop(data);
-
-    let partial = t.remote.join("big.bin.omnisync-partial");
-    let mut child = Command::new(bin())
+/// Start `omnisync run j --json` in the background.
+fn spawn_run(t: &Setup) -> std::process::Child {
+    Command::new(bin())
         .arg("--config")
         .arg(&t.config)
         .args(["run", "j", "--json"])
@@ -623,32 +648,81 @@ fn upload_cut_mid_way_resumes() {
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .unwrap();
+        .unwrap()
+}
+
+/// Wait until one of `partials` holds at least `at` bytes; panics when the run ends first.
+fn wait_for_partial(child: &mut std::process::Child, partials: &[PathBuf], at: u64) -> u64 {
     let deadline = Instant::now() + Duration::from_secs(120);
-    let cut_at = loop {
-        let len = std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0);
-        // Past the first checkpoint (every 64 MiB, after an fsync on the server).
-        if len >= 96 << 20 {
-            let n = t.s.kill_sessions();
-            assert!(
-                n >= 2,
-                "expected the [priv] process and its child, killed {n}"
-            );
-            break len;
+    loop {
+        for p in partials {
+            let len = std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+            if len >= at {
+                return len;
+            }
         }
         if let Some(st) = child.try_wait().unwrap() {
             panic!("the run ended before the cut ({st})");
         }
         assert!(Instant::now() < deadline, "upload did not progress");
         std::thread::sleep(Duration::from_millis(5));
-    };
+    }
+}
+
+fn records(out: &Output) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// Stop the whole server in the middle of a 256 MiB upload and keep it down: the run tries to
+/// reconnect (bounded backoff), then reports the error, keeps the partial and never puts it
+/// under the final name. With the server back on the same port, the next run resumes from the
+/// checkpoint (sends less than the whole file) and the result is identical.
+#[test]
+fn upload_cut_mid_way_resumes() {
+    const SIZE: usize = 256 << 20;
+    let mut t = Setup::new("upload", "chunk_size = \"1MiB\"\n");
+    let data = pattern(SIZE, 11);
+    std::fs::write(t.local.join("big.bin"), &data).unwrap();
+    let want = *blake3::hash(&data).as_bytes();
+    drop(data);
+
+    let partial = t.remote.join("big.bin.omnisync-partial");
+    let mut child = spawn_run(&t);
+    // Past the first checkpoint (every 64 MiB, after an fsync on the server).
+    let cut_at = wait_for_partial(&mut child, std::slice::from_ref(&partial), 96 << 20);
+    let sessions = t.s.stop();
+    assert!(
+        sessions >= 2,
+        "expected the [priv] process and its child, killed {sessions}"
+    );
     assert!(cut_at < SIZE as u64);
+    let t0 = Instant::now();
     let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
     assert_ne!(
         out.status.code(),
         Some(0),
-        "the cut run claims success: {}",
-        String::from_utf8_lossy(&out.stderr)
+        "the cut run claims success: {stderr}"
+    );
+    assert!(
+        t0.elapsed() < Duration::from_secs(60),
+        "giving up took {:?}",
+        t0.elapsed()
+    );
+    let recs = records(&out);
+    let err = recs
+        .iter()
+        .find(|r| r["action"] == "error" && r["path"] == "big.bin")
+        .unwrap_or_else(|| panic!("no error reported for big.bin: {recs:?}\n{stderr}"));
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .contains("could not be re-established"),
+        "{err}"
     );
     assert!(
         !t.remote.join("big.bin").exists(),
@@ -656,6 +730,7 @@ fn upload_cut_mid_way_resumes() {
     );
     assert!(partial.exists(), "the partial must stay for resuming");
 
+    t.s.restart();
     let (code, recs, err) = t.run(&[]);
     assert_eq!(code, 0, "{err}");
     let up = recs
@@ -673,6 +748,77 @@ fn upload_cut_mid_way_resumes() {
             .unwrap();
     assert_eq!(got, want, "content differs after resume");
     assert!(!partial.exists());
+}
+
+/// The server restarts (same port) while a run uploads several files, two at a time: the run
+/// reconnects, the large transfers resume from their checkpoints on the new connection, and
+/// the run ends with every file complete and identical, nothing partial left.
+#[test]
+fn server_restart_mid_run_reconnects_and_finishes() {
+    let mut t = Setup::new("upload", "transfers = 2\nchunk_size = \"1MiB\"\n");
+    let mut want = Vec::new();
+    for i in 0..2u64 {
+        let data = pattern(128 << 20, 20 + i);
+        std::fs::write(t.local.join(format!("big{i}.bin")), &data).unwrap();
+        want.push((format!("big{i}.bin"), *blake3::hash(&data).as_bytes()));
+    }
+    std::fs::create_dir(t.local.join("small")).unwrap();
+    for i in 0..30u64 {
+        let data = pattern(40_000 + i as usize, 100 + i);
+        let name = format!("small/s{i:02}.txt");
+        std::fs::write(t.local.join(&name), &data).unwrap();
+        want.push((name, *blake3::hash(&data).as_bytes()));
+    }
+    let partials: Vec<PathBuf> = (0..2)
+        .map(|i| t.remote.join(format!("big{i}.bin.omnisync-partial")))
+        .collect();
+    let mut child = spawn_run(&t);
+    wait_for_partial(&mut child, &partials, 80 << 20);
+    t.s.stop();
+    std::thread::sleep(Duration::from_millis(1200));
+    t.s.restart();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let recs = records(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}\n{recs:?}");
+    assert_eq!(actions(&recs, "upload").len(), want.len(), "{recs:?}");
+    let notes: Vec<&str> = recs
+        .iter()
+        .filter_map(|r| r["message"].as_str())
+        .filter(|m| m.contains("connection lost and re-established"))
+        .collect();
+    assert!(!notes.is_empty(), "no transfer was retried: {recs:?}");
+    assert!(
+        notes.iter().any(|m| m.contains("resumed at byte")),
+        "no transfer resumed from its checkpoint: {notes:?}"
+    );
+    for (name, hash) in &want {
+        let got =
+            omnisync::remote::local::hash_file(std::fs::File::open(t.remote.join(name)).unwrap())
+                .unwrap();
+        assert_eq!(&got, hash, "{name} differs");
+    }
+    let leftovers: Vec<_> = walk(&t.remote)
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains("partial"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    // Nothing left to do.
+    let (code, recs, err) = t.run(&[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(actions(&recs, "upload").is_empty(), "{recs:?}");
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        }
+        out.push(p);
+    }
+    out
 }
 
 #[test]

@@ -168,6 +168,23 @@ pub trait Remote: Send + Sync {
         ))
     }
 
+    /// Which connection the side's operations use now: changes each time it reconnects.
+    /// Sides without a connection (local folders) always say 0.
+    fn connection_id(&self) -> u64 {
+        0
+    }
+
+    /// After an operation failed: when connection `id` (from [`Remote::connection_id`]) was
+    /// lost, make sure a new one is up, logging in again with bounded retries and backoff.
+    /// `Ok(true)` means a newer connection is in place and the failed work may be retried
+    /// (handles of the old one, open readers and writers, are gone); `Ok(false)` means the
+    /// connection was not lost, so the failure had another cause; `Err` means reconnecting
+    /// failed.
+    fn reconnect(&self, id: u64) -> Result<bool> {
+        let _ = id;
+        Ok(false)
+    }
+
     /// blake3 of a file's content. The default reads it through `open_read`.
     fn hash(&self, path: &str) -> Result<[u8; 32]> {
         let mut reader = self.open_read(path, 0)?;

@@ -156,14 +156,48 @@ impl Sshd {
             child: Command::new("true").spawn().unwrap(),
         };
         sshd.chown(&sshd.data);
-        sshd.launch()
+        sshd.launch(None)
     }
 
-    fn launch(mut self) -> Sshd {
+    /// Stop the server, listener and sessions together (no client can log in again in
+    /// between); the port stays free until [`Sshd::restart`]. Returns the sessions' processes
+    /// killed.
+    pub fn stop(&mut self) -> usize {
+        let victims = descendants(self.pid());
+        let _ = self.child.kill();
+        for pid in &victims {
+            // SAFETY: kill(2) on PIDs that were our own sshd's children a moment ago.
+            unsafe {
+                libc::kill(*pid as i32, libc::SIGKILL);
+            }
+        }
+        let _ = self.child.wait();
+        victims.len()
+    }
+
+    /// Start the server again on the same port with the same host key (after [`Sshd::stop`]).
+    pub fn restart(&mut self) {
+        let this = std::mem::replace(self, Sshd::placeholder());
+        let port = this.port;
+        *self = this.launch(Some(port));
+    }
+
+    fn placeholder() -> Sshd {
+        Sshd {
+            dir: tempfile::tempdir().unwrap(),
+            port: 0,
+            data: PathBuf::new(),
+            known_hosts: PathBuf::new(),
+            user_key: PathBuf::new(),
+            child: Command::new("true").spawn().unwrap(),
+        }
+    }
+
+    fn launch(mut self, fixed_port: Option<u16>) -> Sshd {
         let d = self.dir.path().to_path_buf();
         // Another process may take the port between the probe and sshd's bind: retry.
         for _attempt in 0..5 {
-            let port = free_port();
+            let port = fixed_port.unwrap_or_else(free_port);
             let config = d.join("sshd_config");
             std::fs::write(
                 &config,
