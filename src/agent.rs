@@ -83,6 +83,8 @@ struct Shared {
     /// Per job: what it is doing now (for STATUS= and `omnisync status`).
     doing: Mutex<BTreeMap<String, String>>,
     started: String,
+    /// Transfers in flight, for `omnisync status`.
+    board: crate::exec::TransferBoard,
 }
 
 impl Shared {
@@ -96,6 +98,20 @@ impl Shared {
                 d.remove(job);
             }
         }
+    }
+
+    /// `[{"job","path","direction","bytes_done","size"}…]` of the transfers in flight.
+    fn transfers_json(&self) -> String {
+        let b = self.board.lock().unwrap();
+        serde_json::Value::Array(
+            b.iter()
+                .map(|((job, path, dir), (done, size))| {
+                    serde_json::json!({"job": job, "path": path, "direction": dir,
+                                       "bytes_done": done, "size": size})
+                })
+                .collect(),
+        )
+        .to_string()
     }
 
     fn status_line(&self) -> String {
@@ -150,6 +166,7 @@ pub fn run(load: &dyn Fn() -> Result<Config, String>) -> Result<i32, String> {
         },
         doing: Mutex::new(BTreeMap::new()),
         started: engine::now_rfc3339(),
+        board: Mutex::new(BTreeMap::new()),
     });
     let db = engine::db_path(&cfg.agent);
     let mut status_store = Store::open(&db).map_err(|e| e.to_string())?;
@@ -168,9 +185,10 @@ pub fn run(load: &dyn Fn() -> Result<Config, String>) -> Result<i32, String> {
         sd_notify::NotifyState::Ready,
         sd_notify::NotifyState::Status(&format!("watching {} jobs", jobs.len())),
     ]);
+    // Once a second: the status row (and bytes done of transfers) stays fresh for `status`.
     let tick = watchdog
-        .map(|w| (w / 2).min(Duration::from_secs(5)))
-        .unwrap_or(Duration::from_secs(5));
+        .map(|w| (w / 2).min(Duration::from_secs(1)))
+        .unwrap_or(Duration::from_secs(1));
     let mut last_status = String::new();
     let code = loop {
         match sig_rx.recv_timeout(tick) {
@@ -210,6 +228,7 @@ pub fn run(load: &dyn Fn() -> Result<Config, String>) -> Result<i32, String> {
             last_status = status.clone();
         }
         let _ = status_store.set_agent_status(pid, &shared.started, &status);
+        let _ = status_store.set_agent_transfers(&shared.transfers_json());
     };
     for (_, h) in std::mem::take(&mut jobs) {
         stop_job(h);
@@ -704,6 +723,7 @@ impl Runner {
                     remote,
                     scope: None,
                     cancel: Some(cancel),
+                    board: Some(&self.shared.board),
                 },
             )
         };
@@ -783,6 +803,7 @@ impl Runner {
                     remote,
                     scope: Some(&b.ready),
                     cancel: Some(cancel),
+                    board: Some(&self.shared.board),
                 },
             )
         };

@@ -372,6 +372,8 @@ pub struct RunContext<'a> {
     pub scope: Option<&'a [String]>,
     /// Set to stop between chunks; the chunk in flight is checkpointed.
     pub cancel: Option<&'a AtomicBool>,
+    /// Where transfers in flight report their bytes done.
+    pub board: Option<&'a crate::exec::TransferBoard>,
 }
 
 /// Run one job once. `sink` sees every action record as it happens (for printing).
@@ -753,6 +755,7 @@ pub fn run_job_with(
             checkpoints: Mutex::new(checkpoints),
             cancel,
             progress_bytes: AtomicU64::new(0),
+            board: ctx.board,
         };
         execute(&exec, &plan.actions, job, run_id, &recorder, opts.progress);
         recorder.flush();

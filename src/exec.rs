@@ -58,7 +58,12 @@ pub struct Executor<'a> {
     pub cancel: &'a AtomicBool,
     /// Bytes moved so far, for progress.
     pub progress_bytes: AtomicU64,
+    /// Transfers in flight and their bytes done, for `omnisync status` (the agent's).
+    pub board: Option<&'a TransferBoard>,
 }
+
+/// Transfers in flight: (job, path, direction) → (bytes done, size). Updated once per chunk.
+pub type TransferBoard = Mutex<std::collections::BTreeMap<(String, String, String), (u64, u64)>>;
 
 /// The name a transfer writes to before it is complete: `NAME.omnisync-partial` beside the
 /// target, or a hidden short name when that would exceed 255 bytes.
@@ -604,10 +609,32 @@ impl<'a> Executor<'a> {
         Ok(())
     }
 
+    /// [`Self::copy_chunks_inner`], keeping the transfer board (if any) up to date.
+    #[allow(clippy::too_many_arguments)]
+    fn copy_chunks(
+        &self,
+        src: &dyn Remote,
+        dst: &dyn Remote,
+        path: &str,
+        partial: &str,
+        dir: &str,
+        s_now: &Entry,
+        offset: u64,
+        hasher: &mut Option<blake3::Hasher>,
+    ) -> Result<u64, String> {
+        let r = self.copy_chunks_inner(src, dst, path, partial, dir, s_now, offset, hasher);
+        if let Some(b) = self.board {
+            b.lock()
+                .unwrap()
+                .remove(&(self.job.name.clone(), path.to_string(), dir.to_string()));
+        }
+        r
+    }
+
     /// Copy `src:path` from `offset` into `dst:partial`, checkpointing after each chunk that
     /// is not the last. Returns the bytes sent.
     #[allow(clippy::too_many_arguments)]
-    fn copy_chunks(
+    fn copy_chunks_inner(
         &self,
         src: &dyn Remote,
         dst: &dyn Remote,
@@ -677,6 +704,12 @@ impl<'a> Executor<'a> {
             since_checkpoint += filled as u64;
             self.progress_bytes
                 .fetch_add(filled as u64, Ordering::Relaxed);
+            if let Some(b) = self.board {
+                b.lock().unwrap().insert(
+                    (self.job.name.clone(), path.to_string(), dir.to_string()),
+                    (offset, size),
+                );
+            }
             if offset < size && since_checkpoint >= checkpoint_every {
                 // Durable first, then claimed: a checkpoint never points past real data.
                 writer.sync().map_err(|e| e.to_string())?;

@@ -305,12 +305,36 @@ fn cmd_status(cli: &Cli, job: Option<&str>, json: bool) -> Result<i32, Failure> 
         }
     }
     let stats = store.journal_stats(job).map_err(f)?;
-    let transfers: Vec<_> = store
-        .transfers_in_progress()
-        .map_err(f)?
-        .into_iter()
-        .filter(|t| job.is_none_or(|j| j == t.0))
-        .collect();
+    // Transfers in flight (reported by a running agent once a second), then the resumable
+    // ones (checkpointed, not moving now).
+    let mut transfers: Vec<(String, String, String, u64, u64, bool)> = Vec::new();
+    if running {
+        let live: Vec<serde_json::Value> = agent
+            .as_ref()
+            .and_then(|a| serde_json::from_str(&a.transfers).ok())
+            .unwrap_or_default();
+        for t in live {
+            let s = |k: &str| t[k].as_str().unwrap_or("").to_string();
+            let n = |k: &str| t[k].as_u64().unwrap_or(0);
+            transfers.push((
+                s("job"),
+                s("path"),
+                s("direction"),
+                n("bytes_done"),
+                n("size"),
+                true,
+            ));
+        }
+    }
+    for t in store.transfers_in_progress().map_err(f)? {
+        if !transfers
+            .iter()
+            .any(|x| x.0 == t.0 && x.1 == t.1 && x.2 == t.2)
+        {
+            transfers.push((t.0, t.1, t.2, t.3, t.4, false));
+        }
+    }
+    transfers.retain(|t| job.is_none_or(|j| j == t.0));
     if json {
         println!(
             "{}",
@@ -321,7 +345,7 @@ fn cmd_status(cli: &Cli, job: Option<&str>, json: bool) -> Result<i32, Failure> 
                 })),
                 "runs": runs.iter().map(|(id, name, started)| serde_json::json!({"run": id, "job": name, "started": started})).collect::<Vec<_>>(),
                 "jobs": stats.iter().map(|s| serde_json::json!({"job": s.job, "queued_changes": s.pending, "oldest_pending": s.oldest_pending})).collect::<Vec<_>>(),
-                "transfers": transfers.iter().map(|t| serde_json::json!({"job": t.0, "path": t.1, "direction": t.2, "bytes_done": t.3, "size": t.4})).collect::<Vec<_>>(),
+                "transfers": transfers.iter().map(|t| serde_json::json!({"job": t.0, "path": t.1, "direction": t.2, "bytes_done": t.3, "size": t.4, "in_flight": t.5})).collect::<Vec<_>>(),
             })
         );
         return Ok(0);
@@ -351,12 +375,13 @@ fn cmd_status(cli: &Cli, job: Option<&str>, json: bool) -> Result<i32, Failure> 
     }
     for t in &transfers {
         println!(
-            "{}: {} {} — {} of {} (resumable)",
+            "{}: {} {} — {} of {} ({})",
             t.0,
             if t.2 == "up" { "upload" } else { "download" },
             t.1,
             human_bytes(t.3),
-            human_bytes(t.4)
+            human_bytes(t.4),
+            if t.5 { "in flight" } else { "resumable" }
         );
     }
     Ok(0)

@@ -145,7 +145,8 @@ const MIGRATIONS: &[&str] = &[
         pid       INTEGER NOT NULL,
         started   TEXT NOT NULL,
         heartbeat TEXT NOT NULL,
-        status    TEXT NOT NULL
+        status    TEXT NOT NULL,
+        transfers TEXT NOT NULL DEFAULT '[]'
     );
     "#,
 ];

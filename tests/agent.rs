@@ -535,6 +535,18 @@ fn sigterm_mid_transfer_exits_0_quickly_and_the_transfer_resumes() {
     wait_for(Duration::from_secs(30), "the transfer to start", || {
         std::fs::metadata(&partial).is_ok_and(|m| m.len() > 64 << 20)
     });
+    // `status` shows the transfer in flight with its bytes done.
+    wait_for(Duration::from_secs(10), "the transfer in `status`", || {
+        let v: serde_json::Value =
+            serde_json::from_str(&s.cli(&["status", "--json"])).unwrap_or_default();
+        v["transfers"].as_array().is_some_and(|a| {
+            a.iter().any(|t| {
+                t["path"] == "big.bin"
+                    && t["in_flight"] == true
+                    && t["bytes_done"].as_u64().unwrap_or(0) > 0
+            })
+        })
+    });
     // A manual run of the job the agent is running never races it: it says the job is busy.
     let out = Command::new(bin())
         .arg("--config")

@@ -85,6 +85,8 @@ pub struct AgentRow {
     pub started: String,
     pub heartbeat: String,
     pub status: String,
+    /// JSON array of the transfers in flight with their bytes done.
+    pub transfers: String,
 }
 
 pub fn ns_to_rfc3339(ns: i64) -> String {
@@ -481,10 +483,19 @@ impl Store {
             .ctx("recording the agent's status")
     }
 
+    /// The agent's transfers in flight, as JSON (see `agent`).
+    pub fn set_agent_transfers(&mut self, json: &str) -> Result<()> {
+        self.conn
+            .prepare_cached("UPDATE agent SET transfers = ?1 WHERE id = 1")
+            .and_then(|mut s| s.execute([json]))
+            .map(|_| ())
+            .ctx("recording the agent's transfers")
+    }
+
     pub fn agent_status(&self) -> Result<Option<AgentRow>> {
         self.conn
             .query_row(
-                "SELECT pid, started, heartbeat, status FROM agent WHERE id = 1",
+                "SELECT pid, started, heartbeat, status, transfers FROM agent WHERE id = 1",
                 [],
                 |r| {
                     Ok(AgentRow {
@@ -492,6 +503,7 @@ impl Store {
                         started: r.get(1)?,
                         heartbeat: r.get(2)?,
                         status: r.get(3)?,
+                        transfers: r.get(4)?,
                     })
                 },
             )
