@@ -470,8 +470,8 @@ impl<'a> Executor<'a> {
         }
 
         let result = self.copy_chunks(src, dst, path, &partial, dir, &s_now, offset, &mut hasher);
-        let sent = match result {
-            Ok(sent) => sent,
+        let (sent, mut writer) = match result {
+            Ok(done) => done,
             Err(e) => {
                 // Keep a checkpointed partial for the next run; drop one that cannot resume.
                 if self.checkpoint(path, dir).is_none() {
@@ -482,6 +482,18 @@ impl<'a> Executor<'a> {
             }
         };
         out.bytes = sent;
+        // The mtime is set through the still-open partial where the backend can (futimens +
+        // fstat: no path lookups), and what that reports is the partial's, and after the
+        // rename the file's, final state.
+        let set_mtime = dst.capabilities().set_mtime;
+        let finished = if set_mtime {
+            writer.set_mtime_and_stat(s_now.mtime)
+        } else {
+            Ok(None)
+        };
+        let closed = writer.close();
+        let finished = finished.map_err(|e| e.to_string())?;
+        closed.map_err(|e| e.to_string())?;
 
         // Verify: the source did not change while it was read, the partial is complete.
         let discard = |msg: String| -> Result<(), String> {
@@ -493,7 +505,10 @@ impl<'a> Executor<'a> {
         if !s_after.as_ref().is_some_and(|e| same_file(e, &s_now)) {
             return discard("source changed while it was read; not committed, will retry".into());
         }
-        let p_now = dst.stat(&partial).map_err(|e| e.to_string())?;
+        let p_now = match &finished {
+            Some(e) => Some(e.clone()),
+            None => dst.stat(&partial).map_err(|e| e.to_string())?,
+        };
         if p_now.as_ref().map(|e| e.size) != Some(size) {
             return discard(format!(
                 "verification failed: wrote {} of {size} bytes",
@@ -515,7 +530,7 @@ impl<'a> Executor<'a> {
             hash = Some(got);
         }
 
-        if dst.capabilities().set_mtime {
+        if set_mtime && finished.is_none() {
             dst.set_mtime(&partial, s_now.mtime)
                 .map_err(|e| e.to_string())?;
         }
@@ -528,10 +543,14 @@ impl<'a> Executor<'a> {
         dst.rename(&partial, path).map_err(|e| e.to_string())?;
         self.clear_checkpoint(path, dir)?;
 
-        let mut d_final = dst
-            .stat(path)
-            .map_err(|e| e.to_string())?
-            .ok_or("file vanished right after it was written")?;
+        let mut d_final = match finished {
+            // A rename keeps the file's inode, size and mtime.
+            Some(e) => e,
+            None => dst
+                .stat(path)
+                .map_err(|e| e.to_string())?
+                .ok_or("file vanished right after it was written")?,
+        };
         let mut s_entry = s_now;
         s_entry.hash = hash;
         d_final.hash = hash;
@@ -559,7 +578,7 @@ impl<'a> Executor<'a> {
     }
 
     /// Copy `src:path` from `offset` into `dst:partial`, checkpointing after each chunk that
-    /// is not the last. Returns the bytes sent.
+    /// is not the last. Returns the bytes sent and the writer, still open.
     #[allow(clippy::too_many_arguments)]
     fn copy_chunks(
         &self,
@@ -571,7 +590,7 @@ impl<'a> Executor<'a> {
         s_now: &Entry,
         mut offset: u64,
         hasher: &mut Option<blake3::Hasher>,
-    ) -> Result<u64, String> {
+    ) -> Result<(u64, Box<dyn crate::remote::WriteHandle>), String> {
         let size = s_now.size;
         let start = offset;
         // `chunk_size` is the unit written at a time (capped at 4 MiB of memory per worker);
@@ -633,8 +652,8 @@ impl<'a> Executor<'a> {
                 since_checkpoint = 0;
             }
         }
-        // A source that grew is caught by the stat after reading.
-        writer.close().map_err(|e| e.to_string())?;
-        Ok(offset - start)
+        // A source that grew is caught by the stat after reading. The caller closes the
+        // writer (after setting the mtime through it).
+        Ok((offset - start, writer))
     }
 }

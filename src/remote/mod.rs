@@ -114,6 +114,14 @@ pub trait WriteHandle: Send {
     fn sync(&mut self) -> Result<()>;
     /// Finish the write; errors here mean the data may not be complete.
     fn close(self: Box<Self>) -> Result<()>;
+
+    /// Set the written file's modification time through the open handle (as `cp -p` does)
+    /// and report the file as it now is (mtime as the filesystem stored it). `None`: the
+    /// backend has no such shortcut; the caller sets the mtime and stats by path. Saves two
+    /// path lookups per file on a local disk.
+    fn set_mtime_and_stat(&mut self, _mtime_ns: i64) -> Result<Option<Entry>> {
+        Ok(None)
+    }
 }
 
 pub trait Remote: Send + Sync {
