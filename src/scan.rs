@@ -38,9 +38,11 @@ pub fn scan(fs: &dyn Remote, base: &Base, o: &ScanOptions<'_>) -> ScanResult {
     let work = Mutex::new((vec![String::new()], 1usize));
     let cv = Condvar::new();
     let result = Mutex::new(ScanResult::default());
-    // Entries are gathered per folder and sorted once at the end: one bulk map build instead
-    // of 100,000 random-order inserts.
-    let gathered: Mutex<Vec<(String, Entry)>> = Mutex::new(Vec::new());
+    // Entries are gathered per folder, each folder sorted by its worker; at the end the
+    // folders are put in path order and merged: one bulk map build instead of 100,000
+    // random-order inserts, and no full sort of 100,000 paths on one thread.
+    type Chunk = (String, Vec<(String, Entry)>);
+    let gathered: Mutex<Vec<Chunk>> = Mutex::new(Vec::new());
 
     std::thread::scope(|s| {
         for _ in 0..threads {
@@ -58,9 +60,12 @@ pub fn scan(fs: &dyn Remote, base: &Base, o: &ScanOptions<'_>) -> ScanResult {
                         w = cv.wait(w).unwrap();
                     }
                 };
-                let listed = list_one(fs, &dir, o);
+                let mut listed = list_one(fs, &dir, o);
                 let subdirs = listed.subdirs;
-                gathered.lock().unwrap().extend(listed.entries);
+                listed.entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+                if !listed.entries.is_empty() {
+                    gathered.lock().unwrap().push((dir.clone(), listed.entries));
+                }
                 {
                     let mut r = result.lock().unwrap();
                     r.errors.extend(listed.errors);
@@ -79,8 +84,15 @@ pub fn scan(fs: &dyn Remote, base: &Base, o: &ScanOptions<'_>) -> ScanResult {
     });
 
     let mut result = result.into_inner().unwrap();
-    let mut entries = gathered.into_inner().unwrap();
-    entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let mut chunks = gathered.into_inner().unwrap();
+    chunks.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let mut entries = Vec::with_capacity(chunks.iter().map(|c| c.1.len()).sum());
+    for (_, c) in chunks {
+        entries.extend(c);
+    }
+    // Sorted folders in path order make long sorted runs (a folder's files follow its
+    // subfolders' names), which the stable sort finds and merges in near-linear time.
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
     result.tree = entries.into_iter().collect();
     if o.filter.has_includes() {
         prune_unincluded_dirs(&mut result.tree, o.filter);

@@ -137,12 +137,21 @@ pub enum StateError {
 /// Attach a context sentence to a rusqlite error.
 trait Context<T> {
     fn ctx(self, context: impl Into<String>) -> Result<T>;
+    /// `ctx` with the context made only on an error: for statements run once per row.
+    fn ctx_with(self, context: impl FnOnce() -> String) -> Result<T>;
 }
 
 impl<T> Context<T> for std::result::Result<T, rusqlite::Error> {
     fn ctx(self, context: impl Into<String>) -> Result<T> {
         self.map_err(|source| StateError::Sql {
             context: context.into(),
+            source,
+        })
+    }
+
+    fn ctx_with(self, context: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|source| StateError::Sql {
+            context: context(),
             source,
         })
     }
@@ -269,7 +278,7 @@ fn upsert_entry(conn: &Connection, job_id: i64, path: &str, row: &BaseRow) -> Re
         r.inode,
         r.hash.as_ref().map(|h| &h[..]),
     ])
-    .ctx(format!("saving the base row of {path:?}"))?;
+    .ctx_with(|| format!("saving the base row of {path:?}"))?;
     Ok(())
 }
 
@@ -485,8 +494,13 @@ impl Store {
             .ctx(ctx())?;
         let mut rows = stmt.query([job_id]).ctx(ctx())?;
         let mut rows_out = Vec::new();
-        while let Some(row) = rows.next().ctx(ctx())? {
-            let path: String = row.get(0).ctx(ctx())?;
+        // The error context is formatted only on an error, not twice per row.
+        let err = |source| StateError::Sql {
+            context: ctx(),
+            source,
+        };
+        while let Some(row) = rows.next().map_err(err)? {
+            let path: String = row.get(0).map_err(err)?;
             let local = read_side(row, 1, &path)?;
             let remote = read_side(row, 6, &path)?;
             rows_out.push((path, BaseRow { local, remote }));
@@ -527,7 +541,7 @@ impl Store {
                 _ => {
                     tx.prepare_cached(DELETE_ENTRY)
                         .and_then(|mut s| s.execute(params![job_id, u.path]))
-                        .ctx(format!("deleting the base row of {:?}", u.path))?;
+                        .ctx_with(|| format!("deleting the base row of {:?}", u.path))?;
                 }
             }
         }
@@ -620,7 +634,7 @@ impl Store {
                     r.dry_run,
                     r.message,
                 ])
-                .ctx(format!("logging {} {:?}", r.action, r.path))?;
+                .ctx_with(|| format!("logging {} {:?}", r.action, r.path))?;
             }
         }
         tx.commit().ctx("committing action log records")

@@ -307,7 +307,12 @@ pub fn join(dir: &str, name: &str) -> String {
     if dir.is_empty() {
         name.to_string()
     } else {
-        format!("{dir}/{name}")
+        // Sized once, no formatting machinery: the scan joins every listed name.
+        let mut p = String::with_capacity(dir.len() + 1 + name.len());
+        p.push_str(dir);
+        p.push('/');
+        p.push_str(name);
+        p
     }
 }
 
