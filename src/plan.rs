@@ -1355,18 +1355,21 @@ fn match_remote_moves(
     unknown: &[String],
     moves: &mut Vec<Action>,
 ) {
-    let new_remote: Vec<(&String, &Entry)> = remote
-        .iter()
-        .filter(|(p, e)| e.kind != Kind::Symlink && base.get(p).is_none_or(|b| b.remote.is_none()))
-        .collect();
+    // Both by merge walks of the sorted maps, not a lookup per path.
+    let mut new_remote = not_in_base(remote, base, Side::Remote);
+    new_remote.retain(|(_, e)| e.kind != Kind::Symlink);
     if new_remote.is_empty() {
         return;
     }
-    let gone: Vec<(String, Entry)> = base
-        .iter()
-        .filter(|(p, row)| row.remote.is_some() && !remote.contains_key(p))
-        .map(|(p, row)| (p.clone(), row.remote.clone().unwrap()))
-        .collect();
+    let mut gone: Vec<(String, Entry)> = Vec::new();
+    let mut ri = remote.iter().peekable();
+    for (p, row) in base.iter() {
+        let Some(br) = &row.remote else { continue };
+        while ri.next_if(|(k, _)| k.as_str() < p.as_str()).is_some() {}
+        if ri.peek().is_none_or(|(k, _)| *k != p) {
+            gone.push((p.clone(), br.clone()));
+        }
+    }
     if gone.is_empty() {
         return;
     }
