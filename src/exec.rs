@@ -519,8 +519,8 @@ impl<'a> Executor<'a> {
         }
 
         let result = self.copy_chunks(src, dst, path, &partial, dir, &s_now, offset, &mut hasher);
-        let sent = match result {
-            Ok(sent) => sent,
+        let (sent, mut writer) = match result {
+            Ok(done) => done,
             Err(e) => {
                 // Keep a checkpointed partial for the next run; drop one that cannot resume.
                 if self.checkpoint(path, dir).is_none() {
@@ -531,6 +531,18 @@ impl<'a> Executor<'a> {
             }
         };
         out.bytes = sent;
+        // The mtime is set through the still-open partial where the backend can (futimens +
+        // fstat: no path lookups), and what that reports is the partial's, and after the
+        // rename the file's, final state.
+        let set_mtime = dst.capabilities().set_mtime;
+        let finished = if set_mtime {
+            writer.set_mtime_and_stat(s_now.mtime)
+        } else {
+            Ok(None)
+        };
+        let closed = writer.close();
+        let finished = finished.map_err(|e| e.to_string())?;
+        closed.map_err(|e| e.to_string())?;
 
         // Verify: the source did not change while it was read, the partial is complete.
         let discard = |msg: String| -> Result<(), String> {
@@ -544,12 +556,16 @@ impl<'a> Executor<'a> {
         }
         // The mtime is set before the partial is checked, so that one stat both verifies it
         // and describes the final file (a rename keeps size, mtime and inode): on a network
-        // remote that is one round trip less per file.
-        if dst.capabilities().set_mtime {
+        // remote that is one round trip less per file. Where the writer set it on the open
+        // file, its fstat already is that stat.
+        if set_mtime && finished.is_none() {
             dst.set_mtime(&partial, s_now.mtime)
                 .map_err(|e| e.to_string())?;
         }
-        let p_now = dst.stat(&partial).map_err(|e| e.to_string())?;
+        let p_now = match finished {
+            Some(e) => Some(e),
+            None => dst.stat(&partial).map_err(|e| e.to_string())?,
+        };
         let mut d_final = match p_now {
             Some(e) if e.is_file() && e.size == size => e,
             other => {
@@ -621,7 +637,7 @@ impl<'a> Executor<'a> {
         s_now: &Entry,
         offset: u64,
         hasher: &mut Option<blake3::Hasher>,
-    ) -> Result<u64, String> {
+    ) -> Result<(u64, Box<dyn crate::remote::WriteHandle>), String> {
         let r = self.copy_chunks_inner(src, dst, path, partial, dir, s_now, offset, hasher);
         if let Some(b) = self.board {
             b.lock()
@@ -632,7 +648,7 @@ impl<'a> Executor<'a> {
     }
 
     /// Copy `src:path` from `offset` into `dst:partial`, checkpointing after each chunk that
-    /// is not the last. Returns the bytes sent.
+    /// is not the last. Returns the bytes sent and the writer, still open.
     #[allow(clippy::too_many_arguments)]
     fn copy_chunks_inner(
         &self,
@@ -644,7 +660,7 @@ impl<'a> Executor<'a> {
         s_now: &Entry,
         mut offset: u64,
         hasher: &mut Option<blake3::Hasher>,
-    ) -> Result<u64, String> {
+    ) -> Result<(u64, Box<dyn crate::remote::WriteHandle>), String> {
         let size = s_now.size;
         let start = offset;
         // `chunk_size` is the unit written at a time (capped at 4 MiB of memory per worker);
@@ -726,8 +742,8 @@ impl<'a> Executor<'a> {
                 since_checkpoint = 0;
             }
         }
-        // A source that grew is caught by the stat after reading.
-        writer.close().map_err(|e| e.to_string())?;
-        Ok(offset - start)
+        // A source that grew is caught by the stat after reading. The caller closes the
+        // writer (after setting the mtime through it).
+        Ok((offset - start, writer))
     }
 }

@@ -18,7 +18,6 @@
 //!    where the remote can copy (`PlanOptions::server_copy`).
 //! 4. Guards: `max_delete` (counted after moves) and the emptied/missing root checks.
 
-use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::job::{Compare, ConflictPolicy, MaxDelete, Mode};
@@ -398,7 +397,7 @@ fn overlaps_any(p: &str, dirs: &[String]) -> bool {
 /// Entries of `map` at or below `dir`, in order: the folder itself, then the contiguous key
 /// range `dir/` .. `dir0` (`0` is the byte after `/`).
 fn subtree<'m, V>(
-    map: &'m std::collections::BTreeMap<String, V>,
+    map: &'m BTreeMap<String, V>,
     dir: &str,
 ) -> Box<dyn Iterator<Item = (&'m String, &'m V)> + 'm> {
     if dir.is_empty() {
@@ -410,18 +409,124 @@ fn subtree<'m, V>(
     Box::new(own.into_iter().chain(map.range(lo..hi)))
 }
 
-/// Move everything at or below `from` to the same place below `to`.
-fn relocate<V: Clone>(map: &mut std::collections::BTreeMap<String, V>, from: &str, to: &str) {
-    let keys: Vec<String> = subtree(map, from).map(|(k, _)| k.clone()).collect();
-    let mut moved = Vec::with_capacity(keys.len());
-    for k in keys {
-        let v = map.remove(&k).expect("key listed above");
-        moved.push((format!("{to}{}", &k[from.len()..]), v));
-    }
-    for (k, v) in moved {
-        map.insert(k, v);
+/// A sorted map as the planner sees it once the moves it matched are applied: the caller's map
+/// with the moved keys hidden and their relocated entries added. A renamed folder costs its
+/// own entries, not a copy of the whole 100,000-entry map (which cost more than planning).
+struct Moved<'a, V> {
+    orig: &'a BTreeMap<String, V>,
+    /// Keys of `orig` that moved away.
+    hidden: HashSet<&'a str>,
+    /// Relocated entries; they win over `orig` on equal keys.
+    added: BTreeMap<String, V>,
+}
+
+/// The merged iteration of a [`Moved`] map (or of part of it), in key order.
+struct MovedIter<'m, V> {
+    orig: std::iter::Peekable<Box<dyn Iterator<Item = (&'m String, &'m V)> + 'm>>,
+    added: std::iter::Peekable<Box<dyn Iterator<Item = (&'m String, &'m V)> + 'm>>,
+    hidden: &'m HashSet<&'m str>,
+}
+
+impl<'m, V> Iterator for MovedIter<'m, V> {
+    type Item = (&'m String, &'m V);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let take_added = match (self.orig.peek(), self.added.peek()) {
+                (None, None) => return None,
+                (Some(_), None) => false,
+                (None, Some(_)) => true,
+                (Some((o, _)), Some((a, _))) => a <= o,
+            };
+            if take_added {
+                let (k, v) = self.added.next()?;
+                // An added key replaces the same key of `orig`.
+                self.orig.next_if(|(o, _)| *o == k);
+                return Some((k, v));
+            }
+            let (k, v) = self.orig.next()?;
+            if self.hidden.is_empty() || !self.hidden.contains(k.as_str()) {
+                return Some((k, v));
+            }
+        }
     }
 }
+
+impl<'a, V: Clone> Moved<'a, V> {
+    fn new(orig: &'a BTreeMap<String, V>) -> Self {
+        Moved {
+            orig,
+            hidden: HashSet::new(),
+            added: BTreeMap::new(),
+        }
+    }
+
+    /// About the number of entries (for reserving).
+    fn len_hint(&self) -> usize {
+        self.orig.len() + self.added.len()
+    }
+
+    fn get_key_value(&self, k: &str) -> Option<(&String, &V)> {
+        if let Some(kv) = self.added.get_key_value(k) {
+            return Some(kv);
+        }
+        if !self.hidden.is_empty() && self.hidden.contains(k) {
+            return None;
+        }
+        self.orig.get_key_value(k)
+    }
+
+    fn get(&self, k: &str) -> Option<&V> {
+        self.get_key_value(k).map(|(_, v)| v)
+    }
+
+    fn contains_key(&self, k: &str) -> bool {
+        self.get_key_value(k).is_some()
+    }
+
+    fn iter<'m>(&'m self) -> MovedIter<'m, V>
+    where
+        'a: 'm,
+    {
+        MovedIter {
+            orig: (Box::new(self.orig.iter()) as Box<dyn Iterator<Item = _>>).peekable(),
+            added: (Box::new(self.added.iter()) as Box<dyn Iterator<Item = _>>).peekable(),
+            hidden: &self.hidden,
+        }
+    }
+
+    /// Entries at or below `dir`, in order.
+    fn subtree<'m>(&'m self, dir: &str) -> MovedIter<'m, V>
+    where
+        'a: 'm,
+    {
+        MovedIter {
+            orig: subtree(self.orig, dir).peekable(),
+            added: subtree(&self.added, dir).peekable(),
+            hidden: &self.hidden,
+        }
+    }
+
+    /// Move everything at or below `from` to the same place below `to`.
+    fn relocate(&mut self, from: &str, to: &str) {
+        let moved: Vec<(String, V)> = self
+            .subtree(from)
+            .map(|(k, v)| (format!("{to}{}", &k[from.len()..]), v.clone()))
+            .collect();
+        let orig = self.orig;
+        for (k, _) in subtree(orig, from) {
+            self.hidden.insert(k.as_str());
+        }
+        let gone: Vec<String> = subtree(&self.added, from).map(|(k, _)| k.clone()).collect();
+        for k in gone {
+            self.added.remove(&k);
+        }
+        self.added.extend(moved);
+    }
+}
+
+type TreeView<'a> = Moved<'a, Entry>;
+type BaseView<'a> = Moved<'a, BaseRow>;
 
 /// The keep-both copy's name: `NAME.conflict-STAMP[-N].EXT` beside `path`, not taken by
 /// anything in `taken`, at most 255 bytes.
@@ -484,9 +589,9 @@ pub fn plan(input: &PlanInput<'_>, o: &PlanOptions) -> Plan {
         }
     }
 
-    let mut local: Cow<'_, Tree> = Cow::Borrowed(input.local.tree);
-    let mut remote: Cow<'_, Tree> = Cow::Borrowed(input.remote.tree);
-    let mut base: Cow<'_, Base> = Cow::Borrowed(input.base);
+    let mut local = TreeView::new(input.local.tree);
+    let mut remote = TreeView::new(input.remote.tree);
+    let mut base = BaseView::new(input.base);
     let unknown: Vec<String> = input
         .local
         .unknown
@@ -610,11 +715,11 @@ type Row<'a> = (
 );
 
 /// The sorted union of three sorted maps' keys, with each map's value.
-fn union3<'a>(l: &'a Tree, r: &'a Tree, b: &'a Base) -> Vec<Row<'a>> {
+fn union3<'a>(l: &'a TreeView<'_>, r: &'a TreeView<'_>, b: &'a BaseView<'_>) -> Vec<Row<'a>> {
     let mut li = l.iter().peekable();
     let mut ri = r.iter().peekable();
     let mut bi = b.iter().peekable();
-    let mut out = Vec::with_capacity(l.len().max(r.len()).max(b.len()));
+    let mut out = Vec::with_capacity(l.len_hint().max(r.len_hint()).max(b.len_hint()));
     loop {
         let next: Option<&'a String> = [
             li.peek().map(|(k, _)| *k),
@@ -793,9 +898,9 @@ impl CopyCheck<'_> {
     fn source<'t>(
         &self,
         cmp: &Cmp<'_>,
-        local: &Tree,
-        remote: &'t Tree,
-        base: &'t Base,
+        local: &TreeView<'_>,
+        remote: &'t TreeView<'_>,
+        base: &'t BaseView<'_>,
         deleted_remote: &HashSet<&str>,
         q: &str,
         lq: &Entry,
@@ -836,9 +941,9 @@ impl CopyCheck<'_> {
 fn materialize(
     cmp: &Cmp<'_>,
     o: &PlanOptions,
-    local: &Tree,
-    remote: &Tree,
-    base: &Base,
+    local: &TreeView<'_>,
+    remote: &TreeView<'_>,
+    base: &BaseView<'_>,
     copies: &CopyCheck<'_>,
     intents: Vec<(String, Intent)>,
     out: &mut Plan,
@@ -870,8 +975,8 @@ fn materialize(
             _ => {}
         }
     }
-    let all_go = |tree: &Tree, deleted: &HashSet<&str>, dir: &str| -> bool {
-        subtree(tree, dir).all(|(k, _)| deleted.contains(k.as_str()))
+    let all_go = |tree: &TreeView<'_>, deleted: &HashSet<&str>, dir: &str| -> bool {
+        tree.subtree(dir).all(|(k, _)| deleted.contains(k.as_str()))
     };
 
     // Names a keep-both copy must not take.
@@ -1007,7 +1112,7 @@ fn materialize(
                     } else {
                         ("remote", "local")
                     };
-                    let kind = tree_d[anc].kind.as_str();
+                    let kind = tree_d.get(anc).expect("ancestor listed").kind.as_str();
                     let m = format!(
                         "type clash: {anc:?} is a {kind} on the {dn} side but a folder on \
                          the {sn} side; nothing was changed"
@@ -1125,10 +1230,14 @@ fn materialize(
 
 /// Entries of `tree` without a `side` entry in the base: one merge walk of the two sorted maps
 /// instead of a lookup per path.
-fn not_in_base<'a>(tree: &'a Tree, base: &Base, side: Side) -> Vec<(&'a String, &'a Entry)> {
+fn not_in_base<'a>(
+    tree: &'a TreeView<'_>,
+    base: &BaseView<'_>,
+    side: Side,
+) -> Vec<(&'a String, &'a Entry)> {
     let mut bi = base.iter().peekable();
     let mut out = Vec::new();
-    for (p, e) in tree {
+    for (p, e) in tree.iter() {
         while bi.next_if(|(k, _)| k.as_str() < p.as_str()).is_some() {}
         let known = bi.peek().is_some_and(|(k, row)| {
             *k == p
@@ -1149,7 +1258,11 @@ type FileKey = (u64, i64, Option<[u8; 32]>);
 
 /// The nearest proper ancestor of `p` in `tree` that is not a folder and is not deleted by
 /// this plan.
-fn blocking_ancestor<'t>(tree: &'t Tree, deleted: &HashSet<&str>, p: &str) -> Option<&'t str> {
+fn blocking_ancestor<'t>(
+    tree: &'t TreeView<'_>,
+    deleted: &HashSet<&str>,
+    p: &str,
+) -> Option<&'t str> {
     let mut q = parent(p);
     while !q.is_empty() {
         if let Some((k, e)) = tree.get_key_value(q) {
@@ -1165,9 +1278,9 @@ fn blocking_ancestor<'t>(tree: &'t Tree, deleted: &HashSet<&str>, p: &str) -> Op
 /// Local renames: a base path gone locally whose inode shows up at a new local path.
 fn match_local_moves(
     cmp: &Cmp<'_>,
-    local: &Tree,
-    remote: &mut Cow<'_, Tree>,
-    base: &mut Cow<'_, Base>,
+    local: &TreeView<'_>,
+    remote: &mut TreeView<'_>,
+    base: &mut BaseView<'_>,
     unknown: &[String],
     moves: &mut Vec<Action>,
 ) {
@@ -1232,8 +1345,8 @@ fn match_local_moves(
         a.to = Some(q.clone());
         a.src = Some(rp.clone());
         a.base = relocation_updates(base, &p, &q);
-        relocate(remote.to_mut(), &p, &q);
-        relocate(base.to_mut(), &p, &q);
+        remote.relocate(&p, &q);
+        base.relocate(&p, &q);
         moves.push(a);
     }
 }
@@ -1242,24 +1355,27 @@ fn match_local_moves(
 /// known; folder: its whole subtree) shows up, unambiguously, at a new remote path.
 fn match_remote_moves(
     cmp: &Cmp<'_>,
-    local: &mut Cow<'_, Tree>,
-    remote: &Tree,
-    base: &mut Cow<'_, Base>,
+    local: &mut TreeView<'_>,
+    remote: &TreeView<'_>,
+    base: &mut BaseView<'_>,
     unknown: &[String],
     moves: &mut Vec<Action>,
 ) {
-    let new_remote: Vec<(&String, &Entry)> = remote
-        .iter()
-        .filter(|(p, e)| e.kind != Kind::Symlink && base.get(*p).is_none_or(|b| b.remote.is_none()))
-        .collect();
+    // Both by merge walks of the sorted maps, not a lookup per path.
+    let mut new_remote = not_in_base(remote, base, Side::Remote);
+    new_remote.retain(|(_, e)| e.kind != Kind::Symlink);
     if new_remote.is_empty() {
         return;
     }
-    let gone: Vec<(String, Entry)> = base
-        .iter()
-        .filter(|(p, row)| row.remote.is_some() && !remote.contains_key(*p))
-        .map(|(p, row)| (p.clone(), row.remote.clone().unwrap()))
-        .collect();
+    let mut gone: Vec<(String, Entry)> = Vec::new();
+    let mut ri = remote.iter().peekable();
+    for (p, row) in base.iter() {
+        let Some(br) = &row.remote else { continue };
+        while ri.next_if(|(k, _)| k.as_str() < p.as_str()).is_some() {}
+        if ri.peek().is_none_or(|(k, _)| *k != p) {
+            gone.push((p.clone(), br.clone()));
+        }
+    }
     if gone.is_empty() {
         return;
     }
@@ -1300,7 +1416,7 @@ fn match_remote_moves(
     if any_gone_dir {
         for (p, e) in &new_remote {
             if e.kind == Kind::Dir {
-                let items = subtree(remote, p).map(|(k, v)| (k.as_str(), v));
+                let items = remote.subtree(p).map(|(k, v)| (k.as_str(), v));
                 if let Some(sig) = subtree_sig(items, p) {
                     new_dirs.entry(sig).or_default().push(p.as_str());
                 }
@@ -1326,7 +1442,8 @@ fn match_remote_moves(
                 }
             }
             Kind::Dir => {
-                let items = subtree(base, p)
+                let items = base
+                    .subtree(p)
                     .filter_map(|(k, row)| row.remote.as_ref().map(|e| (k.as_str(), e)));
                 if let Some(sig) = subtree_sig(items, p) {
                     if let Some(qs) = new_dirs.get(&sig) {
@@ -1371,17 +1488,17 @@ fn match_remote_moves(
         a.to = Some(q.clone());
         a.src = Some(lp.clone());
         a.base = relocation_updates(base, &p, &q);
-        relocate(local.to_mut(), &p, &q);
-        relocate(base.to_mut(), &p, &q);
+        local.relocate(&p, &q);
+        base.relocate(&p, &q);
         used_targets.insert(q);
         moves.push(a);
     }
 }
 
 /// The base rows a move rewrites: every row at or below `from` goes to `to`.
-fn relocation_updates(base: &Base, from: &str, to: &str) -> Vec<BaseUpdate> {
+fn relocation_updates(base: &BaseView<'_>, from: &str, to: &str) -> Vec<BaseUpdate> {
     let mut ups = Vec::new();
-    for (k, row) in subtree(base, from) {
+    for (k, row) in base.subtree(from) {
         ups.push(BaseUpdate {
             path: k.clone(),
             row: None,
@@ -1434,8 +1551,19 @@ mod tests {
         }
         let keys: Vec<&str> = subtree(&t, "a").map(|(k, _)| k.as_str()).collect();
         assert_eq!(keys, ["a", "a/b", "a/b/c"]);
-        relocate(&mut t, "a", "z/q");
-        let keys: Vec<&str> = t.keys().map(|k| k.as_str()).collect();
+        t.insert("z/q/b".into(), Entry::file(1, 0)); // replaced by the move
+        let mut v = TreeView::new(&t);
+        v.relocate("a", "z/q");
+        let keys: Vec<&str> = v.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(keys, ["a.txt", "ab", "b", "z/q", "z/q/b", "z/q/b/c"]);
+        assert!(v.get("z/q/b").unwrap().is_dir());
+        assert!(v.get("a/b").is_none() && !v.contains_key("a"));
+        // A moved subtree moves again, and back where an original key was hidden.
+        v.relocate("z", "y");
+        v.relocate("y/q", "a");
+        let keys: Vec<&str> = v.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["a", "a.txt", "a/b", "a/b/c", "ab", "b"]);
+        let sub: Vec<&str> = v.subtree("a").map(|(k, _)| k.as_str()).collect();
+        assert_eq!(sub, ["a", "a/b", "a/b/c"]);
     }
 }

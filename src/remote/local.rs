@@ -110,6 +110,20 @@ impl WriteHandle for LocalWriter {
         // fsync time, which callers see above.
         Ok(())
     }
+
+    fn set_mtime_and_stat(&mut self, mtime_ns: i64) -> Result<Option<Entry>> {
+        let t = filetime::FileTime::from_unix_time(
+            mtime_ns.div_euclid(1_000_000_000),
+            mtime_ns.rem_euclid(1_000_000_000) as u32,
+        );
+        filetime::set_file_handle_times(&self.file, Some(t), Some(t))
+            .map_err(|e| RemoteError::io("set mtime", &self.path, e))?;
+        let m = self
+            .file
+            .metadata()
+            .map_err(|e| RemoteError::io("stat", &self.path, e))?;
+        Ok(Some(entry_from_metadata(&m)))
+    }
 }
 
 impl Remote for LocalFs {

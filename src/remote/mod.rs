@@ -118,6 +118,14 @@ pub trait WriteHandle: Send {
     fn sync(&mut self) -> Result<()>;
     /// Finish the write; errors here mean the data may not be complete.
     fn close(self: Box<Self>) -> Result<()>;
+
+    /// Set the written file's modification time through the open handle (as `cp -p` does)
+    /// and report the file as it now is (mtime as the filesystem stored it). `None`: the
+    /// backend has no such shortcut; the caller sets the mtime and stats by path. Saves two
+    /// path lookups per file on a local disk.
+    fn set_mtime_and_stat(&mut self, _mtime_ns: i64) -> Result<Option<Entry>> {
+        Ok(None)
+    }
 }
 
 pub trait Remote: Send + Sync {
@@ -320,7 +328,12 @@ pub fn join(dir: &str, name: &str) -> String {
     if dir.is_empty() {
         name.to_string()
     } else {
-        format!("{dir}/{name}")
+        // Sized once, no formatting machinery: the scan joins every listed name.
+        let mut p = String::with_capacity(dir.len() + 1 + name.len());
+        p.push_str(dir);
+        p.push('/');
+        p.push_str(name);
+        p
     }
 }
 
