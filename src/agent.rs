@@ -38,6 +38,8 @@ const RETRY_BUSY: Duration = Duration::from_millis(250);
 const RETRY_MAX: Duration = Duration::from_secs(60);
 /// How often a batch waiting for the rest of a rename chain looks again.
 const CHAIN_WAIT: Duration = Duration::from_millis(5);
+/// How often an idle agent refreshes its status row (its heartbeat).
+const IDLE_HEARTBEAT: Duration = Duration::from_secs(30);
 /// Events ingested per journal transaction at most.
 const INGEST_BATCH: usize = 20_000;
 
@@ -85,19 +87,24 @@ struct Shared {
     started: String,
     /// Transfers in flight, for `omnisync status`.
     board: crate::exec::TransferBoard,
+    /// Wakes the main loop when a job starts or ends something (fresh status at once).
+    poke: Sender<()>,
 }
 
 impl Shared {
     fn set_doing(&self, job: &str, what: Option<String>) {
-        let mut d = self.doing.lock().unwrap();
-        match what {
-            Some(w) => {
-                d.insert(job.to_string(), w);
-            }
-            None => {
-                d.remove(job);
+        {
+            let mut d = self.doing.lock().unwrap();
+            match what {
+                Some(w) => {
+                    d.insert(job.to_string(), w);
+                }
+                None => {
+                    d.remove(job);
+                }
             }
         }
+        let _ = self.poke.try_send(());
     }
 
     /// `[{"job","path","direction","bytes_done","size"}…]` of the transfers in flight.
@@ -141,6 +148,12 @@ struct JobHandle {
 /// Run the agent until SIGTERM/SIGINT. `load` reads the config (again on SIGHUP).
 pub fn run(load: &dyn Fn() -> Result<Config, String>) -> Result<i32, String> {
     let cfg = load()?;
+    // Few malloc arenas: an idle agent keeps little memory (each thread's arena would keep the
+    // pages of its last reconcile).
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
     let signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGTERM,
         signal_hook::consts::SIGINT,
@@ -158,6 +171,7 @@ pub fn run(load: &dyn Fn() -> Result<Config, String>) -> Result<i32, String> {
         }
     });
 
+    let (poke_tx, poke_rx) = crossbeam_channel::bounded::<()>(1);
     let shared = Arc::new(Shared {
         settings: cfg.agent.clone(),
         slots: Slots {
@@ -167,6 +181,7 @@ pub fn run(load: &dyn Fn() -> Result<Config, String>) -> Result<i32, String> {
         doing: Mutex::new(BTreeMap::new()),
         started: engine::now_rfc3339(),
         board: Mutex::new(BTreeMap::new()),
+        poke: poke_tx,
     });
     let db = engine::db_path(&cfg.agent);
     let mut status_store = Store::open(&db).map_err(|e| e.to_string())?;
@@ -185,13 +200,29 @@ pub fn run(load: &dyn Fn() -> Result<Config, String>) -> Result<i32, String> {
         sd_notify::NotifyState::Ready,
         sd_notify::NotifyState::Status(&format!("watching {} jobs", jobs.len())),
     ]);
-    // Once a second: the status row (and bytes done of transfers) stays fresh for `status`.
-    let tick = watchdog
-        .map(|w| (w / 2).min(Duration::from_secs(1)))
-        .unwrap_or(Duration::from_secs(1));
+    // While something runs, once a second (the status row and the bytes done of transfers
+    // stay fresh for `omnisync status`); idle, only the watchdog and a heartbeat wake it.
+    let busy_tick = Duration::from_secs(1);
+    let idle_tick = watchdog
+        .map(|w| (w / 2).min(IDLE_HEARTBEAT))
+        .unwrap_or(IDLE_HEARTBEAT);
     let mut last_status = String::new();
+    let mut last_transfers = String::new();
+    let mut last_beat = Instant::now();
     let code = loop {
-        match sig_rx.recv_timeout(tick) {
+        let busy =
+            !shared.doing.lock().unwrap().is_empty() || !shared.board.lock().unwrap().is_empty();
+        let tick = if busy {
+            busy_tick.min(idle_tick)
+        } else {
+            idle_tick
+        };
+        let got = crossbeam_channel::select! {
+            recv(sig_rx) -> s => s.map_err(|_| RecvTimeoutError::Disconnected),
+            recv(poke_rx) -> _ => Err(RecvTimeoutError::Timeout),
+            default(tick) => Err(RecvTimeoutError::Timeout),
+        };
+        match got {
             Ok(s) if s == signal_hook::consts::SIGHUP => {
                 let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
                 match load() {
@@ -223,12 +254,20 @@ pub fn run(load: &dyn Fn() -> Result<Config, String>) -> Result<i32, String> {
         if watchdog.is_some() {
             let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
         }
-        if status != last_status {
-            let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(&status)]);
-            last_status = status.clone();
+        let transfers = shared.transfers_json();
+        if status != last_status
+            || transfers != last_transfers
+            || last_beat.elapsed() >= IDLE_HEARTBEAT
+        {
+            if status != last_status {
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(&status)]);
+            }
+            let _ = status_store.set_agent_status(pid, &shared.started, &status);
+            let _ = status_store.set_agent_transfers(&transfers);
+            last_status = status;
+            last_transfers = transfers;
+            last_beat = Instant::now();
         }
-        let _ = status_store.set_agent_status(pid, &shared.started, &status);
-        let _ = status_store.set_agent_transfers(&shared.transfers_json());
     };
     for (_, h) in std::mem::take(&mut jobs) {
         stop_job(h);
@@ -599,8 +638,8 @@ impl Runner {
                 t = t.min(Duration::from_nanos((w - now_ns()).max(0) as u64));
             }
         }
-        // Wake now and then to notice a stop request.
-        t.min(Duration::from_millis(500))
+        // A stop request closes the wake channel, which ends the wait at once.
+        t
     }
 
     fn step(&mut self) {
@@ -655,6 +694,27 @@ impl Runner {
         })
     }
 
+    /// One run of the job (a whole reconcile, or a live batch's `scope`) over the kept-open
+    /// connection. `Err` when the connection cannot be opened.
+    fn run_once(
+        &mut self,
+        scope: Option<&[String]>,
+    ) -> Result<Result<engine::RunSummary, RunError>, RunError> {
+        self.ensure_remote()?;
+        Ok(engine::run_job_with(
+            &self.shared.settings,
+            &self.job,
+            &RunOptions::default(),
+            &|_| {},
+            RunContext {
+                remote: self.remote.as_deref(),
+                scope,
+                cancel: Some(&self.stop),
+                board: Some(&self.shared.board),
+            },
+        ))
+    }
+
     fn ensure_remote(&mut self) -> Result<(), RunError> {
         if self.remote.is_none() {
             self.remote = Some(engine::open_remote(&self.job)?);
@@ -706,28 +766,15 @@ impl Runner {
                 0
             }
         };
-        let res = {
-            if let Err(e) = self.ensure_remote() {
-                self.shared.set_doing(&self.job.name, None);
+        let res = self.run_once(None);
+        self.shared.set_doing(&self.job.name, None);
+        let res = match res {
+            Ok(r) => r,
+            Err(e) => {
                 self.failed(&e, "reconcile");
                 return;
             }
-            let remote = self.remote.as_deref();
-            let cancel: &AtomicBool = &self.stop;
-            engine::run_job_with(
-                &self.shared.settings,
-                &self.job,
-                &RunOptions::default(),
-                &|_| {},
-                RunContext {
-                    remote,
-                    scope: None,
-                    cancel: Some(cancel),
-                    board: Some(&self.shared.board),
-                },
-            )
         };
-        self.shared.set_doing(&self.job.name, None);
         match res {
             Ok(sum) => {
                 tracing::info!(job = %self.job.name, "{}", sum.to_text());
@@ -786,28 +833,15 @@ impl Runner {
             Some(format!("live batch of {} paths", b.ready.len())),
         );
         let t = Instant::now();
-        let res = {
-            if let Err(e) = self.ensure_remote() {
-                self.shared.set_doing(&self.job.name, None);
+        let res = self.run_once(Some(&b.ready));
+        self.shared.set_doing(&self.job.name, None);
+        let res = match res {
+            Ok(r) => r,
+            Err(e) => {
                 self.failed(&e, "live batch");
                 return;
             }
-            let remote = self.remote.as_deref();
-            let cancel: &AtomicBool = &self.stop;
-            engine::run_job_with(
-                &self.shared.settings,
-                &self.job,
-                &RunOptions::default(),
-                &|_| {},
-                RunContext {
-                    remote,
-                    scope: Some(&b.ready),
-                    cancel: Some(cancel),
-                    board: Some(&self.shared.board),
-                },
-            )
         };
-        self.shared.set_doing(&self.job.name, None);
         match res {
             Ok(sum) => {
                 let actions: u64 = sum.counts.values().sum();
@@ -883,12 +917,14 @@ impl Runner {
 /// A reconcile of a large tree briefly holds its trees, base and plan (hundreds of MB for
 /// millions of files); give the freed memory back to the system so an idle agent stays small.
 fn release_memory() {
-    // The maps are freed on a background thread (see `engine`): let it finish first.
-    std::thread::sleep(Duration::from_millis(200));
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    unsafe {
-        libc::malloc_trim(0);
-    }
+    // The maps are freed on a background thread (see `engine`): trim once that is done.
+    std::thread::spawn(|| {
+        std::thread::sleep(Duration::from_secs(2));
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        unsafe {
+            libc::malloc_trim(0);
+        }
+    });
 }
 
 /// The state directory's database (for `status`, `journal`).

@@ -129,6 +129,18 @@ struct PathState {
     last: i64,
 }
 
+impl PathState {
+    /// A change that settles the path at once: it is there now (`gone = false`: moved in,
+    /// renamed to) or not (removed, renamed away), and nothing is being written to it.
+    fn settle(&mut self, id: i64, gone: bool) {
+        self.ids.push(id);
+        self.touched = true;
+        self.gone = gone;
+        self.open_since = None;
+        self.ready = true;
+    }
+}
+
 /// Is `p` equal to or below `dir`?
 fn is_under(p: &str, dir: &str) -> bool {
     dir.is_empty()
@@ -183,14 +195,7 @@ pub fn coalesce(
                     s.open_since = Some(c.at_ns);
                 }
             }
-            ChangeKind::MovedIn => {
-                let s = paths.entry(&c.path).or_default();
-                s.ids.push(c.id);
-                s.gone = false;
-                s.touched = true;
-                s.open_since = None;
-                s.ready = true;
-            }
+            ChangeKind::MovedIn => paths.entry(&c.path).or_default().settle(c.id, false),
             ChangeKind::Modify => {
                 let s = paths.entry(&c.path).or_default();
                 s.ids.push(c.id);
@@ -208,31 +213,12 @@ pub fn coalesce(
                     s.ready = true;
                 }
             }
-            ChangeKind::Remove => {
-                let s = paths.entry(&c.path).or_default();
-                s.ids.push(c.id);
-                s.touched = true;
-                s.gone = true;
-                s.open_since = None;
-                s.ready = true;
-            }
+            ChangeKind::Remove => paths.entry(&c.path).or_default().settle(c.id, true),
             ChangeKind::Rename => {
-                {
-                    let s = paths.entry(&c.path).or_default();
-                    s.ids.push(c.id);
-                    s.touched = true;
-                    s.gone = true;
-                    s.open_since = None;
-                    s.ready = true;
-                }
+                paths.entry(&c.path).or_default().settle(c.id, true);
+                // Renamed over a file being written: the rename is what counts now.
                 if let Some(to) = &c.to {
-                    let t = paths.entry(to).or_default();
-                    t.ids.push(c.id);
-                    t.touched = true;
-                    t.gone = false;
-                    t.ready = true;
-                    // Renamed over a file being written: the rename is what counts now.
-                    t.open_since = None;
+                    paths.entry(to).or_default().settle(c.id, false);
                 }
             }
         }

@@ -675,21 +675,18 @@ impl<'a> Executor<'a> {
         let mut writer = dst.open_write(partial, offset).map_err(|e| e.to_string())?;
         let buf_len = chunk.min(size.saturating_sub(offset)).max(1) as usize;
         let mut buf = vec![0u8; buf_len];
+        let checkpoint_at = |offset| Checkpoint {
+            src_size: size,
+            src_mtime: s_now.mtime,
+            src_inode: s_now.inode,
+            offset,
+        };
         while offset < size {
             if self.cancel.load(Ordering::Relaxed) {
                 // Stopping (SIGTERM): what was written is made durable and checkpointed, so
                 // the next run resumes here.
                 if since_checkpoint > 0 && writer.sync().is_ok() {
-                    self.put_checkpoint(
-                        path,
-                        dir,
-                        Checkpoint {
-                            src_size: size,
-                            src_mtime: s_now.mtime,
-                            src_inode: s_now.inode,
-                            offset,
-                        },
-                    )?;
+                    self.put_checkpoint(path, dir, checkpoint_at(offset))?;
                 }
                 writer.close().map_err(|e| e.to_string())?;
                 return Err("interrupted; will resume from the last checkpoint".into());
@@ -729,16 +726,7 @@ impl<'a> Executor<'a> {
             if offset < size && since_checkpoint >= checkpoint_every {
                 // Durable first, then claimed: a checkpoint never points past real data.
                 writer.sync().map_err(|e| e.to_string())?;
-                self.put_checkpoint(
-                    path,
-                    dir,
-                    Checkpoint {
-                        src_size: size,
-                        src_mtime: s_now.mtime,
-                        src_inode: s_now.inode,
-                        offset,
-                    },
-                )?;
+                self.put_checkpoint(path, dir, checkpoint_at(offset))?;
                 since_checkpoint = 0;
             }
         }
