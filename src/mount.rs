@@ -773,8 +773,8 @@ mod fs {
     use super::*;
     use fuser::{
         Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
-        LockOwner, OpenAccMode, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty,
-        ReplyEntry, ReplyOpen, ReplyXattr, Request,
+        InitFlags, KernelConfig, LockOwner, OpenAccMode, OpenFlags, ReplyAttr, ReplyData,
+        ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyXattr, Request,
     };
     use std::ffi::OsStr;
 
@@ -785,6 +785,9 @@ mod fs {
         pub view: Arc<View>,
         pub uid: u32,
         pub gid: u32,
+        /// The cache key of each file when it was last opened: a file opened again unchanged
+        /// keeps the kernel's page cache of it.
+        pub opened: Mutex<HashMap<u64, String>>,
     }
 
     impl MountFs {
@@ -835,6 +838,15 @@ mod fs {
     }
 
     impl Filesystem for MountFs {
+        fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+            // Reads of up to a chunk at a time; page cache dropped when a file's mtime changes.
+            if let Err(max) = config.set_max_readahead(CHUNK as u32) {
+                let _ = config.set_max_readahead(max);
+            }
+            let _ = config.add_capabilities(InitFlags::FUSE_AUTO_INVAL_DATA);
+            Ok(())
+        }
+
         fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
             let Some(name) = name.to_str() else {
                 return reply.error(Errno::ENOENT);
@@ -868,10 +880,20 @@ mod fs {
                 STATUS_INO | JOURNAL_INO => {
                     reply.opened(FileHandle(0), FopenFlags::FOPEN_DIRECT_IO)
                 }
-                i if self.view.table().get(i).is_some() => {
-                    reply.opened(FileHandle(0), FopenFlags::empty())
+                i => {
+                    let t = self.view.table();
+                    let Some(n) = t.get(i) else {
+                        return reply.error(Errno::ENOENT);
+                    };
+                    let key = cache_key(&n.path, n.size, n.mtime);
+                    let same = self.opened.lock().unwrap().insert(i, key.clone()) == Some(key);
+                    let flags = if same {
+                        FopenFlags::FOPEN_KEEP_CACHE
+                    } else {
+                        FopenFlags::empty()
+                    };
+                    reply.opened(FileHandle(0), flags)
                 }
-                _ => reply.error(Errno::ENOENT),
             }
         }
 
@@ -994,6 +1016,7 @@ pub fn serve(view: View, o: &MountOptions, stop: &AtomicBool) -> Result<(), Stri
         // SAFETY: getuid/getgid cannot fail.
         uid: unsafe { libc::getuid() },
         gid: unsafe { libc::getgid() },
+        opened: Mutex::new(HashMap::new()),
     };
     let mut config = Config::default();
     config.mount_options = vec![
