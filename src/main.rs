@@ -101,6 +101,9 @@ struct MountArgs {
     /// How often the remote tree is listed again
     #[arg(long, value_name = "DUR", default_value = "60s")]
     refresh: String,
+    /// A remote read not answered within this fails with EIO (never a hang)
+    #[arg(long, value_name = "DUR", default_value = "30s")]
+    read_timeout: String,
 }
 
 #[derive(Args)]
@@ -919,6 +922,14 @@ fn cmd_mount(cli: &Cli, args: &MountArgs) -> Result<i32, Failure> {
     let refresh = config::parse_duration(&args.refresh)
         .filter(|d| !d.is_zero())
         .ok_or_else(|| Failure(2, format!("--refresh {:?}: not a duration", args.refresh)))?;
+    let read_timeout = config::parse_duration(&args.read_timeout)
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| {
+            Failure(
+                2,
+                format!("--read-timeout {:?}: not a duration", args.read_timeout),
+            )
+        })?;
     let dir = std::fs::canonicalize(&args.dir)
         .map_err(|e| Failure(2, format!("mount point {}: {e}", args.dir.display())))?;
     if !dir.is_dir() {
@@ -945,6 +956,7 @@ fn cmd_mount(cli: &Cli, args: &MountArgs) -> Result<i32, Failure> {
         cache_dir,
         cache_size,
         refresh,
+        read_timeout,
         db: engine::db_path(&cfg.agent),
     };
     let stop = Arc::new(AtomicBool::new(false));

@@ -12,11 +12,12 @@
 //! The pure parts (inode table, chunk math, LRU accounting) need no FUSE and are unit-tested
 //! here; `tests/mount.rs` mounts for real.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::Read;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::filter::Filter;
@@ -329,6 +330,8 @@ pub struct MountOptions {
     pub cache_dir: PathBuf,
     pub cache_size: u64,
     pub refresh: Duration,
+    /// A remote read not answered within this fails with EIO.
+    pub read_timeout: Duration,
     /// The agent's state database (may not exist yet).
     pub db: PathBuf,
 }
@@ -341,6 +344,10 @@ pub struct View {
     db: PathBuf,
     table: RwLock<Arc<InodeTable>>,
     cache: Mutex<Cache>,
+    /// Chunks being fetched, by (file key, chunk).
+    inflight: Mutex<HashSet<(String, u64)>>,
+    inflight_cv: Condvar,
+    timeout: Duration,
     pub stats: Stats,
     mounted: String,
     refreshed: Mutex<(String, Option<String>)>,
@@ -382,6 +389,9 @@ impl View {
                 lru: Lru::new(o.cache_size),
                 open: None,
             }),
+            inflight: Mutex::new(HashSet::new()),
+            inflight_cv: Condvar::new(),
+            timeout: o.read_timeout,
             stats: Stats::default(),
             mounted: crate::engine::now_rfc3339(),
             refreshed: Mutex::new((String::new(), None)),
@@ -473,7 +483,8 @@ impl View {
         store.load_base(id).ok()
     }
 
-    /// Bytes `offset .. offset + size` of file `ino`, through the cache.
+    /// Bytes `offset .. offset + size` of file `ino`, through the cache. Requests run on
+    /// several threads: a chunk being fetched by one is waited for, not fetched twice.
     pub fn read(&self, ino: u64, offset: u64, size: u32) -> Result<Vec<u8>, ReadError> {
         let table = self.table();
         let node = table.get(ino).ok_or(ReadError::NotFound)?;
@@ -484,29 +495,29 @@ impl View {
         let range = chunks_for(offset, size as u64, node.size);
         let end = (offset + size as u64).min(node.size);
         let mut out = Vec::with_capacity(end.saturating_sub(offset) as usize);
-        let mut cache = self.cache.lock().unwrap();
         for idx in range {
             let chunk_start = idx * CHUNK;
             let want_from = offset.max(chunk_start);
             let want_to = end.min(chunk_start + chunk_len(idx, node.size));
-            if cache.lru.touch(&key, idx) {
-                self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
-                match cache.read_at(&key, want_from, (want_to - want_from) as usize) {
-                    Ok(buf) => {
-                        let short = buf.len() < (want_to - want_from) as usize;
-                        out.extend_from_slice(&buf);
-                        if short {
-                            break;
-                        }
-                        continue;
-                    }
-                    Err(e) => {
-                        tracing::warn!("mount {}: cache read {key}: {e}", self.job.name);
-                    }
+            let want = (want_to - want_from) as usize;
+            if let Some(buf) = self.cached(&key, idx, want_from, want)? {
+                let short = buf.len() < want;
+                out.extend_from_slice(&buf);
+                if short {
+                    break;
                 }
+                continue;
             }
-            let data = self.fetch(&node.path, idx, node.size)?;
-            cache.store(&key, idx, &data, &self.job.name);
+            let fetched = self.fetch(&node.path, idx, node.size);
+            if let Ok(data) = &fetched {
+                self.cache
+                    .lock()
+                    .unwrap()
+                    .store(&key, idx, data, &self.job.name);
+            }
+            self.inflight.lock().unwrap().remove(&(key.clone(), idx));
+            self.inflight_cv.notify_all();
+            let data = fetched?;
             let from = (want_from - chunk_start) as usize;
             let to = ((want_to - chunk_start) as usize).min(data.len());
             if from < to {
@@ -519,35 +530,81 @@ impl View {
         Ok(out)
     }
 
-    /// One chunk from the remote.
+    /// `len` bytes at `pos` from the cached chunk `idx`; `None` when it is not cached, and then
+    /// the caller owns fetching it (marked in flight) and must clear the mark.
+    fn cached(
+        &self,
+        key: &str,
+        idx: u64,
+        pos: u64,
+        len: usize,
+    ) -> Result<Option<Vec<u8>>, ReadError> {
+        let t0 = Instant::now();
+        loop {
+            {
+                let mut cache = self.cache.lock().unwrap();
+                if cache.lru.touch(key, idx) {
+                    match cache.read_at(key, pos, len) {
+                        Ok(buf) => {
+                            self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
+                            return Ok(Some(buf));
+                        }
+                        Err(e) => tracing::warn!("mount {}: cache read {key}: {e}", self.job.name),
+                    }
+                }
+            }
+            let mut inflight = self.inflight.lock().unwrap();
+            if inflight.insert((key.to_string(), idx)) {
+                return Ok(None);
+            }
+            if t0.elapsed() > self.timeout {
+                tracing::error!(
+                    "mount {}: waited {:?} for a chunk another read is fetching",
+                    self.job.name,
+                    self.timeout
+                );
+                return Err(ReadError::Io);
+            }
+            let _ = self
+                .inflight_cv
+                .wait_timeout(inflight, Duration::from_millis(200))
+                .unwrap();
+        }
+    }
+
+    /// One chunk from the remote, given up (EIO) after the read timeout: a hung connection
+    /// never hangs the reader.
     fn fetch(&self, path: &str, idx: u64, size: u64) -> Result<Vec<u8>, ReadError> {
         let want = chunk_len(idx, size) as usize;
-        let map = |e: RemoteError| {
-            if e.is_not_found() {
-                ReadError::NotFound
-            } else {
-                tracing::error!("mount {}: reading {path:?}: {e}", self.job.name);
-                ReadError::Io
-            }
-        };
         self.stats.remote_reads.fetch_add(1, Ordering::Relaxed);
         tracing::debug!("mount {}: fetch {path:?} chunk {idx}", self.job.name);
-        let mut r = self.remote.open_read(path, idx * CHUNK).map_err(map)?;
-        let mut buf = vec![0u8; want];
-        let mut got = 0;
-        while got < want {
-            match r.read(&mut buf[got..]) {
-                Ok(0) => break,
-                Ok(n) => got += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(map(RemoteError::io("read", path, e))),
+        let (tx, rx) = std::sync::mpsc::channel();
+        let remote = self.remote.clone();
+        let p = path.to_string();
+        std::thread::spawn(move || {
+            let _ = tx.send(fetch_chunk(remote.as_ref(), &p, idx * CHUNK, want));
+        });
+        match rx.recv_timeout(self.timeout) {
+            Ok(Ok(buf)) => {
+                self.stats
+                    .remote_bytes
+                    .fetch_add(buf.len() as u64, Ordering::Relaxed);
+                Ok(buf)
+            }
+            Ok(Err(e)) if e.is_not_found() => Err(ReadError::NotFound),
+            Ok(Err(e)) => {
+                tracing::error!("mount {}: reading {path:?}: {e}", self.job.name);
+                Err(ReadError::Io)
+            }
+            Err(_) => {
+                tracing::error!(
+                    "mount {}: reading {path:?}: no answer from the remote within {:?}",
+                    self.job.name,
+                    self.timeout
+                );
+                Err(ReadError::Io)
             }
         }
-        buf.truncate(got);
-        self.stats
-            .remote_bytes
-            .fetch_add(got as u64, Ordering::Relaxed);
-        Ok(buf)
     }
 
     /// The text of `.omnisync/status`: `key: value` lines.
@@ -657,6 +714,28 @@ impl View {
         }
         s
     }
+}
+
+/// `want` bytes (fewer at the end of the file) from `offset` of `path`.
+fn fetch_chunk(
+    remote: &dyn Remote,
+    path: &str,
+    offset: u64,
+    want: usize,
+) -> Result<Vec<u8>, RemoteError> {
+    let mut r = remote.open_read(path, offset)?;
+    let mut buf = vec![0u8; want];
+    let mut got = 0;
+    while got < want {
+        match r.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(RemoteError::io("read", path, e)),
+        }
+    }
+    buf.truncate(got);
+    Ok(buf)
 }
 
 impl Cache {
@@ -1019,6 +1098,8 @@ pub fn serve(view: View, o: &MountOptions, stop: &AtomicBool) -> Result<(), Stri
         opened: Mutex::new(HashMap::new()),
     };
     let mut config = Config::default();
+    // Several request threads: a slow remote read does not stall stat, readdir or cached reads.
+    config.n_threads = Some(4);
     config.mount_options = vec![
         MountOption::RO,
         MountOption::FSName(format!("omnisync:{}", view.job.name)),

@@ -116,12 +116,17 @@ struct Mounted {
 
 impl Mounted {
     fn start(s: &Setup) -> Mounted {
+        Mounted::start_with(s, &[])
+    }
+
+    fn start_with(s: &Setup, extra: &[&str]) -> Mounted {
         let child = Command::new(bin())
             .arg("--config")
             .arg(&s.config)
             .args(["mount", "j"])
             .arg(&s.mnt)
             .arg("--foreground")
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(s.dir.path().join("mount.log")).unwrap())
             .spawn()
@@ -367,6 +372,42 @@ fn sftp_view_matches_the_server_and_unmounts_on_sigterm() {
     check_view(&remote, &s.mnt);
     assert!(status(&s.mnt)["remote"].starts_with("sftp://"));
     expect_erofs("create", std::fs::File::create(s.mnt.join("new")));
+    m.terminate();
+}
+
+#[test]
+fn a_hung_server_gives_eio_after_the_read_timeout_and_never_stalls_the_mount() {
+    require_fuse!();
+    let server = sshd::Sshd::start();
+    let remote = server.data.join("mnt-hung");
+    std::fs::create_dir_all(&remote).unwrap();
+    std::fs::write(remote.join("f"), b"never read before").unwrap();
+    server.chown_tree(&remote);
+    let s = setup(&server.job_keys(), Some(remote.clone()));
+    let m = Mounted::start_with(&s, &["--read-timeout", "2s"]);
+    // Freeze the connection's server side (not the listener): the remote stops answering.
+    let sessions = sshd::descendants(server.pid());
+    assert!(!sessions.is_empty());
+    for p in &sessions {
+        // SAFETY: signalling processes of the sshd this test started.
+        unsafe { libc::kill(*p as i32, libc::SIGSTOP) };
+    }
+    let mnt = s.mnt.clone();
+    let t0 = Instant::now();
+    let reader = std::thread::spawn(move || std::fs::read(mnt.join("f")));
+    // Meanwhile the tree and the status still answer.
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(s.mnt.join("f").exists());
+    assert_eq!(status(&s.mnt)["job"], "j");
+    let r = reader.join().unwrap();
+    let took = t0.elapsed();
+    for p in &sessions {
+        // SAFETY: as above.
+        unsafe { libc::kill(*p as i32, libc::SIGCONT) };
+    }
+    let e = r.expect_err("a read from a frozen server succeeded");
+    assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}");
+    assert!(took < Duration::from_secs(15), "EIO took {took:?}");
     m.terminate();
 }
 
