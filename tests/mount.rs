@@ -356,6 +356,14 @@ fn local_view_reads_caches_refuses_writes_and_unmounts_on_sigterm() {
         b"hello mount\n"
     );
     let _ = std::fs::read_to_string(mnt.join(".omnisync/journal")).unwrap();
+
+    // Removed on the remote since the listing: a read of what is not cached is ENOENT.
+    std::fs::remove_file(s.remote.join("sparse.img")).unwrap();
+    let mut f = std::fs::File::open(mnt.join("sparse.img")).unwrap();
+    let mut buf = [0u8; 16];
+    let e = f.read_exact(&mut buf).expect_err("read a removed file");
+    assert_eq!(e.raw_os_error(), Some(libc::ENOENT), "{e}");
+    drop(f);
     m.terminate();
 }
 
@@ -417,6 +425,14 @@ fn refresh_shows_remote_changes_and_a_vanished_file_is_enoent() {
     let s = setup("protocol = \"local\"\n", None);
     std::fs::write(s.remote.join("f"), b"one").unwrap();
     std::fs::write(s.remote.join("gone"), b"bye").unwrap();
+    // A run first: the status shows it.
+    let run = Command::new(bin())
+        .arg("--config")
+        .arg(&s.config)
+        .args(["run", "j"])
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{run:?}");
     let child = Command::new(bin())
         .arg("--config")
         .arg(&s.config)
@@ -432,7 +448,11 @@ fn refresh_shows_remote_changes_and_a_vanished_file_is_enoent() {
     };
     wait_until("the mount", Duration::from_secs(60), || is_mounted(&s.mnt));
     assert_eq!(std::fs::read(s.mnt.join("f")).unwrap(), b"one");
-    assert_eq!(status(&s.mnt)["cache_limit"], (4 * CHUNK).to_string());
+    let st = status(&s.mnt);
+    assert_eq!(st["cache_limit"], (4 * CHUNK).to_string());
+    assert_eq!(st["last_run_result"], "ok");
+    assert_eq!(st["last_run_errors"], "0");
+    assert!(st["last_run_finished"].ends_with('Z'), "{st:?}");
     // Changed size and mtime: a new listing, and the content is fetched anew.
     std::fs::write(s.remote.join("f"), b"two, longer").unwrap();
     std::fs::remove_file(s.remote.join("gone")).unwrap();
