@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Read;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -820,14 +820,6 @@ fn now_ns() -> i64 {
         .map_or(0, |d| d.as_nanos() as i64)
 }
 
-fn ns_to_time(ns: i64) -> SystemTime {
-    if ns >= 0 {
-        UNIX_EPOCH + Duration::from_nanos(ns as u64)
-    } else {
-        UNIX_EPOCH - Duration::from_nanos(ns.unsigned_abs())
-    }
-}
-
 /// `/proc/mounts` spells a space `\040` (and tab, newline, backslash likewise).
 pub fn proc_mounts_escape(path: &str) -> String {
     path.replace('\\', "\\134")
@@ -856,6 +848,14 @@ mod fs {
         ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyXattr, Request,
     };
     use std::ffi::OsStr;
+
+    fn ns_to_time(ns: i64) -> SystemTime {
+        if ns >= 0 {
+            UNIX_EPOCH + Duration::from_nanos(ns as u64)
+        } else {
+            UNIX_EPOCH - Duration::from_nanos(ns.unsigned_abs())
+        }
+    }
 
     /// How long the kernel may keep names and attributes (the tree changes only on refresh).
     const TTL: Duration = Duration::from_secs(1);
@@ -1087,7 +1087,11 @@ mod fs {
 /// Mount `view` at `o.dir` and serve it until `stop` is set or someone unmounts it
 /// (`fusermount3 -u`, `umount`). The tree is re-listed every `o.refresh`.
 #[cfg(feature = "mount")]
-pub fn serve(view: View, o: &MountOptions, stop: &AtomicBool) -> Result<(), String> {
+pub fn serve(
+    view: View,
+    o: &MountOptions,
+    stop: &std::sync::atomic::AtomicBool,
+) -> Result<(), String> {
     use fuser::{Config, MountOption};
     let view = Arc::new(view);
     let fsys = fs::MountFs {
@@ -1110,7 +1114,7 @@ pub fn serve(view: View, o: &MountOptions, stop: &AtomicBool) -> Result<(), Stri
     let session = fuser::spawn_mount(fsys, &o.dir, &config)
         .map_err(|e| format!("cannot mount on {}: {e}", o.dir.display()))?;
     tracing::info!("mounted job {} on {}", view.job.name, o.dir.display());
-    let done = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let refresher = {
         let view = view.clone();
         let done = done.clone();
