@@ -845,7 +845,7 @@ mod fs {
     use fuser::{
         Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
         InitFlags, KernelConfig, LockOwner, OpenAccMode, OpenFlags, ReplyAttr, ReplyData,
-        ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyXattr, Request,
+        ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyXattr, Request,
     };
     use std::ffi::OsStr;
 
@@ -923,6 +923,9 @@ mod fs {
                 let _ = config.set_max_readahead(max);
             }
             let _ = config.add_capabilities(InitFlags::FUSE_AUTO_INVAL_DATA);
+            let _ = config.add_capabilities(
+                InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_READDIRPLUS_AUTO,
+            );
             Ok(())
         }
 
@@ -1040,46 +1043,90 @@ mod fs {
             offset: u64,
             mut reply: ReplyDirectory,
         ) {
-            // Entries are numbered by position: the fixed ones first, then the children.
+            match self.entries(ino.0, offset, 1024) {
+                Err(e) => reply.error(e),
+                Ok(list) => {
+                    for (child, pos, kind, name) in list {
+                        if reply.add(INodeNo(child), pos, kind, name) {
+                            break;
+                        }
+                    }
+                    reply.ok()
+                }
+            }
+        }
+
+        // With attributes: `ls -l` of a folder needs no lookup per entry.
+        fn readdirplus(
+            &self,
+            _req: &Request,
+            ino: INodeNo,
+            _fh: FileHandle,
+            offset: u64,
+            mut reply: ReplyDirectoryPlus,
+        ) {
+            match self.entries(ino.0, offset, 1024) {
+                Err(e) => reply.error(e),
+                Ok(list) => {
+                    for (child, pos, _, name) in list {
+                        let Some(attr) = self.attr(child) else {
+                            continue;
+                        };
+                        if reply.add(INodeNo(child), pos, name, &TTL, &attr, Generation(0)) {
+                            break;
+                        }
+                    }
+                    reply.ok()
+                }
+            }
+        }
+    }
+
+    impl MountFs {
+        /// Up to `max` entries of folder `ino` after position `offset`, each with its own
+        /// position (1-based): `.`, `..`, the virtual `.omnisync` at the root, then children.
+        fn entries(
+            &self,
+            ino: u64,
+            offset: u64,
+            max: usize,
+        ) -> Result<Vec<(u64, u64, FileType, String)>, Errno> {
             let mut fixed: Vec<(u64, FileType, &str)> = Vec::new();
             let t = self.view.table();
             let mut children = None;
-            if ino.0 == META_DIR_INO {
+            if ino == META_DIR_INO {
                 fixed.push((META_DIR_INO, FileType::Directory, "."));
                 fixed.push((ROOT_INO, FileType::Directory, ".."));
                 fixed.push((STATUS_INO, FileType::RegularFile, "status"));
                 fixed.push((JOURNAL_INO, FileType::RegularFile, "journal"));
             } else {
-                let Some(n) = t.get(ino.0) else {
-                    return reply.error(Errno::ENOENT);
-                };
+                let n = t.get(ino).ok_or(Errno::ENOENT)?;
                 if n.kind != Kind::Dir {
-                    return reply.error(Errno::ENOTDIR);
+                    return Err(Errno::ENOTDIR);
                 }
-                fixed.push((ino.0, FileType::Directory, "."));
+                fixed.push((ino, FileType::Directory, "."));
                 fixed.push((n.parent, FileType::Directory, ".."));
-                if ino.0 == ROOT_INO {
+                if ino == ROOT_INO {
                     fixed.push((META_DIR_INO, FileType::Directory, META_DIR));
                 }
                 children = Some(&n.children);
             }
+            let mut out = Vec::new();
             for (i, (child, kind, name)) in fixed.iter().enumerate().skip(offset as usize) {
-                if reply.add(INodeNo(*child), i as u64 + 1, *kind, name) {
-                    return reply.ok();
-                }
+                out.push((*child, i as u64 + 1, *kind, name.to_string()));
             }
             let start = (offset as usize).saturating_sub(fixed.len());
             for (j, (name, &child)) in children.into_iter().flatten().enumerate().skip(start) {
+                if out.len() >= max {
+                    break;
+                }
                 let kind = match t.get(child).map(|c| c.kind) {
                     Some(Kind::Dir) => FileType::Directory,
                     _ => FileType::RegularFile,
                 };
-                let pos = (fixed.len() + j) as u64;
-                if reply.add(INodeNo(child), pos + 1, kind, name) {
-                    break;
-                }
+                out.push((child, (fixed.len() + j) as u64 + 1, kind, name.clone()));
             }
-            reply.ok();
+            Ok(out)
         }
     }
 }
