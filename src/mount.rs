@@ -502,7 +502,11 @@ impl View {
             let want = (want_to - want_from) as usize;
             if let Some(buf) = self.cached(&key, idx, want_from, want)? {
                 let short = buf.len() < want;
-                out.extend_from_slice(&buf);
+                if out.is_empty() {
+                    out = buf; // one chunk (the usual case): no second copy
+                } else {
+                    out.extend_from_slice(&buf);
+                }
                 if short {
                     break;
                 }
