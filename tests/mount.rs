@@ -453,6 +453,20 @@ fn refresh_shows_remote_changes_and_a_vanished_file_is_enoent() {
     assert_eq!(st["last_run_result"], "ok");
     assert_eq!(st["last_run_errors"], "0");
     assert!(st["last_run_finished"].ends_with('Z'), "{st:?}");
+    // The cache stays within --cache-size: 6 MiB read through a 4 MiB cache.
+    let six: Vec<u8> = (0..6 * CHUNK).map(|i| (i % 253) as u8).collect();
+    std::fs::write(s.remote.join("six"), &six).unwrap();
+    wait_until("six to appear", Duration::from_secs(20), || {
+        s.mnt.join("six").exists()
+    });
+    assert!(std::fs::read(s.mnt.join("six")).unwrap() == six);
+    let used: u64 = status(&s.mnt)["cache_bytes"].parse().unwrap();
+    assert!(used <= 4 * CHUNK, "cache holds {used} bytes");
+    let on_disk: u64 = std::fs::read_dir(s.dir.path().join("state/mount-cache/j"))
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().blocks() * 512)
+        .sum();
+    assert!(on_disk <= 5 * CHUNK, "cache files use {on_disk} bytes");
     // Changed size and mtime: a new listing, and the content is fetched anew.
     std::fs::write(s.remote.join("f"), b"two, longer").unwrap();
     std::fs::remove_file(s.remote.join("gone")).unwrap();
