@@ -8,6 +8,8 @@ pub mod exec;
 pub mod filter;
 pub mod job;
 pub mod model;
+#[cfg(target_os = "linux")]
+pub mod mount;
 pub mod plan;
 pub mod remote;
 pub mod scan;

@@ -66,6 +66,9 @@ enum Command {
     },
     /// The agent's change journal: events as recorded, their batch, their state
     Journal(JournalArgs),
+    /// A read-only FUSE view of a job's remote tree; contents fetched on read and cached
+    #[cfg(all(feature = "mount", target_os = "linux"))]
+    Mount(MountArgs),
     /// Validate the configuration
     Config {
         #[command(subcommand)]
@@ -77,6 +80,30 @@ enum Command {
 enum ConfigCommand {
     /// Validate the config and print the resolved jobs (secrets masked)
     Check,
+}
+
+#[cfg(all(feature = "mount", target_os = "linux"))]
+#[derive(Args)]
+struct MountArgs {
+    /// The job whose remote tree to show
+    job: String,
+    /// An empty folder to mount it on
+    dir: PathBuf,
+    /// Stay in the foreground (Ctrl-C or SIGTERM unmounts); otherwise detach once mounted
+    #[arg(long)]
+    foreground: bool,
+    /// Where fetched contents are cached (default: STATE_DIR/mount-cache/JOB)
+    #[arg(long, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+    /// The cache's bound on disk (least recently used chunks are dropped first)
+    #[arg(long, value_name = "SIZE", default_value = "1GiB")]
+    cache_size: String,
+    /// How often the remote tree is listed again
+    #[arg(long, value_name = "DUR", default_value = "60s")]
+    refresh: String,
+    /// A remote read not answered within this fails with EIO (never a hang)
+    #[arg(long, value_name = "DUR", default_value = "30s")]
+    read_timeout: String,
 }
 
 #[derive(Args)]
@@ -241,6 +268,8 @@ fn dispatch(cli: &Cli) -> Result<i32, Failure> {
         Command::Agent => cmd_agent(cli),
         Command::Status { job, json } => cmd_status(cli, job.as_deref(), *json),
         Command::Journal(args) => cmd_journal(cli, args),
+        #[cfg(all(feature = "mount", target_os = "linux"))]
+        Command::Mount(args) => cmd_mount(cli, args),
     }
 }
 
@@ -900,4 +929,132 @@ fn cmd_test(cli: &Cli, name: &str) -> Result<i32, Failure> {
         rtt.as_secs_f64() * 1000.0 / 4.0
     );
     Ok(0)
+}
+
+#[cfg(all(feature = "mount", target_os = "linux"))]
+fn cmd_mount(cli: &Cli, args: &MountArgs) -> Result<i32, Failure> {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+    let cfg = load_config(cli)?;
+    let job = cfg.job(&args.job).ok_or_else(|| {
+        Failure(
+            2,
+            format!("unknown job {:?} in {}", args.job, cfg.path.display()),
+        )
+    })?;
+    let cache_size = config::parse_size(&args.cache_size)
+        .ok_or_else(|| Failure(2, format!("--cache-size {:?}: not a size", args.cache_size)))?;
+    let refresh = config::parse_duration(&args.refresh)
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| Failure(2, format!("--refresh {:?}: not a duration", args.refresh)))?;
+    let read_timeout = config::parse_duration(&args.read_timeout)
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| {
+            Failure(
+                2,
+                format!("--read-timeout {:?}: not a duration", args.read_timeout),
+            )
+        })?;
+    let dir = std::fs::canonicalize(&args.dir)
+        .map_err(|e| Failure(2, format!("mount point {}: {e}", args.dir.display())))?;
+    if !dir.is_dir() {
+        return Err(Failure(
+            2,
+            format!("mount point {} is not a directory", dir.display()),
+        ));
+    }
+    if omnisync::mount::is_mounted(&dir) {
+        return Err(Failure(
+            2,
+            format!("{} is already a mount point", dir.display()),
+        ));
+    }
+    if !args.foreground {
+        return mount_detached(&cfg, job, &dir);
+    }
+    let cache_dir = args
+        .cache_dir
+        .clone()
+        .unwrap_or_else(|| cfg.agent.state_dir.join("mount-cache").join(&job.name));
+    let o = omnisync::mount::MountOptions {
+        dir,
+        cache_dir,
+        cache_size,
+        refresh,
+        read_timeout,
+        db: engine::db_path(&cfg.agent),
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, stop.clone())
+            .map_err(|e| Failure(1, format!("cannot handle signal {sig}: {e}")))?;
+    }
+    let remote = engine::open_remote(job)?;
+    let view = omnisync::mount::View::new(job, remote, &o).map_err(|e| Failure(3, e))?;
+    omnisync::mount::serve(view, &o, &stop).map_err(|e| Failure(1, e))?;
+    Ok(0)
+}
+
+/// Start `omnisync mount … --foreground` in a new session with its output in
+/// STATE_DIR/mount-JOB.log, and return once the mount is there (or the child failed).
+#[cfg(all(feature = "mount", target_os = "linux"))]
+fn mount_detached(cfg: &Config, job: &Job, dir: &std::path::Path) -> Result<i32, Failure> {
+    use std::os::unix::process::CommandExt;
+    let exe = std::env::current_exe().map_err(|e| Failure(1, e.to_string()))?;
+    std::fs::create_dir_all(&cfg.agent.state_dir).map_err(|e| {
+        Failure(
+            2,
+            format!("cannot create {}: {e}", cfg.agent.state_dir.display()),
+        )
+    })?;
+    let log = cfg.agent.state_dir.join(format!("mount-{}.log", job.name));
+    let out = std::fs::File::create(&log)
+        .map_err(|e| Failure(2, format!("cannot create {}: {e}", log.display())))?;
+    let err = out.try_clone().map_err(|e| Failure(1, e.to_string()))?;
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    args.push("--foreground".into());
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(&args)
+        .stdin(std::process::Stdio::null())
+        .stdout(out)
+        .stderr(err);
+    // SAFETY: setsid is async-signal-safe; it detaches the child from our terminal.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| Failure(1, format!("cannot start the mount process: {e}")))?;
+    let t0 = Instant::now();
+    loop {
+        if omnisync::mount::is_mounted(dir) {
+            println!(
+                "mounted job {} on {} (pid {}; unmount with `fusermount3 -u {}`)",
+                job.name,
+                dir.display(),
+                child.id(),
+                dir.display()
+            );
+            return Ok(0);
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            eprint!("{text}");
+            return Ok(status.code().unwrap_or(1));
+        }
+        if t0.elapsed() > std::time::Duration::from_secs(120) {
+            return Err(Failure(
+                1,
+                format!(
+                    "the mount did not appear within 120 s (pid {}; see {})",
+                    child.id(),
+                    log.display()
+                ),
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }
