@@ -23,6 +23,10 @@ pub use journal::{AgentRow, BatchInfo, ChangeRow, JournalFilter, JournalStats, N
 /// How long a writer waits for another connection's lock before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Every write transaction begins IMMEDIATE: a deferred one that reads first and then writes
+/// cannot wait for a writer that committed meanwhile (SQLite answers "database is locked" at
+/// once, without the busy handler), which lost the agent's journal updates under contention.
+///
 /// Retry a busy database every 0.1 ms at first, then every millisecond, for BUSY_TIMEOUT.
 fn busy_wait(attempt: i32) -> bool {
     let fast = 200;
@@ -607,7 +611,7 @@ impl Store {
     pub fn apply_base_updates(&mut self, job_id: i64, updates: &[BaseUpdate]) -> Result<()> {
         let tx = self
             .conn
-            .transaction()
+            .transaction_with_behavior(TransactionBehavior::Immediate)
             .ctx("starting a base update transaction")?;
         for u in updates {
             match &u.row {
@@ -626,7 +630,7 @@ impl Store {
     pub fn replace_base(&mut self, job_id: i64, base: &Base) -> Result<()> {
         let tx = self
             .conn
-            .transaction()
+            .transaction_with_behavior(TransactionBehavior::Immediate)
             .ctx("starting a base replacement transaction")?;
         tx.execute("DELETE FROM entries WHERE job_id = ?1", [job_id])
             .ctx(format!("clearing the base of job {job_id}"))?;
@@ -689,7 +693,7 @@ impl Store {
         }
         let tx = self
             .conn
-            .transaction()
+            .transaction_with_behavior(TransactionBehavior::Immediate)
             .ctx("starting an action log transaction")?;
         {
             let mut stmt = tx

@@ -111,14 +111,24 @@ impl Setup {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        let agent = Agent { child, log };
+        let mut agent = Agent { child, log };
         // Ready once the start-up reconcile is recorded.
-        wait_for(Duration::from_secs(60), "the start-up reconcile", || {
-            agent.log_text().contains("reconcile: full scan")
-                && self
-                    .stats("live")
-                    .is_some_and(|s| s["reconciles"].as_u64() >= Some(1))
-        });
+        let t = Instant::now();
+        while !(agent.log_text().contains("reconcile: full scan")
+            && self
+                .stats("live")
+                .is_some_and(|s| s["reconciles"].as_u64() >= Some(1)))
+        {
+            let exited = agent.child.try_wait().unwrap();
+            assert!(
+                t.elapsed() < Duration::from_secs(60) && exited.is_none(),
+                "no start-up reconcile after {:?} (agent exit: {exited:?}); agent log:\n{}\nstats: {:?}",
+                t.elapsed(),
+                agent.log_text(),
+                self.stats("live")
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
         agent
     }
 

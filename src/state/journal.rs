@@ -1,7 +1,7 @@
 //! The change journal (`changes`), its batches, the agent's status row, and the scoped base
 //! reads of the live path. Part of the state database: all SQL still lives under `state`.
 
-use rusqlite::{params, OptionalExtension};
+use rusqlite::{params, OptionalExtension, TransactionBehavior};
 
 use super::{read_side, Context, Result, Store, ENTRY_COLUMNS};
 use crate::coalesce::{Change, ChangeKind};
@@ -111,7 +111,7 @@ impl Store {
         }
         let tx = self
             .conn
-            .transaction()
+            .transaction_with_behavior(TransactionBehavior::Immediate)
             .ctx("starting a journal transaction")?;
         for chunk in rows.chunks(ROWS_PER_INSERT) {
             let mut sql = String::with_capacity(80 + chunk.len() * 24);
@@ -180,7 +180,10 @@ impl Store {
         dropped: &[i64],
     ) -> Result<i64> {
         let ctx = || format!("recording a batch of job {job_id}");
-        let tx = self.conn.transaction().ctx(ctx())?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .ctx(ctx())?;
         tx.prepare_cached(
             "INSERT INTO batches(job_id, at, kind, run, changes, paths, actions, result) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -233,7 +236,10 @@ impl Store {
         kind: &str,
     ) -> Result<u64> {
         let ctx = || format!("recording a reconcile of job {job_id}");
-        let tx = self.conn.transaction().ctx(ctx())?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .ctx(ctx())?;
         let n = tx
             .prepare_cached(
                 "SELECT count(*) FROM changes WHERE job_id = ?1 AND state = 'pending' AND id <= ?2",
