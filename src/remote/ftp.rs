@@ -35,7 +35,6 @@
 
 use std::future::Future;
 use std::io::Read;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -509,47 +508,9 @@ fn explain_tls(err: &str, cfg: &ConnConfig) -> String {
 // Connecting
 // ---------------------------------------------------------------------------------------------
 
-async fn tcp_connect(host: &str, port: u16) -> std::result::Result<tokio::net::TcpStream, String> {
-    let addrs: Vec<SocketAddr> =
-        match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::lookup_host((host, port))).await {
-            Ok(Ok(a)) => a.collect(),
-            Ok(Err(e)) => return Err(format!("cannot resolve host {host:?}: {e}")),
-            Err(_) => {
-                return Err(format!(
-                    "cannot resolve host {host:?}: DNS lookup timed out"
-                ))
-            }
-        };
-    if addrs.is_empty() {
-        return Err(format!("cannot resolve host {host:?}: no addresses"));
-    }
-    let mut last = String::new();
-    for addr in addrs {
-        match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr)).await {
-            Ok(Ok(s)) => {
-                let _ = s.set_nodelay(true);
-                return Ok(s);
-            }
-            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                last = format!(
-                    "connection refused by {addr} (is an FTP server listening on port {port}?)"
-                );
-            }
-            Ok(Err(e)) => last = format!("cannot connect to {addr}: {e}"),
-            Err(_) => {
-                last = format!(
-                    "timed out connecting to {addr} after {}s (firewall or wrong port?)",
-                    CONNECT_TIMEOUT.as_secs()
-                )
-            }
-        }
-    }
-    Err(last)
-}
-
 /// Open, secure, log in and set binary mode: one ready control connection.
 async fn open_conn(cfg: &ConnConfig) -> std::result::Result<Conn, String> {
-    let stream = tcp_connect(&cfg.host, cfg.port).await?;
+    let stream = super::tcp_connect(&cfg.host, cfg.port, CONNECT_TIMEOUT, "an FTP server").await?;
     match tokio::time::timeout(LOGIN_TIMEOUT, login(cfg, stream)).await {
         Ok(r) => r,
         Err(_) => Err(format!(

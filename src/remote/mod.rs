@@ -337,6 +337,52 @@ pub fn join(dir: &str, name: &str) -> String {
     }
 }
 
+/// Resolve `host` and connect to the first address that answers (TCP_NODELAY set), each step
+/// bounded by `timeout`; the error names what failed. `service` says what should listen
+/// (e.g. "an SSH server") in the connection-refused message.
+pub(crate) async fn tcp_connect(
+    host: &str,
+    port: u16,
+    timeout: std::time::Duration,
+    service: &str,
+) -> std::result::Result<tokio::net::TcpStream, String> {
+    let addrs: Vec<std::net::SocketAddr> =
+        match tokio::time::timeout(timeout, tokio::net::lookup_host((host, port))).await {
+            Ok(Ok(a)) => a.collect(),
+            Ok(Err(e)) => return Err(format!("cannot resolve host {host:?}: {e}")),
+            Err(_) => {
+                return Err(format!(
+                    "cannot resolve host {host:?}: DNS lookup timed out"
+                ))
+            }
+        };
+    if addrs.is_empty() {
+        return Err(format!("cannot resolve host {host:?}: no addresses"));
+    }
+    let mut last = String::new();
+    for addr in addrs {
+        match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => {
+                let _ = s.set_nodelay(true);
+                return Ok(s);
+            }
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                last = format!(
+                    "connection refused by {addr} (is {service} listening on port {port}?)"
+                );
+            }
+            Ok(Err(e)) => last = format!("cannot connect to {addr}: {e}"),
+            Err(_) => {
+                last = format!(
+                    "timed out connecting to {addr} after {}s (firewall or wrong port?)",
+                    timeout.as_secs()
+                )
+            }
+        }
+    }
+    Err(last)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -26,7 +26,6 @@ use crate::remote::CheckedDirs;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::io::Read;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -864,7 +863,7 @@ impl LoginParams {
     }
 
     async fn login(&self, id: u64) -> std::result::Result<Conn, LoginError> {
-        let stream = tcp_connect(&self.host, self.port)
+        let stream = super::tcp_connect(&self.host, self.port, CONNECT_TIMEOUT, "an SSH server")
             .await
             .map_err(LoginError::retry)?;
         match tokio::time::timeout(LOGIN_TIMEOUT, ssh_login(stream, self, id)).await {
@@ -875,44 +874,6 @@ impl LoginParams {
             ))),
         }
     }
-}
-
-async fn tcp_connect(host: &str, port: u16) -> std::result::Result<tokio::net::TcpStream, String> {
-    let addrs: Vec<SocketAddr> =
-        match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::lookup_host((host, port))).await {
-            Ok(Ok(a)) => a.collect(),
-            Ok(Err(e)) => return Err(format!("cannot resolve host {host:?}: {e}")),
-            Err(_) => {
-                return Err(format!(
-                    "cannot resolve host {host:?}: DNS lookup timed out"
-                ))
-            }
-        };
-    if addrs.is_empty() {
-        return Err(format!("cannot resolve host {host:?}: no addresses"));
-    }
-    let mut last = String::new();
-    for addr in addrs {
-        match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr)).await {
-            Ok(Ok(s)) => {
-                let _ = s.set_nodelay(true);
-                return Ok(s);
-            }
-            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                last = format!(
-                    "connection refused by {addr} (is an SSH server listening on port {port}?)"
-                );
-            }
-            Ok(Err(e)) => last = format!("cannot connect to {addr}: {e}"),
-            Err(_) => {
-                last = format!(
-                    "timed out connecting to {addr} after {}s (firewall or wrong port?)",
-                    CONNECT_TIMEOUT.as_secs()
-                )
-            }
-        }
-    }
-    Err(last)
 }
 
 async fn ssh_login(
