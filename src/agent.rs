@@ -16,7 +16,6 @@
 //! and WATCHDOG=1 pings.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -925,9 +924,4 @@ fn release_memory() {
             libc::malloc_trim(0);
         }
     });
-}
-
-/// The state directory's database (for `status`, `journal`).
-pub fn db(settings: &AgentSettings) -> PathBuf {
-    engine::db_path(settings)
 }
