@@ -1077,7 +1077,7 @@ pub fn find_copy_sources(
     }
     impl Hashes<'_> {
         fn get(&mut self, p: &str, e: &Entry) -> Option<[u8; 32]> {
-            if let Some(h) = e.hash.or_else(|| self.done.get(p).copied()) {
+            if let Some(h) = e.hash.as_deref().or_else(|| self.done.get(p)).copied() {
                 return Some(h);
             }
             if e.size > self.budget {

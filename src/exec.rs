@@ -209,14 +209,14 @@ impl<'a> Executor<'a> {
         r_now.hash = planned_row
             .as_ref()
             .and_then(|r| r.remote.as_ref())
-            .and_then(|e| e.hash);
+            .and_then(|e| e.hash.clone());
         let l_now = self
             .local
             .stat(to)
             .map_err(|e| e.to_string())?
             .filter(|now| same_file(now, &planned_local))
             .map(|mut now| {
-                now.hash = planned_local.hash;
+                now.hash = planned_local.hash.clone();
                 now
             });
         if l_now.is_none() {
@@ -578,7 +578,7 @@ impl<'a> Executor<'a> {
         let mut hash = None;
         if let Some(h) = hasher {
             let got = *h.finalize().as_bytes();
-            if planned.hash.is_some_and(|want| want != got) {
+            if planned.hash.as_deref().is_some_and(|want| *want != got) {
                 return discard("source content differs from the planned hash; will retry".into());
             }
             if dst.capabilities().content_hash {
@@ -600,8 +600,8 @@ impl<'a> Executor<'a> {
         self.clear_checkpoint(path, dir)?;
 
         let mut s_entry = s_now;
-        s_entry.hash = hash;
-        d_final.hash = hash;
+        s_entry.hash = hash.map(Box::new);
+        d_final.hash = hash.map(Box::new);
         let row = if up {
             BaseRow {
                 local: Some(s_entry),

@@ -39,7 +39,7 @@ pub struct Entry {
     /// Local filesystems only: the inode, used to recognise moves.
     pub inode: Option<u64>,
     /// blake3 of the content, when `compare = secure` (or a server offers it).
-    pub hash: Option<[u8; 32]>,
+    pub hash: Option<Box<[u8; 32]>>,
 }
 
 impl Entry {

@@ -300,7 +300,7 @@ impl Cmp<'_> {
                     return true;
                 }
                 if self.o.compare == Compare::Secure {
-                    if let (Some(a), Some(b)) = (cur.hash, base.hash) {
+                    if let (Some(a), Some(b)) = (&cur.hash, &base.hash) {
                         return a != b;
                     }
                 }
@@ -338,7 +338,7 @@ impl Cmp<'_> {
                     return false;
                 }
                 if self.o.compare == Compare::Secure {
-                    if let (Some(a), Some(b)) = (l.hash, r.hash) {
+                    if let (Some(a), Some(b)) = (&l.hash, &r.hash) {
                         return a == b;
                     }
                 }
@@ -923,7 +923,7 @@ impl CopyCheck<'_> {
         if lq.size != bl.size || lq.size != rp.size || deleted_remote.contains(p.as_str()) {
             return None;
         }
-        if let (Some(a), Some(b)) = (lq.hash, bl.hash.or(br.hash)) {
+        if let (Some(a), Some(b)) = (&lq.hash, bl.hash.as_ref().or(br.hash.as_ref())) {
             if a != b {
                 return None;
             }
@@ -1161,14 +1161,20 @@ fn materialize(
                         if let Some((from, rp, row)) = src {
                             // No bytes travel: the remote copies its own file. The row is
                             // what the executor expects; it writes what it then observes.
-                            let hash = s.hash.or(row.local.as_ref().and_then(|e| e.hash));
+                            let hash = s
+                                .hash
+                                .clone()
+                                .or_else(|| row.local.as_ref().and_then(|e| e.hash.clone()));
                             let mut a = Action::new(ActionKind::CopyRemote, from);
                             a.to = Some(path.clone());
                             a.src = Some(rp.clone());
                             a.base.push(BaseUpdate {
                                 path: path.clone(),
                                 row: Some(BaseRow {
-                                    local: Some(Entry { hash, ..s.clone() }),
+                                    local: Some(Entry {
+                                        hash: hash.clone(),
+                                        ..s.clone()
+                                    }),
                                     remote: Some(Entry {
                                         inode: None,
                                         hash,
@@ -1382,7 +1388,7 @@ fn match_remote_moves(
 
     // Identity keys: files by (size, mtime, hash); folders by a digest of their subtree.
     fn file_key(e: &Entry) -> FileKey {
-        (e.size, e.mtime, e.hash)
+        (e.size, e.mtime, e.hash.as_deref().copied())
     }
     fn subtree_sig<'m>(
         items: impl Iterator<Item = (&'m str, &'m Entry)>,

@@ -268,7 +268,7 @@ fn hash_files(fs: &dyn Remote, base: &Base, o: &ScanOptions<'_>, result: &mut Sc
                     && b.size == e.size
                     && b.mtime == e.mtime
                     && b.inode == e.inode)
-                    .then_some(b.hash)
+                    .then(|| b.hash.clone())
                     .flatten()
             });
         match cached {
@@ -298,7 +298,7 @@ fn hash_files(fs: &dyn Remote, base: &Base, o: &ScanOptions<'_>, result: &mut Sc
         match h {
             Ok(h) => {
                 if let Some(e) = result.tree.get_mut(&p) {
-                    e.hash = Some(h);
+                    e.hash = Some(Box::new(h));
                 }
             }
             Err(msg) => {

@@ -311,7 +311,7 @@ impl SideCols {
                 size: Some(e.size as i64),
                 mtime: Some(e.mtime),
                 inode: e.inode.map(|i| i as i64),
-                hash: e.hash,
+                hash: e.hash.as_deref().copied(),
             },
         }
     }
@@ -381,7 +381,7 @@ fn read_side(row: &Row<'_>, at: usize, path: &str) -> Result<Option<Entry>> {
         size: size.unwrap_or(0) as u64,
         mtime: mtime.unwrap_or(0),
         inode: inode.map(|i| i as u64),
-        hash,
+        hash: hash.map(Box::new),
     }))
 }
 
@@ -939,7 +939,7 @@ mod tests {
             size,
             mtime,
             inode,
-            hash,
+            hash: hash.map(Box::new),
         }
     }
 

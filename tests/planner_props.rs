@@ -63,7 +63,7 @@ fn file_entry(c: u32, touched: bool, secure: bool) -> Entry {
     let mtime = 100 + 10 * c as i64 + if touched { 1000 } else { 0 };
     let mut e = Entry::file(1 + (c % 4) as u64, mtime * SEC);
     if secure {
-        e.hash = Some([c as u8; 32]);
+        e.hash = Some(Box::new([c as u8; 32]));
     }
     e
 }

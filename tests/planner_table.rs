@@ -35,7 +35,7 @@ fn fi(p: &str, size: u64, mtime: i64, ino: u64) -> E {
 /// A file with a content hash (one byte repeated).
 fn fh(p: &str, size: u64, mtime: i64, h: u8) -> E {
     let mut e = Entry::file(size, mtime * SEC);
-    e.hash = Some([h; 32]);
+    e.hash = Some(Box::new([h; 32]));
     (p.to_string(), e)
 }
 
