@@ -416,6 +416,26 @@ pub fn run_job_with(
     // A live batch sees only its paths: on a case-insensitive remote that could miss a
     // case collision with a file outside the batch, so such a remote is always planned whole.
     let local = LocalFs::new(job.local_path.clone());
+    let hash = job.compare == Compare::Secure;
+    // A run that has to connect first walks the local tree meanwhile (a login costs round
+    // trips: ~0.1 s over SSH). Only a full fast-compare walk of an existing root can start
+    // this early; whatever happens next, it reads and changes nothing.
+    let early_local = (ctx.remote.is_none()
+        && ctx.scope.is_none()
+        && !hash
+        && local.root_status() == RootStatus::Dir)
+        .then(|| {
+            let (root, filter) = (job.local_path.clone(), filter.clone());
+            std::thread::spawn(move || {
+                let opts = ScanOptions {
+                    filter: &filter,
+                    side: Side::Local,
+                    hash: false,
+                    threads: 2,
+                };
+                scan::scan(&LocalFs::new(root), &Base::new(), &opts)
+            })
+        });
     let opened;
     let remote: &dyn Remote = match ctx.remote {
         Some(r) => r,
@@ -534,7 +554,6 @@ pub fn run_job_with(
 
     // Load the base while both sides are scanned (in secure mode the scan reuses the base's
     // hashes, so the base comes first).
-    let hash = job.compare == Compare::Secure;
     let load_base = || -> Result<Base, RunError> {
         let t = Instant::now();
         let full = store.lock().unwrap().load_base(job_id)?;
@@ -585,13 +604,17 @@ pub fn run_job_with(
     } else {
         std::thread::scope(|s| {
             let b = (!hash).then(|| s.spawn(load_base));
-            let l = s.spawn(|| {
-                scan_side(
+            let l = s.spawn(|| match early_local {
+                // Begun before connecting, on the same root, which is still a folder.
+                Some(walk) if local_root == RootState::Ok && !local_empty => {
+                    walk.join().expect("local scan panicked")
+                }
+                _ => scan_side(
                     &local,
                     Side::Local,
                     local_root == RootState::Ok,
                     local_empty,
-                )
+                ),
             });
             let r = scan_side(
                 remote,
