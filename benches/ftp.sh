@@ -11,6 +11,10 @@
 #   BENCH_RUNS       runs per tool and workload, best one kept (default 3)
 #   BENCH_PARALLEL   files in flight: omnisync `transfers`, lftp `mirror --parallel` (default 4)
 #   BENCH_TLS        1 = explicit FTPS with a self-signed certificate (both tools verify it)
+#   BENCH_COUNT      1 = instead of timing, upload 1,000 x 4 KiB once per tool with vsftpd's
+#                    protocol log on (log_ftp_protocol) and print the commands (= round trips)
+#                    each tool sent per file, by verb
+#   OMNISYNC_BIN     a built omnisync to use instead of `cargo build --release`
 #
 # Needs root (vsftpd logs in a system user, `omnibench`, created when missing; not the tests'
 # `omnitest`, whose password the test harnesses reset while they run), vsftpd, lftp and
@@ -35,11 +39,15 @@ for b in /usr/sbin/vsftpd lftp openssl; do
   command -v "$b" >/dev/null 2>&1 || die "$b is missing: apt-get install -y vsftpd lftp openssl"
 done
 
-step "building omnisync (cargo build --release)"
-(cd "$REPO" && cargo build --release --quiet) || die "cargo build --release failed"
-TARGET_DIR="${CARGO_TARGET_DIR:-$REPO/target}"
-[[ "$TARGET_DIR" = /* ]] || TARGET_DIR="$REPO/$TARGET_DIR"
-OMNI="$TARGET_DIR/release/omnisync"
+if [[ -n "${OMNISYNC_BIN:-}" ]]; then
+  OMNI="$OMNISYNC_BIN"
+else
+  step "building omnisync (cargo build --release)"
+  (cd "$REPO" && cargo build --release --quiet) || die "cargo build --release failed"
+  TARGET_DIR="${CARGO_TARGET_DIR:-$REPO/target}"
+  [[ "$TARGET_DIR" = /* ]] || TARGET_DIR="$REPO/$TARGET_DIR"
+  OMNI="$TARGET_DIR/release/omnisync"
+fi
 [[ -x "$OMNI" ]] || die "no binary at $OMNI"
 
 WORK="$(mktemp -d "${TMPDIR:-/var/tmp}/omnisync-ftpbench.XXXXXX")"
@@ -86,6 +94,14 @@ ssl_ciphers=HIGH
 rsa_cert_file=$WORK/ftp.crt
 rsa_private_key_file=$WORK/ftp.key"
 fi
+COUNT="${BENCH_COUNT:-0}"
+log_conf="xferlog_enable=NO"
+if [[ "$COUNT" == 1 ]]; then
+  log_conf="xferlog_enable=YES
+xferlog_std_format=NO
+log_ftp_protocol=YES
+vsftpd_log_file=$WORK/vsftpd.log"
+fi
 cat >"$WORK/vsftpd.conf" <<EOF
 listen=YES
 listen_ipv6=NO
@@ -104,6 +120,7 @@ connect_from_port_20=NO
 secure_chroot_dir=/var/run/vsftpd/empty
 seccomp_sandbox=NO
 use_localtime=NO
+$log_conf
 $tls_conf
 EOF
 /usr/sbin/vsftpd "$WORK/vsftpd.conf" &
@@ -151,12 +168,18 @@ EOF
 }
 lftp_run() { # src dst-folder-name
   local src=$1 dst=$2 tls_cmds="set ftp:ssl-allow no;"
-  [[ "$TLS" == 1 ]] && tls_cmds="set ftp:ssl-force yes; set ftp:ssl-protect-data yes; set ssl:ca-file $WORK/ftp.crt;"
+  # lftp 4.9.2 (GnuTLS) over TLS 1.3 loses uploads against vsftpd 3.0.3: vsftpd answers some
+  # data connections' end with "426 Failure reading network stream" (GnuTLS: "The TLS
+  # connection was non-properly terminated"), and lftp gives up on the file. Over TLS 1.2 every
+  # file arrives, so lftp is held to TLS 1.2 (omnisync negotiates TLS 1.3).
+  [[ "$TLS" == 1 ]] && tls_cmds="set ftp:ssl-force yes; set ftp:ssl-protect-data yes; set ssl:ca-file $WORK/ftp.crt; set ssl:verify-certificate yes; set ssl:priority NORMAL:-VERS-TLS1.3;"
   lftp -u "$BUSER,$PW" -p "$PORT" \
     -e "$tls_cmds set net:max-retries 1; mirror -R --parallel=$PAR --no-perms $src $WORK/srv/$dst; quit" \
     127.0.0.1 >/dev/null
 }
-count() { find "$1" -type f ! -path '*/.omnisync/*' | wc -l; }
+# Files and bytes of a tree: a run counts only when both match the source (a tool that gave up
+# on a file may leave it short).
+count() { find "$1" -type f ! -path '*/.omnisync/*' -printf '%s\n' | awk '{ n++; b += $1 } END { print n + 0, b + 0 }'; }
 
 best() { # tool src label
   local tool=$1 src=$2 label=$3 i t0 t1 t b=""
@@ -166,13 +189,34 @@ best() { # tool src label
     "${tool}_run" "$src" "$dst"
     t1=$(date +%s.%N)
     t=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')
-    [[ $(count "$WORK/srv/$dst") -eq $(count "$src") ]] || die "$tool: $dst is incomplete"
+    [[ $(count "$WORK/srv/$dst") == $(count "$src") ]] ||
+      die "$tool: $dst is incomplete (files, bytes: $(count "$WORK/srv/$dst"), not $(count "$src"))"
     rm -rf "${WORK:?}/srv/$dst"
     printf '   %-8s run %d: %.2f s\n' "$tool" "$i" "$t" >&2
     if [[ -z "$b" ]] || awk -v t="$t" -v b="$b" 'BEGIN { exit !(t < b) }'; then b=$t; fi
   done
   echo "$b"
 }
+
+if [[ "$COUNT" == 1 ]]; then
+  # Commands each tool sent per file: every command is one round trip (the 150 + 226 of a
+  # transfer count once, as its STOR). Logins and the scan are included, spread over the files.
+  n=$((1000 / DIV))
+  step "creating $n x 4 KiB for the count"
+  make_tree "$WORK/count" "$n" 10 4096
+  echo "== commands per file, $n x 4 KiB in 10 folders, $scheme, parallel $PAR (vsftpd log_ftp_protocol)"
+  for tool in omni lftp; do
+    : >"$WORK/vsftpd.log"
+    "${tool}_run" "$WORK/count" "count-$tool"
+    [[ $(count "$WORK/srv/count-$tool") == $(count "$WORK/count") ]] || die "$tool: count-$tool is incomplete"
+    sleep 0.5 # the session processes flush their log lines
+    grep -o 'FTP command: Client "[^"]*", "[A-Za-z]*' "$WORK/vsftpd.log" | awk -F'"' '{ print toupper($4) }' |
+      sort | uniq -c | sort -rn |
+      awk -v n="$n" -v t="$tool" '{ total += $1; by = by sprintf(" %s %.2f", $2, $1 / n) }
+        END { printf "%-8s %6.2f per file:%s\n", t, total / n, by }'
+  done
+  exit 0
+fi
 
 echo "== $(lftp --version | head -1); omnisync $("$OMNI" --version | awk '{ print $2 }'); $scheme; parallel $PAR; best of $RUNS"
 results=()
