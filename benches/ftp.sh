@@ -142,8 +142,9 @@ make_tree "$WORK/small" "$SMALL_FILES" 100 4096
 
 scheme=ftp
 [[ "$TLS" == 1 ]] && scheme=ftps
-omni_run() { # src dst-folder-name
-  local src=$1 dst=$2
+omni_run() { # src dst-folder-name [download: remote folder name -> local folder]
+  local src=$1 dst=$2 mode=upload remote="$WORK/srv/$2"
+  if [[ "${3:-}" == download ]]; then mode=download remote="$WORK/srv/$1" src="$WORK/$2"; fi
   rm -rf "$WORK/state"
   cat >"$WORK/omnisync.toml" <<EOF
 [agent]
@@ -152,12 +153,12 @@ state_dir = "$WORK/state"
 [[job]]
 name = "bench"
 protocol = "$scheme"
-mode = "upload"
+mode = "$mode"
 host = "127.0.0.1"
 port = $PORT
 username = "$BUSER"
 password_file = "$WORK/pw"
-remote_path = "$WORK/srv/$dst"
+remote_path = "$remote"
 local_path = "$src"
 transfers = $PAR
 trash = false
@@ -166,15 +167,16 @@ EOF
   "$OMNI" --config "$WORK/omnisync.toml" run bench >/dev/null 2>"$WORK/omni.err" ||
     die "omnisync failed: $(cat "$WORK/omni.err")"
 }
-lftp_run() { # src dst-folder-name
-  local src=$1 dst=$2 tls_cmds="set ftp:ssl-allow no;"
+lftp_run() { # src dst-folder-name [download: remote folder name -> local folder]
+  local src=$1 dst=$2 tls_cmds="set ftp:ssl-allow no;" how="mirror -R --parallel=$PAR --no-perms $1 $WORK/srv/$2"
+  [[ "${3:-}" == download ]] && how="mirror --parallel=$PAR --no-perms $WORK/srv/$1 $WORK/$2"
   # lftp 4.9.2 (GnuTLS) over TLS 1.3 loses uploads against vsftpd 3.0.3: vsftpd answers some
   # data connections' end with "426 Failure reading network stream" (GnuTLS: "The TLS
   # connection was non-properly terminated"), and lftp gives up on the file. Over TLS 1.2 every
   # file arrives, so lftp is held to TLS 1.2 (omnisync negotiates TLS 1.3).
   [[ "$TLS" == 1 ]] && tls_cmds="set ftp:ssl-force yes; set ftp:ssl-protect-data yes; set ssl:ca-file $WORK/ftp.crt; set ssl:verify-certificate yes; set ssl:priority NORMAL:-VERS-TLS1.3;"
   lftp -u "$BUSER,$PW" -p "$PORT" \
-    -e "$tls_cmds set net:max-retries 1; mirror -R --parallel=$PAR --no-perms $src $WORK/srv/$dst; quit" \
+    -e "$tls_cmds set net:max-retries 1; $how; quit" \
     127.0.0.1 >/dev/null
 }
 # Files and bytes of a tree: a run counts only when both match the source (a tool that gave up
@@ -205,15 +207,24 @@ if [[ "$COUNT" == 1 ]]; then
   step "creating $n x 4 KiB for the count"
   make_tree "$WORK/count" "$n" 10 4096
   echo "== commands per file, $n x 4 KiB in 10 folders, $scheme, parallel $PAR (vsftpd log_ftp_protocol)"
+  per_file() { # tool direction
+    sleep 0.5 # the session processes flush their log lines
+    grep -o 'FTP command: Client "[^"]*", "[A-Za-z]*' "$WORK/vsftpd.log" | awk -F'"' '{ print toupper($4) }' |
+      sort | uniq -c | sort -rn |
+      awk -v n="$n" -v t="$1 $2" '{ total += $1; by = by sprintf(" %s %.2f", $2, $1 / n) }
+        END { printf "%-14s %6.2f per file:%s\n", t, total / n, by }'
+  }
   for tool in omni lftp; do
     : >"$WORK/vsftpd.log"
     "${tool}_run" "$WORK/count" "count-$tool"
     [[ $(count "$WORK/srv/count-$tool") == $(count "$WORK/count") ]] || die "$tool: count-$tool is incomplete"
-    sleep 0.5 # the session processes flush their log lines
-    grep -o 'FTP command: Client "[^"]*", "[A-Za-z]*' "$WORK/vsftpd.log" | awk -F'"' '{ print toupper($4) }' |
-      sort | uniq -c | sort -rn |
-      awk -v n="$n" -v t="$tool" '{ total += $1; by = by sprintf(" %s %.2f", $2, $1 / n) }
-        END { printf "%-8s %6.2f per file:%s\n", t, total / n, by }'
+    per_file "$tool" upload
+  done
+  for tool in omni lftp; do
+    : >"$WORK/vsftpd.log"
+    "${tool}_run" "count-$tool" "got-$tool" download
+    [[ $(count "$WORK/got-$tool") == $(count "$WORK/count") ]] || die "$tool: got-$tool is incomplete"
+    per_file "$tool" download
   done
   exit 0
 fi
