@@ -165,7 +165,8 @@ trash = false
 EOF
   [[ "$TLS" == 1 ]] && echo "tls_ca_file = \"$WORK/ftp.crt\"" >>"$WORK/omnisync.toml"
   "$OMNI" --config "$WORK/omnisync.toml" run bench >/dev/null 2>"$WORK/omni.err" ||
-    die "omnisync failed: $(cat "$WORK/omni.err")"
+    die "omnisync failed: $(cat "$WORK/omni.err")
+$("$OMNI" --config "$WORK/omnisync.toml" log --job bench --action error --limit 20 2>&1)"
 }
 lftp_run() { # src dst-folder-name [download: remote folder name -> local folder]
   local src=$1 dst=$2 tls_cmds="set ftp:ssl-allow no;" how="mirror -R --parallel=$PAR --no-perms $1 $WORK/srv/$2"
