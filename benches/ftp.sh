@@ -8,7 +8,7 @@
 #
 # Environment:
 #   TMPDIR           where the temp data goes (default /var/tmp)
-#   BENCH_RUNS       runs per tool and workload, best one kept (default 3)
+#   BENCH_RUNS       runs per tool and workload, taking turns, best one kept (default 3)
 #   BENCH_PARALLEL   files in flight: omnisync `transfers`, lftp `mirror --parallel` (default 4)
 #   BENCH_TLS        1 = explicit FTPS with a self-signed certificate (both tools verify it)
 #   BENCH_COUNT      1 = instead of timing, upload 1,000 x 4 KiB once per tool with vsftpd's
@@ -73,7 +73,7 @@ chown "$BUSER": "$WORK/srv"
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 PORT=0
 for _ in $(seq 50); do
-  p=$((20000 + RANDOM % 40000))
+  p=$((10000 + RANDOM % 22000)) # below the ephemeral ports (32768-60999)
   if port_free "$p"; then PORT=$p; break; fi
 done
 ((PORT)) || die "no free port found"
@@ -125,7 +125,7 @@ $tls_conf
 EOF
 /usr/sbin/vsftpd "$WORK/vsftpd.conf" &
 VSFTPD_PID=$!
-for _ in $(seq 200); do port_free "$PORT" || break; sleep 0.01; done
+for _ in $(seq 1000); do port_free "$PORT" || break; sleep 0.01; done
 port_free "$PORT" && die "vsftpd did not start"
 
 # --- data
@@ -184,22 +184,18 @@ lftp_run() { # src dst-folder-name [download: remote folder name -> local folder
 # on a file may leave it short).
 count() { find "$1" -type f ! -path '*/.omnisync/*' -printf '%s\n' | awk '{ n++; b += $1 } END { print n + 0, b + 0 }'; }
 
-best() { # tool src label
-  local tool=$1 src=$2 label=$3 i t0 t1 t b=""
-  for ((i = 1; i <= RUNS; i++)); do
-    local dst="$label-$tool-$i"
-    t0=$(date +%s.%N)
-    "${tool}_run" "$src" "$dst"
-    t1=$(date +%s.%N)
-    t=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')
-    [[ $(count "$WORK/srv/$dst") == $(count "$src") ]] ||
-      die "$tool: $dst is incomplete (files, bytes: $(count "$WORK/srv/$dst"), not $(count "$src"))"
-    rm -rf "${WORK:?}/srv/$dst"
-    printf '   %-8s run %d: %.2f s\n' "$tool" "$i" "$t" >&2
-    if [[ -z "$b" ]] || awk -v t="$t" -v b="$b" 'BEGIN { exit !(t < b) }'; then b=$t; fi
-  done
-  echo "$b"
+# One run of `tool` uploading `src`, checked and timed: prints the seconds.
+timed_run() { # tool src dst-folder-name
+  local tool=$1 src=$2 dst=$3 t0 t1
+  t0=$(date +%s.%N)
+  "${tool}_run" "$src" "$dst"
+  t1=$(date +%s.%N)
+  [[ $(count "$WORK/srv/$dst") == $(count "$src") ]] ||
+    die "$tool: $dst is incomplete (files, bytes: $(count "$WORK/srv/$dst"), not $(count "$src"))"
+  rm -rf "${WORK:?}/srv/$dst"
+  awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }'
 }
+min() { awk -v t="$1" -v b="$2" 'BEGIN { print (b == "" || t < b) ? t : b }'; }
 
 if [[ "$COUNT" == 1 ]]; then
   # Commands each tool sent per file: every command is one round trip (the 150 + 226 of a
@@ -231,13 +227,23 @@ if [[ "$COUNT" == 1 ]]; then
 fi
 
 echo "== $(lftp --version | head -1); omnisync $("$OMNI" --version | awk '{ print $2 }'); $scheme; parallel $PAR; best of $RUNS"
+echo "== load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 results=()
 for w in big small; do
   step "workload $w"
-  o=$(best omni "$WORK/$w" "$w")
-  l=$(best lftp "$WORK/$w" "$w")
+  o="" l=""
+  # The tools take turns, so that the other load on the machine falls on both alike.
+  for ((i = 1; i <= RUNS; i++)); do
+    t=$(timed_run omni "$WORK/$w" "$w-omni-$i")
+    printf '   omnisync run %d: %.2f s\n' "$i" "$t" >&2
+    o=$(min "$t" "$o")
+    t=$(timed_run lftp "$WORK/$w" "$w-lftp-$i")
+    printf '   lftp     run %d: %.2f s\n' "$i" "$t" >&2
+    l=$(min "$t" "$l")
+  done
   results+=("$w $o $l")
 done
+echo "== load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 echo
 printf '%-28s %12s %12s %18s\n' "first upload ($scheme, x$PAR)" "omnisync s" "lftp s" "omnisync/lftp"
