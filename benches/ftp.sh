@@ -8,9 +8,13 @@
 #
 # Environment:
 #   TMPDIR           where the temp data goes (default /var/tmp)
-#   BENCH_RUNS       runs per tool and workload, best one kept (default 3)
+#   BENCH_RUNS       runs per tool and workload, taking turns, best one kept (default 3)
 #   BENCH_PARALLEL   files in flight: omnisync `transfers`, lftp `mirror --parallel` (default 4)
 #   BENCH_TLS        1 = explicit FTPS with a self-signed certificate (both tools verify it)
+#   BENCH_COUNT      1 = instead of timing, upload 1,000 x 4 KiB once per tool with vsftpd's
+#                    protocol log on (log_ftp_protocol) and print the commands (= round trips)
+#                    each tool sent per file, by verb
+#   OMNISYNC_BIN     a built omnisync to use instead of `cargo build --release`
 #
 # Needs root (vsftpd logs in a system user, `omnibench`, created when missing; not the tests'
 # `omnitest`, whose password the test harnesses reset while they run), vsftpd, lftp and
@@ -35,11 +39,15 @@ for b in /usr/sbin/vsftpd lftp openssl; do
   command -v "$b" >/dev/null 2>&1 || die "$b is missing: apt-get install -y vsftpd lftp openssl"
 done
 
-step "building omnisync (cargo build --release)"
-(cd "$REPO" && cargo build --release --quiet) || die "cargo build --release failed"
-TARGET_DIR="${CARGO_TARGET_DIR:-$REPO/target}"
-[[ "$TARGET_DIR" = /* ]] || TARGET_DIR="$REPO/$TARGET_DIR"
-OMNI="$TARGET_DIR/release/omnisync"
+if [[ -n "${OMNISYNC_BIN:-}" ]]; then
+  OMNI="$OMNISYNC_BIN"
+else
+  step "building omnisync (cargo build --release)"
+  (cd "$REPO" && cargo build --release --quiet) || die "cargo build --release failed"
+  TARGET_DIR="${CARGO_TARGET_DIR:-$REPO/target}"
+  [[ "$TARGET_DIR" = /* ]] || TARGET_DIR="$REPO/$TARGET_DIR"
+  OMNI="$TARGET_DIR/release/omnisync"
+fi
 [[ -x "$OMNI" ]] || die "no binary at $OMNI"
 
 WORK="$(mktemp -d "${TMPDIR:-/var/tmp}/omnisync-ftpbench.XXXXXX")"
@@ -65,7 +73,7 @@ chown "$BUSER": "$WORK/srv"
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 PORT=0
 for _ in $(seq 50); do
-  p=$((20000 + RANDOM % 40000))
+  p=$((10000 + RANDOM % 22000)) # below the ephemeral ports (32768-60999)
   if port_free "$p"; then PORT=$p; break; fi
 done
 ((PORT)) || die "no free port found"
@@ -86,6 +94,14 @@ ssl_ciphers=HIGH
 rsa_cert_file=$WORK/ftp.crt
 rsa_private_key_file=$WORK/ftp.key"
 fi
+COUNT="${BENCH_COUNT:-0}"
+log_conf="xferlog_enable=NO"
+if [[ "$COUNT" == 1 ]]; then
+  log_conf="xferlog_enable=YES
+xferlog_std_format=NO
+log_ftp_protocol=YES
+vsftpd_log_file=$WORK/vsftpd.log"
+fi
 cat >"$WORK/vsftpd.conf" <<EOF
 listen=YES
 listen_ipv6=NO
@@ -104,11 +120,12 @@ connect_from_port_20=NO
 secure_chroot_dir=/var/run/vsftpd/empty
 seccomp_sandbox=NO
 use_localtime=NO
+$log_conf
 $tls_conf
 EOF
 /usr/sbin/vsftpd "$WORK/vsftpd.conf" &
 VSFTPD_PID=$!
-for _ in $(seq 200); do port_free "$PORT" || break; sleep 0.01; done
+for _ in $(seq 1000); do port_free "$PORT" || break; sleep 0.01; done
 port_free "$PORT" && die "vsftpd did not start"
 
 # --- data
@@ -125,8 +142,9 @@ make_tree "$WORK/small" "$SMALL_FILES" 100 4096
 
 scheme=ftp
 [[ "$TLS" == 1 ]] && scheme=ftps
-omni_run() { # src dst-folder-name
-  local src=$1 dst=$2
+omni_run() { # src dst-folder-name [download: remote folder name -> local folder]
+  local src=$1 dst=$2 mode=upload remote="$WORK/srv/$2"
+  if [[ "${3:-}" == download ]]; then mode=download remote="$WORK/srv/$1" src="$WORK/$2"; fi
   rm -rf "$WORK/state"
   cat >"$WORK/omnisync.toml" <<EOF
 [agent]
@@ -135,53 +153,97 @@ state_dir = "$WORK/state"
 [[job]]
 name = "bench"
 protocol = "$scheme"
-mode = "upload"
+mode = "$mode"
 host = "127.0.0.1"
 port = $PORT
 username = "$BUSER"
 password_file = "$WORK/pw"
-remote_path = "$WORK/srv/$dst"
+remote_path = "$remote"
 local_path = "$src"
 transfers = $PAR
 trash = false
 EOF
   [[ "$TLS" == 1 ]] && echo "tls_ca_file = \"$WORK/ftp.crt\"" >>"$WORK/omnisync.toml"
   "$OMNI" --config "$WORK/omnisync.toml" run bench >/dev/null 2>"$WORK/omni.err" ||
-    die "omnisync failed: $(cat "$WORK/omni.err")"
+    die "omnisync failed: $(cat "$WORK/omni.err")
+$("$OMNI" --config "$WORK/omnisync.toml" log --job bench --action error --limit 20 2>&1)"
 }
-lftp_run() { # src dst-folder-name
-  local src=$1 dst=$2 tls_cmds="set ftp:ssl-allow no;"
-  [[ "$TLS" == 1 ]] && tls_cmds="set ftp:ssl-force yes; set ftp:ssl-protect-data yes; set ssl:ca-file $WORK/ftp.crt;"
+lftp_run() { # src dst-folder-name [download: remote folder name -> local folder]
+  local src=$1 dst=$2 tls_cmds="set ftp:ssl-allow no;" how="mirror -R --parallel=$PAR --no-perms $1 $WORK/srv/$2"
+  [[ "${3:-}" == download ]] && how="mirror --parallel=$PAR --no-perms $WORK/srv/$1 $WORK/$2"
+  # lftp 4.9.2 (GnuTLS) over TLS 1.3 loses uploads against vsftpd 3.0.3: vsftpd answers some
+  # data connections' end with "426 Failure reading network stream" (GnuTLS: "The TLS
+  # connection was non-properly terminated"), and lftp gives up on the file. Over TLS 1.2 every
+  # file arrives, so lftp is held to TLS 1.2 (omnisync negotiates TLS 1.3).
+  [[ "$TLS" == 1 ]] && tls_cmds="set ftp:ssl-force yes; set ftp:ssl-protect-data yes; set ssl:ca-file $WORK/ftp.crt; set ssl:verify-certificate yes; set ssl:priority NORMAL:-VERS-TLS1.3;"
   lftp -u "$BUSER,$PW" -p "$PORT" \
-    -e "$tls_cmds set net:max-retries 1; mirror -R --parallel=$PAR --no-perms $src $WORK/srv/$dst; quit" \
+    -e "$tls_cmds set net:max-retries 1; $how; quit" \
     127.0.0.1 >/dev/null
 }
-count() { find "$1" -type f ! -path '*/.omnisync/*' | wc -l; }
+# Files and bytes of a tree: a run counts only when both match the source (a tool that gave up
+# on a file may leave it short).
+count() { find "$1" -type f ! -path '*/.omnisync/*' -printf '%s\n' | awk '{ n++; b += $1 } END { print n + 0, b + 0 }'; }
 
-best() { # tool src label
-  local tool=$1 src=$2 label=$3 i t0 t1 t b=""
-  for ((i = 1; i <= RUNS; i++)); do
-    local dst="$label-$tool-$i"
-    t0=$(date +%s.%N)
-    "${tool}_run" "$src" "$dst"
-    t1=$(date +%s.%N)
-    t=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')
-    [[ $(count "$WORK/srv/$dst") -eq $(count "$src") ]] || die "$tool: $dst is incomplete"
-    rm -rf "${WORK:?}/srv/$dst"
-    printf '   %-8s run %d: %.2f s\n' "$tool" "$i" "$t" >&2
-    if [[ -z "$b" ]] || awk -v t="$t" -v b="$b" 'BEGIN { exit !(t < b) }'; then b=$t; fi
-  done
-  echo "$b"
+# One run of `tool` uploading `src`, checked and timed: prints the seconds.
+timed_run() { # tool src dst-folder-name
+  local tool=$1 src=$2 dst=$3 t0 t1
+  t0=$(date +%s.%N)
+  "${tool}_run" "$src" "$dst"
+  t1=$(date +%s.%N)
+  [[ $(count "$WORK/srv/$dst") == $(count "$src") ]] ||
+    die "$tool: $dst is incomplete (files, bytes: $(count "$WORK/srv/$dst"), not $(count "$src"))"
+  rm -rf "${WORK:?}/srv/$dst"
+  awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }'
 }
+min() { awk -v t="$1" -v b="$2" 'BEGIN { print (b == "" || t < b) ? t : b }'; }
+
+if [[ "$COUNT" == 1 ]]; then
+  # Commands each tool sent per file: every command is one round trip (the 150 + 226 of a
+  # transfer count once, as its STOR). Logins and the scan are included, spread over the files.
+  n=$((1000 / DIV))
+  step "creating $n x 4 KiB for the count"
+  make_tree "$WORK/count" "$n" 10 4096
+  echo "== commands per file, $n x 4 KiB in 10 folders, $scheme, parallel $PAR (vsftpd log_ftp_protocol)"
+  per_file() { # tool direction
+    sleep 0.5 # the session processes flush their log lines
+    grep -o 'FTP command: Client "[^"]*", "[A-Za-z]*' "$WORK/vsftpd.log" | awk -F'"' '{ print toupper($4) }' |
+      sort | uniq -c | sort -rn |
+      awk -v n="$n" -v t="$1 $2" '{ total += $1; by = by sprintf(" %s %.2f", $2, $1 / n) }
+        END { printf "%-14s %6.2f per file:%s\n", t, total / n, by }'
+  }
+  for tool in omni lftp; do
+    : >"$WORK/vsftpd.log"
+    "${tool}_run" "$WORK/count" "count-$tool"
+    [[ $(count "$WORK/srv/count-$tool") == $(count "$WORK/count") ]] || die "$tool: count-$tool is incomplete"
+    per_file "$tool" upload
+  done
+  for tool in omni lftp; do
+    : >"$WORK/vsftpd.log"
+    "${tool}_run" "count-$tool" "got-$tool" download
+    [[ $(count "$WORK/got-$tool") == $(count "$WORK/count") ]] || die "$tool: got-$tool is incomplete"
+    per_file "$tool" download
+  done
+  exit 0
+fi
 
 echo "== $(lftp --version | head -1); omnisync $("$OMNI" --version | awk '{ print $2 }'); $scheme; parallel $PAR; best of $RUNS"
+echo "== load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 results=()
 for w in big small; do
   step "workload $w"
-  o=$(best omni "$WORK/$w" "$w")
-  l=$(best lftp "$WORK/$w" "$w")
+  o="" l=""
+  # The tools take turns, so that the other load on the machine falls on both alike.
+  for ((i = 1; i <= RUNS; i++)); do
+    t=$(timed_run omni "$WORK/$w" "$w-omni-$i")
+    printf '   omnisync run %d: %.2f s\n' "$i" "$t" >&2
+    o=$(min "$t" "$o")
+    t=$(timed_run lftp "$WORK/$w" "$w-lftp-$i")
+    printf '   lftp     run %d: %.2f s\n' "$i" "$t" >&2
+    l=$(min "$t" "$l")
+  done
   results+=("$w $o $l")
 done
+echo "== load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 echo
 printf '%-28s %12s %12s %18s\n' "first upload ($scheme, x$PAR)" "omnisync s" "lftp s" "omnisync/lftp"

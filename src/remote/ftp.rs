@@ -20,6 +20,11 @@
 //!   waits for the server's `226`, so a checkpoint only ever claims bytes the server confirmed
 //!   (an upload cut mid-stream leaves the server holding less than was sent). The next chunk
 //!   continues with `REST n` + `STOR`, or `APPE` where the server refuses `REST` for uploads.
+//!   A new file costs six commands on vsftpd (`SIZE`, `EPSV`, `STOR`, `MDTM` set, `RNFR`,
+//!   `RNTO`; `benches/ftp.sh` with `BENCH_COUNT=1` counts them): the mtime is set on the
+//!   upload's own connection and the `226` plus the time set describe the file (checked with
+//!   `SIZE` + `MDTM` on the run's first upload), and a `SIZE` refused in a folder whose
+//!   listing the run knows means "missing" without a `CWD` (see [`KnownDirs`]).
 //! - Listings: `MLSD` where FEAT lists `MLST` (exact types, sizes, second-precision UTC
 //!   times), else `LIST -a` (vsftpd hides dotfiles from plain `LIST`) parsed as Unix or DOS
 //!   lines by [`super::ftp_list`], with each file's time from `MDTM` (LIST shows minutes, or
@@ -177,7 +182,15 @@ struct Pool {
     idle: Mutex<Vec<Idle>>,
     max_idle: usize,
     slots: Arc<tokio::sync::Semaphore>,
+    /// Whether a file's size and mtime after `226` + `MFMT`/`MDTM` may be taken from what was
+    /// sent and set, without asking `SIZE` and `MDTM` again (see [`FtpWriter`]): checked on the
+    /// run's first upload, one of [`TRUST_UNKNOWN`], [`TRUST_YES`], [`TRUST_NO`].
+    written_trust: std::sync::atomic::AtomicU8,
 }
+
+const TRUST_UNKNOWN: u8 = 0;
+const TRUST_YES: u8 = 1;
+const TRUST_NO: u8 = 2;
 
 /// Longest wait for a free connection slot before exceeding the cap (see [`Pool`]).
 const SLOT_WAIT: Duration = Duration::from_secs(30);
@@ -258,6 +271,43 @@ pub struct FtpRemote {
     root: String,
     label: String,
     checked_dirs: CheckedDirs,
+    known: KnownDirs,
+}
+
+/// Folders whose entries this run knows, from a complete listing or because it created them
+/// empty: for each, the names that are not plain files (folders, links, others). A `SIZE`
+/// refused for a path in such a folder, whose name is none of those, means the path is missing,
+/// without a `CWD` to rule out a folder: one round trip less before each new file's upload. A
+/// folder made there since by someone else is then taken for missing; what the run would write
+/// fails at `RNTO` (a file cannot be renamed onto a folder), and nothing is lost.
+#[derive(Debug, Default)]
+struct KnownDirs(Mutex<std::collections::HashMap<String, std::collections::HashSet<String>>>);
+
+impl KnownDirs {
+    fn set(&self, dir: &str, not_files: std::collections::HashSet<String>) {
+        self.0.lock().unwrap().insert(dir.to_string(), not_files);
+    }
+
+    /// `path` is known to be no folder or link: a plain file, or nothing.
+    fn is_missing_if_no_file(&self, path: &str) -> bool {
+        if path.is_empty() {
+            return false;
+        }
+        let known = self.0.lock().unwrap();
+        known
+            .get(super::parent(path))
+            .is_some_and(|others| !others.contains(super::file_name(path)))
+    }
+
+    /// Something may have appeared in or below `path`: forget it, its parent and what is below.
+    fn forget(&self, path: &str) {
+        let prefix = format!("{path}/");
+        let parent = super::parent(path).to_string();
+        self.0
+            .lock()
+            .unwrap()
+            .retain(|d, _| d != path && *d != parent && !d.starts_with(&prefix));
+    }
 }
 
 fn conn_err(msg: impl Into<String>) -> RemoteError {
@@ -532,6 +582,7 @@ async fn login(
             }
             e => format!("no FTP greeting from the server: {e}"),
         })?;
+    conn = conn.passive_stream_builder(|addr| Box::pin(data_connect(addr)));
     if let Some(tls) = &cfg.tls {
         let connector = AsyncRustlsConnector::from(tokio_rustls::TlsConnector::from(tls.clone()));
         conn = conn
@@ -583,6 +634,27 @@ async fn login(
         .await
         .map_err(|e| format!("the server refused binary mode (TYPE I): {e}"))?;
     Ok(conn)
+}
+
+/// A passive-mode data connection: bounded, and with `TCP_NODELAY` like the control connection.
+/// Without it every small FTPS upload stalls ~40 ms: the TLS `close_notify` after the file's
+/// last record is a small write behind unacknowledged data, which Nagle holds until the
+/// server's delayed ACK.
+async fn data_connect(addr: std::net::SocketAddr) -> suppaftp::FtpResult<tokio::net::TcpStream> {
+    let s = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr))
+        .await
+        .map_err(|_| {
+            FtpError::ConnectionError(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!(
+                    "the data connection to {addr} did not open within {}s",
+                    CONNECT_TIMEOUT.as_secs()
+                ),
+            ))
+        })?
+        .map_err(FtpError::ConnectionError)?;
+    s.set_nodelay(true).map_err(FtpError::ConnectionError)?;
+    Ok(s)
 }
 
 /// `remote_path` without trailing slashes (`/` stays `/`, empty = the login folder).
@@ -703,6 +775,7 @@ impl FtpRemote {
             idle: Mutex::new(Vec::new()),
             max_idle: job.transfers.max(1) + 1,
             slots: Arc::new(tokio::sync::Semaphore::new(job.transfers.max(1) + 1)),
+            written_trust: std::sync::atomic::AtomicU8::new(TRUST_UNKNOWN),
         });
         pool.give(Lease {
             conn: first,
@@ -717,6 +790,7 @@ impl FtpRemote {
             root,
             label,
             checked_dirs: CheckedDirs::default(),
+            known: KnownDirs::default(),
         })
     }
 
@@ -885,16 +959,17 @@ impl FtpRemote {
         Ok(out)
     }
 
-    fn mkdir_one(&self, op: &'static str, rel: &str, full: &str) -> Result<()> {
+    /// Make sure the folder exists; `true` when this call created it.
+    fn mkdir_one(&self, op: &'static str, rel: &str, full: &str) -> Result<bool> {
         if self.is_dir_full(full)? {
-            return Ok(());
+            return Ok(false);
         }
         let r = self.with_conn(async |c| timed(c.mkdir(full)).await)?;
         match r {
-            Ok(()) => Ok(()),
+            Ok(()) => Ok(true),
             // Created by another transfer thread in between?
             Err(e) => match self.is_dir_full(full)? {
-                true => Ok(()),
+                true => Ok(false),
                 false => Err(ftp_err(op, rel, e)),
             },
         }
@@ -1125,6 +1200,8 @@ struct FtpWriter {
     /// The server's file ends exactly at `offset`, so `APPE` continues at the right byte (false
     /// when resuming into a longer partial, which only `REST` can do).
     appe_ok: bool,
+    /// FEAT lists `MFMT` (else vsftpd's `MDTM time path`).
+    mfmt: bool,
 }
 
 impl FtpWriter {
@@ -1227,6 +1304,82 @@ impl WriteHandle for FtpWriter {
         self.finish_stream()
     }
 
+    /// Finish the upload, set the mtime on the same connection and describe the file without
+    /// asking the server again: the `226` after the last byte says the server holds exactly
+    /// the bytes sent (when it started from an empty file or one of known length, `appe_ok`),
+    /// and the `MFMT`/`MDTM` reply that the time was set. The run's first upload checks this
+    /// with `SIZE` and `MDTM`; a server whose answers differ (a time zone applied to the time
+    /// set, a size off) is asked after every upload for the rest of the run. `None` (the caller
+    /// sets the time and stats by path) when the length is not known or the server refuses
+    /// to set times.
+    fn set_mtime_and_stat(&mut self, mtime_ns: i64) -> Result<Option<Entry>> {
+        if !self.opened && self.offset == 0 {
+            self.open_stream()?; // an empty file still needs its STOR
+        }
+        self.finish_stream()?;
+        if !self.appe_ok {
+            return Ok(None);
+        }
+        let secs = mtime_ns.div_euclid(1_000_000_000);
+        let stamp = ftp_list::format_timeval(secs);
+        let cmd = if self.mfmt {
+            format!("MFMT {stamp} {}", self.full)
+        } else {
+            format!("MDTM {stamp} {}", self.full)
+        };
+        let trust = self.pool.written_trust.load(Ordering::Relaxed);
+        let (size, full) = (self.offset, self.full.as_str());
+        let Some(conn) = self.conn.as_mut() else {
+            return Ok(None);
+        };
+        let r = self.rth.block_on(async {
+            let set =
+                timed(conn.custom_command(cmd.as_str(), &[Status::File, Status::CommandOk])).await;
+            match set {
+                Ok(reply) => {
+                    // MFMT answers `213 Modify=YYYYMMDDHHMMSS; path`: the time it stored.
+                    let set_to = reply_text(&reply)
+                        .split_once("Modify=")
+                        .and_then(|(_, v)| ftp_list::parse_timeval(v.split(';').next()?.trim()))
+                        .unwrap_or(secs);
+                    if trust == TRUST_YES {
+                        return Ok(Some((size, set_to, true)));
+                    }
+                    let held = timed(conn.size(full)).await? as u64;
+                    let t = timed(mdtm_secs(conn, full)).await?;
+                    Ok(Some((held, t, held == size && t == set_to)))
+                }
+                Err(e) if reply_code(&e).is_some_and(|c| (500..600).contains(&c)) => Ok(None),
+                Err(e) => Err(e),
+            }
+        });
+        match r {
+            Ok(None) => Ok(None),
+            Ok(Some((held, t, agrees))) => {
+                if trust == TRUST_UNKNOWN {
+                    let now = if agrees { TRUST_YES } else { TRUST_NO };
+                    if self.pool.written_trust.swap(now, Ordering::Relaxed) == TRUST_UNKNOWN
+                        && !agrees
+                    {
+                        tracing::info!(
+                            path = %self.path,
+                            "ftp: after an upload the server reports {held} bytes and time {t}, \
+                             not the {size} bytes sent and the time {secs} set; every upload \
+                             is checked with SIZE and MDTM for the rest of the run"
+                        );
+                    }
+                }
+                Ok(Some(Entry::file(held, secs_to_ns(t))))
+            }
+            Err(e) => {
+                if is_connection_failure(&e) {
+                    self.conn = None;
+                }
+                Err(ftp_err("set mtime", &self.path, e))
+            }
+        }
+    }
+
     fn close(mut self: Box<Self>) -> Result<()> {
         if !self.opened && self.offset == 0 {
             self.open_stream()?;
@@ -1292,6 +1445,7 @@ impl Remote for FtpRemote {
             prefix.push('/');
             prefix.push_str(part);
             self.mkdir_one("mkdir", "", &prefix)?;
+            self.known.forget("");
         }
         Ok(())
     }
@@ -1322,6 +1476,15 @@ impl Remote for FtpRemote {
             if e.kind == Kind::Dir {
                 self.checked_dirs.insert(super::join(dir, name));
             }
+        }
+        if out.bad_names.is_empty() {
+            let not_files = out
+                .entries
+                .iter()
+                .filter(|(_, e)| e.kind != Kind::File)
+                .map(|(n, _)| n.clone())
+                .collect();
+            self.known.set(dir, not_files);
         }
         Ok(out)
     }
@@ -1359,6 +1522,9 @@ impl Remote for FtpRemote {
         }
         if let Some((size, mtime)) = self.size_mtime("stat", path, &full)? {
             return Ok(Some(Entry::file(size, secs_to_ns(mtime))));
+        }
+        if self.known.is_missing_if_no_file(path) {
+            return Ok(None);
         }
         Ok(self.is_dir_full(&full)?.then_some(Entry {
             kind: Kind::Dir,
@@ -1435,6 +1601,7 @@ impl Remote for FtpRemote {
             full,
             offset,
             rest_stream: self.feat.rest_stream,
+            mfmt: self.feat.mfmt,
             opened: false,
             appe_ok,
         }))
@@ -1442,6 +1609,8 @@ impl Remote for FtpRemote {
 
     fn rename(&self, from: &str, to: &str) -> Result<()> {
         let (f, t) = (self.full("rename", from)?, self.full("rename", to)?);
+        // A file renamed (a partial into place) adds no folder anywhere: what is known stays.
+        let plain_file = self.known.is_missing_if_no_file(from);
         let r = self.with_conn(async |c| timed(c.rename(&f, &t)).await)?;
         if let Err(e) = r {
             // Servers that refuse to replace: remove a file target, then rename again.
@@ -1460,6 +1629,10 @@ impl Remote for FtpRemote {
             }
         }
         self.checked_dirs.forget(from);
+        if !plain_file {
+            self.known.forget(from);
+            self.known.forget(to);
+        }
         Ok(())
     }
 
@@ -1484,6 +1657,7 @@ impl Remote for FtpRemote {
         match r {
             Ok(()) => {
                 self.checked_dirs.forget(path);
+                self.known.forget(path);
                 Ok(())
             }
             Err(e) if reply_code(&e) == Some(550) && !self.is_dir_full(&full)? => {
@@ -1499,7 +1673,12 @@ impl Remote for FtpRemote {
     fn mkdir_all(&self, dir: &str) -> Result<()> {
         self.checked_dirs.walk(dir, |prefix| {
             let full = self.full("mkdir", prefix)?;
-            self.mkdir_one("mkdir", dir, &full)
+            if self.mkdir_one("mkdir", dir, &full)? {
+                // Made by this call, so empty; its parent holds a folder more now.
+                self.known.forget(prefix);
+                self.known.set(prefix, Default::default());
+            }
+            Ok(())
         })
     }
 
@@ -1524,6 +1703,24 @@ mod tests {
         assert_eq!(join_server("/", "a/b"), "/a/b");
         assert_eq!(join_server("/srv", "a"), "/srv/a");
         assert_eq!(join_server("/srv", ""), "/srv");
+    }
+
+    #[test]
+    fn known_folders_say_missing_only_for_what_cannot_be_a_folder() {
+        let k = KnownDirs::default();
+        assert!(!k.is_missing_if_no_file("d/new.txt"), "nothing known yet");
+        k.set("d", ["sub".to_string(), "link".to_string()].into());
+        k.set("d/sub", Default::default());
+        assert!(k.is_missing_if_no_file("d/new.txt"));
+        assert!(!k.is_missing_if_no_file("d/sub"));
+        assert!(!k.is_missing_if_no_file("d/link"));
+        assert!(k.is_missing_if_no_file("d/sub/x"));
+        assert!(!k.is_missing_if_no_file("e/x"), "e was never listed");
+        assert!(!k.is_missing_if_no_file(""), "the root is never missing");
+        // A folder renamed or removed: it, its parent and what is below are unknown again.
+        k.forget("d/sub");
+        assert!(!k.is_missing_if_no_file("d/new.txt"));
+        assert!(!k.is_missing_if_no_file("d/sub/x"));
     }
 
     #[test]
