@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::io::Read;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex};
 use std::time::Instant;
 
 use crate::job::{Compare, Job};
@@ -23,6 +23,9 @@ pub const TRASH_DIR: &str = ".omnisync/trash";
 pub const PARTIAL_SUFFIX: &str = ".omnisync-partial";
 /// Resume checkpoints are at most this far apart (or `chunk_size` apart when it is larger).
 pub const CHECKPOINT_MIN: u64 = 64 << 20;
+/// Transfers of at most this many bytes count as small: they may run beyond `transfers` at
+/// once where a side says it can keep many in flight ([`Remote::small_file_parallelism`]).
+pub const SMALL_FILE: u64 = 1 << 20;
 /// Times one transfer is retried after its side reconnected (each retry resumes from the
 /// last checkpoint), so a flapping connection cannot keep a worker busy forever.
 pub const TRANSFER_RECONNECTS: u32 = 3;
@@ -60,6 +63,36 @@ pub struct Executor<'a> {
     pub progress_bytes: AtomicU64,
     /// Transfers in flight and their bytes done, for `omnisync status` (the agent's).
     pub board: Option<&'a TransferBoard>,
+    /// Large transfers in flight: never more than the job's `transfers`, however many workers
+    /// [`Executor::transfer_workers`] started for small files.
+    pub large: Slots,
+}
+
+/// A counting gate (a blocking semaphore) for the worker threads.
+#[derive(Debug, Default)]
+pub struct Slots {
+    busy: Mutex<usize>,
+    freed: Condvar,
+}
+
+impl Slots {
+    fn acquire(&self, max: usize) -> SlotGuard<'_> {
+        let mut busy = self.busy.lock().unwrap();
+        while *busy >= max.max(1) {
+            busy = self.freed.wait(busy).unwrap();
+        }
+        *busy += 1;
+        SlotGuard(self)
+    }
+}
+
+struct SlotGuard<'a>(&'a Slots);
+
+impl Drop for SlotGuard<'_> {
+    fn drop(&mut self) {
+        *self.0.busy.lock().unwrap() -= 1;
+        self.0.freed.notify_one();
+    }
 }
 
 /// Transfers in flight: (job, path, direction) → (bytes done, size). Updated once per chunk.
@@ -101,6 +134,26 @@ impl<'a> Executor<'a> {
         }
     }
 
+    /// Worker threads for these transfers: the job's `transfers`, or as many as the sides can
+    /// keep small files in flight ([`Remote::small_file_parallelism`]) when there are that
+    /// many small files; large files still go at most `transfers` at a time (see `large`).
+    pub fn transfer_workers(&self, transfers: &[Action]) -> usize {
+        let small_par = self
+            .local
+            .small_file_parallelism()
+            .max(self.remote.small_file_parallelism());
+        let small = if small_par > 0 {
+            transfers.iter().filter(|a| a.bytes <= SMALL_FILE).count()
+        } else {
+            0
+        };
+        self.job
+            .transfers
+            .max(1)
+            .max(small_par.min(small))
+            .min(transfers.len().max(1))
+    }
+
     /// Apply one action. Never panics on I/O; failures come back as `error` outcomes.
     pub fn apply(&self, a: Action) -> Outcome {
         let start = Instant::now();
@@ -119,7 +172,11 @@ impl<'a> Executor<'a> {
             ActionKind::CopyRemote => self.do_copy(&mut out),
             ActionKind::DeleteLocal | ActionKind::DeleteRemote => self.do_delete(&mut out),
             ActionKind::MkdirLocal | ActionKind::MkdirRemote => self.do_mkdir(&mut out),
-            ActionKind::Upload | ActionKind::Download => self.do_transfer(&mut out),
+            ActionKind::Upload | ActionKind::Download => {
+                let _slot =
+                    (out.action.bytes > SMALL_FILE).then(|| self.large.acquire(self.job.transfers));
+                self.do_transfer(&mut out)
+            }
         };
         if let Err(e) = res {
             out.error = Some(e);

@@ -176,6 +176,14 @@ pub trait Remote: Send + Sync {
         ))
     }
 
+    /// Small files this side can usefully have in flight at once, beyond `transfers`: each
+    /// costs a few round trips of latency and little bandwidth, so a side that pipelines
+    /// requests on one connection (sftp) moves many more of them at a time than a job's
+    /// `transfers` allows for large files. 0 = just `transfers`.
+    fn small_file_parallelism(&self) -> usize {
+        0
+    }
+
     /// Which connection the side's operations use now: changes each time it reconnects.
     /// Sides without a connection (local folders) always say 0.
     fn connection_id(&self) -> u64 {

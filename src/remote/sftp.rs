@@ -27,6 +27,7 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::io::Read;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -62,6 +63,10 @@ const IO_BLOCK_MAX: usize = 255 << 10;
 const PREFETCH_DIRS: usize = 32;
 /// Requests in flight per open file (reads ramp up to this, see [`SftpReader`]).
 const IN_FLIGHT: usize = 32;
+/// Small files transferred at once (see [`Remote::small_file_parallelism`]): each holds one
+/// handle for about two round trips (OPEN, then WRITE+FSETSTAT+FSTAT+CLOSE), so this many keep
+/// a loopback server busy while leaving most of the [`MAX_HANDLES`] slots free.
+const SMALL_FILES_IN_FLIGHT: usize = 32;
 /// Longest wait for a free handle slot (see [`SftpRemote::permits`]).
 const HANDLE_WAIT: Duration = Duration::from_secs(300);
 /// TCP connect, per resolved address.
@@ -1206,24 +1211,41 @@ struct SftpWriter {
     /// Bytes per WRITE request.
     block: usize,
     fsync: bool,
-    pending: VecDeque<JoinHandle<std::result::Result<(), SftpError>>>,
+    pending: VecDeque<Reply<()>>,
+    /// The CLOSE sent by [`WriteHandle::set_mtime_and_stat`], whose reply `close` awaits.
+    closing: Option<Reply<()>>,
 }
 
+/// A request already on the wire, awaiting its reply (polled by whichever thread waits).
+type Reply<T> = Pin<Box<dyn Future<Output = std::result::Result<T, SftpError>> + Send>>;
+
 /// Poll `f` once on this thread, which puts its request on the wire (russh-sftp sends on the
-/// first poll), then leave the rest to the runtime. Requests so go out in program order: a
-/// CLOSE can follow the WRITEs without waiting for their replies (the server handles one
-/// session's requests in order), which saves a round trip per file.
+/// first poll), and hand back the rest: the thread that needs the reply polls it to the end
+/// (no task per request, no hand-off through the runtime's workers). Requests so go out in
+/// program order: a CLOSE can follow the WRITEs without waiting for their replies (the server
+/// handles one session's requests in order), which saves a round trip per file.
 fn send_now<T: Send + 'static>(
     rth: &tokio::runtime::Handle,
     f: impl Future<Output = std::result::Result<T, SftpError>> + Send + 'static,
-) -> JoinHandle<std::result::Result<T, SftpError>> {
-    let mut f = Box::pin(f);
+) -> Reply<T> {
+    let mut f: Reply<T> = Box::pin(f);
     let first = rth.block_on(std::future::poll_fn(|cx| {
         std::task::Poll::Ready(f.as_mut().poll(cx))
     }));
     match first {
-        std::task::Poll::Ready(r) => rth.spawn(async move { r }),
-        std::task::Poll::Pending => rth.spawn(f),
+        std::task::Poll::Ready(r) => Box::pin(std::future::ready(r)),
+        std::task::Poll::Pending => f,
+    }
+}
+
+/// SETSTAT attributes that set the modification time (and the access time to now); never a
+/// size, which would truncate.
+fn mtime_attrs(mtime_ns: i64) -> FileAttributes {
+    let secs = mtime_ns.div_euclid(1_000_000_000).clamp(0, u32::MAX as i64) as u32;
+    FileAttributes {
+        atime: Some(now_secs()),
+        mtime: Some(secs),
+        ..FileAttributes::empty()
     }
 }
 
@@ -1246,25 +1268,22 @@ impl SftpWriter {
             path: path.to_string(),
             offset,
             pending: VecDeque::new(),
+            closing: None,
         }
     }
 
+    /// The reply to a request sent with [`send_now`], as a trait error naming `op`.
+    fn reply<T>(&self, op: &'static str, r: Reply<T>) -> Result<T> {
+        self.rth
+            .block_on(r)
+            .map_err(|e| sftp_err(op, &self.path, e))
+    }
+
     fn wait_one(&mut self) -> Result<()> {
-        if let Some(task) = self.pending.pop_front() {
-            match self.rth.block_on(task) {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    self.pending.clear();
-                    return Err(sftp_err("write", &self.path, e));
-                }
-                Err(e) => {
-                    self.pending.clear();
-                    return Err(RemoteError::refused(
-                        "write",
-                        &self.path,
-                        format!("write task failed: {e}"),
-                    ));
-                }
+        if let Some(r) = self.pending.pop_front() {
+            if let Err(e) = self.reply("write", r) {
+                self.pending.clear();
+                return Err(e);
             }
         }
         Ok(())
@@ -1309,39 +1328,60 @@ impl WriteHandle for SftpWriter {
             _ => None,
         };
         self.wait_all()?;
-        if let Some(task) = fsync {
-            match self.rth.block_on(task) {
-                Ok(r) => r.map_err(|e| sftp_err("fsync", &self.path, e))?,
-                Err(e) => {
-                    return Err(RemoteError::refused(
-                        "fsync",
-                        &self.path,
-                        format!("fsync task failed: {e}"),
-                    ))
-                }
-            }
+        if let Some(r) = fsync {
+            self.reply("fsync", r)?;
         }
         Ok(())
     }
 
+    /// FSETSTAT (the mtime), FSTAT and CLOSE go out right behind the last WRITEs, and one wait
+    /// collects every reply: a small file costs one round trip from its OPEN to its CLOSE
+    /// instead of three (close, set mtime by path, stat by path).
+    fn set_mtime_and_stat(&mut self, mtime_ns: i64) -> Result<Option<Entry>> {
+        let Some(h) = self.handle.take() else {
+            return Err(RemoteError::refused("write", &self.path, "file is closed"));
+        };
+        let c = self.conn.clone();
+        let (c1, h1) = (c.clone(), h.clone());
+        let set = send_now(&self.rth, async move {
+            c1.guard(c1.sftp.fsetstat(h1, mtime_attrs(mtime_ns)))
+                .await
+                .map(|_| ())
+        });
+        let (c2, h2) = (c.clone(), h.clone());
+        let stat = send_now(&self.rth, async move {
+            c2.guard(c2.sftp.fstat(h2)).await.map(|a| a.attrs)
+        });
+        self.closing = Some(send_now(&self.rth, async move {
+            c.guard(c.sftp.close(h)).await.map(|_| ())
+        }));
+        self.wait_all()?;
+        self.reply("set mtime", set)?;
+        let attrs = self.reply("stat", stat)?;
+        match entry_from_attrs(&attrs) {
+            Some(e) => Ok(Some(e)),
+            None => Err(RemoteError::refused(
+                "stat",
+                &self.path,
+                "not a regular file after writing",
+            )),
+        }
+    }
+
     fn close(mut self: Box<Self>) -> Result<()> {
-        // CLOSE goes out right behind the WRITEs; then all their replies are awaited.
-        let close = self.handle.take().map(|h| {
-            let c = self.conn.clone();
-            send_now(&self.rth, async move {
-                c.guard(c.sftp.close(h)).await.map(|_| ())
+        // CLOSE goes out right behind the WRITEs (unless set_mtime_and_stat sent it already);
+        // then all their replies are awaited.
+        let close = self.closing.take().or_else(|| {
+            self.handle.take().map(|h| {
+                let c = self.conn.clone();
+                send_now(&self.rth, async move {
+                    c.guard(c.sftp.close(h)).await.map(|_| ())
+                })
             })
         });
         let written = self.wait_all();
         let closed = match close {
-            Some(task) => match self.rth.block_on(task) {
-                Ok(r) => r.map_err(|e| sftp_err("close", &self.path, e)),
-                Err(e) => Err(RemoteError::refused(
-                    "close",
-                    &self.path,
-                    format!("close task failed: {e}"),
-                )),
-            },
+            Some(r) => self.reply("close", r),
             None => Ok(()),
         };
         self.permit.take();
@@ -1351,18 +1391,27 @@ impl WriteHandle for SftpWriter {
 
 impl Drop for SftpWriter {
     fn drop(&mut self) {
-        if let Some(h) = self.handle.take() {
-            let c = self.conn.clone();
-            let permit = self.permit.take();
-            let pending = std::mem::take(&mut self.pending);
-            self.rth.spawn(async move {
-                for t in pending {
-                    let _ = t.await;
-                }
-                let _ = c.guard(c.sftp.close(h)).await;
-                drop(permit);
-            });
+        let permit = self.permit.take();
+        let pending = std::mem::take(&mut self.pending);
+        let closing = self.closing.take();
+        let handle = self.handle.take();
+        if permit.is_none() && closing.is_none() && handle.is_none() {
+            return;
         }
+        let c = self.conn.clone();
+        // The handle's slot is released only once the server closed it.
+        self.rth.spawn(async move {
+            for r in pending {
+                let _ = r.await;
+            }
+            if let Some(r) = closing {
+                let _ = r.await;
+            }
+            if let Some(h) = handle {
+                let _ = c.guard(c.sftp.close(h)).await;
+            }
+            drop(permit);
+        });
     }
 }
 
@@ -1385,6 +1434,10 @@ impl Remote for SftpRemote {
 
     fn connection_id(&self) -> u64 {
         self.conn().id
+    }
+
+    fn small_file_parallelism(&self) -> usize {
+        SMALL_FILES_IN_FLIGHT
     }
 
     fn reconnect(&self, id: u64) -> Result<bool> {
@@ -1650,13 +1703,7 @@ impl Remote for SftpRemote {
         let _fresh = self.listings.changing();
         self.check_parents("set mtime", path)?;
         let full = self.full("set mtime", path)?;
-        let secs = mtime_ns.div_euclid(1_000_000_000).clamp(0, u32::MAX as i64) as u32;
-        // SETSTAT sends atime and mtime together; never a size (that would truncate).
-        let attrs = FileAttributes {
-            atime: Some(now_secs()),
-            mtime: Some(secs),
-            ..FileAttributes::empty()
-        };
+        let attrs = mtime_attrs(mtime_ns);
         self.call(|c| {
             let (full, attrs) = (full.clone(), attrs.clone());
             async move { c.sftp.setstat(full, attrs).await }
