@@ -514,7 +514,13 @@ impl<'a> Executor<'a> {
         if !same_file(&s_now, planned) {
             return Err("source changed since it was planned; will retry next run".into());
         }
-        let d_now = dst.stat(path).map_err(|e| e.to_string())?;
+        // A destination planned as absent is not looked up now: the partial takes its name
+        // with a rename that refuses an existing file (`rename_new`), which closes the race
+        // and saves a round trip per new file on a network remote.
+        let d_now = match &a.dst {
+            None => None,
+            Some(_) => dst.stat(path).map_err(|e| e.to_string())?,
+        };
         match (&d_now, &a.dst) {
             (None, _) => {}
             (Some(now), Some(seen)) if same_file(now, seen) => {}
@@ -653,7 +659,16 @@ impl<'a> Executor<'a> {
                 self.trash(dst, path)?;
             }
         }
-        dst.rename(&partial, path).map_err(|e| e.to_string())?;
+        if a.dst.is_none() {
+            if !dst.rename_new(&partial, path).map_err(|e| e.to_string())? {
+                return discard(
+                    "destination appeared since it was planned; not overwriting it, will retry"
+                        .into(),
+                );
+            }
+        } else {
+            dst.rename(&partial, path).map_err(|e| e.to_string())?;
+        }
         self.clear_checkpoint(path, dir)?;
 
         let mut s_entry = s_now;

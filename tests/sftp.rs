@@ -162,6 +162,33 @@ fn every_remote_operation_round_trips() {
         std::fs::read(root.join("d1/w2.txt")).unwrap(),
         b"new content"
     );
+    // A no-replace rename refuses an existing target and changes neither file.
+    write_all(&r, "other.txt", 0, b"other");
+    assert!(!r.rename_new("other.txt", "d1/w2.txt").unwrap());
+    assert_eq!(
+        std::fs::read(root.join("d1/w2.txt")).unwrap(),
+        b"new content"
+    );
+    assert_eq!(std::fs::read(root.join("other.txt")).unwrap(), b"other");
+    assert!(r.rename_new("other.txt", "d1/other.txt").unwrap());
+    assert_eq!(r.stat("other.txt").unwrap(), None);
+    assert!(r.rename_new("nope", "d1/nope").unwrap_err().is_not_found());
+
+    // The mtime set through the open writer (FSETSTAT, FSTAT and CLOSE behind the WRITEs).
+    let mut w = r.open_write("d1/timed.txt", 0).unwrap();
+    w.write_all(b"timed").unwrap();
+    let e = w
+        .set_mtime_and_stat(1_500_000_000_500_000_000)
+        .unwrap()
+        .unwrap();
+    w.close().unwrap();
+    assert_eq!(
+        (e.kind, e.size, e.mtime),
+        (Kind::File, 5, 1_500_000_000_000_000_000)
+    );
+    assert_eq!(r.stat("d1/timed.txt").unwrap().unwrap().mtime, e.mtime);
+    assert_eq!(std::fs::read(root.join("d1/timed.txt")).unwrap(), b"timed");
+
     // Folder rename.
     r.rename("d1/d2", "d1/moved").unwrap();
     assert_eq!(r.stat("d1/moved/d3").unwrap().unwrap().kind, Kind::Dir);

@@ -156,6 +156,16 @@ pub trait Remote: Send + Sync {
     /// Rename, replacing a file at `to` atomically where it exists.
     fn rename(&self, from: &str, to: &str) -> Result<()>;
 
+    /// Rename `from` to `to` only when nothing exists at `to`: `Ok(false)` (and nothing
+    /// renamed) when something does. The default looks first, which leaves a short race; a
+    /// side with an atomic no-replace rename overrides it.
+    fn rename_new(&self, from: &str, to: &str) -> Result<bool> {
+        if self.stat(to)?.is_some() {
+            return Ok(false);
+        }
+        self.rename(from, to).map(|()| true)
+    }
+
     fn remove_file(&self, path: &str) -> Result<()>;
 
     /// Remove an empty directory.

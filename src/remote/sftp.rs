@@ -752,6 +752,9 @@ impl SftpRemote {
 }
 
 /// OPENDIR, READDIR until EOF, CLOSE: one folder's names with their (LSTAT) attributes.
+/// READDIRs go out two at a time (the server answers them in order: the next names, or EOF),
+/// so a folder of up to one reply's worth of names (OpenSSH: 100) costs two round trips, and
+/// the CLOSE is not waited for: its reply releases the handle's slot in the background.
 async fn read_dir(
     c: Arc<Conn>,
     full: String,
@@ -759,17 +762,22 @@ async fn read_dir(
     let permit = c.permits(1).await?;
     let h = c.sftp.opendir(full).await?.handle;
     let mut files = Vec::new();
-    let res = loop {
-        match c.sftp.readdir(h.as_str()).await {
-            Ok(name) => files.extend(name.files),
-            Err(e) if status_code(&e) == Some(StatusCode::Eof) => break Ok(()),
-            Err(e) => break Err(e),
+    let res = 'pages: loop {
+        let (a, b) = tokio::join!(c.sftp.readdir(h.as_str()), c.sftp.readdir(h.as_str()));
+        for r in [a, b] {
+            match r {
+                Ok(name) => files.extend(name.files),
+                Err(e) if status_code(&e) == Some(StatusCode::Eof) => break 'pages Ok(()),
+                Err(e) => break 'pages Err(e),
+            }
         }
     };
-    let closed = c.sftp.close(h).await;
-    drop(permit);
+    let closer = c.clone();
+    tokio::spawn(async move {
+        let _ = closer.guard(closer.sftp.close(h)).await;
+        drop(permit);
+    });
     res?;
-    closed?;
     Ok(files)
 }
 
@@ -1668,6 +1676,36 @@ impl Remote for SftpRemote {
         }
         self.forget_dir(from);
         Ok(())
+    }
+
+    /// OpenSSH's plain RENAME is link + unlink, which refuses an existing target atomically
+    /// (SFTP v3 says RENAME must refuse one). Trusted only where `posix-rename@openssh.com`
+    /// says the server is OpenSSH's: other servers' plain RENAME may replace silently.
+    fn rename_new(&self, from: &str, to: &str) -> Result<bool> {
+        if !self.ext().posix_rename {
+            if self.stat(to)?.is_some() {
+                return Ok(false);
+            }
+            self.rename(from, to)?;
+            return Ok(true);
+        }
+        let _fresh = self.listings.changing();
+        self.check_parents("rename", from)?;
+        self.check_parents("rename", to)?;
+        let (f, t) = (self.full("rename", from)?, self.full("rename", to)?);
+        match self.call(|c| {
+            let (f, t) = (f.clone(), t.clone());
+            async move { c.sftp.rename(f, t).await }
+        }) {
+            Ok(_) => {
+                self.forget_dir(from);
+                Ok(true)
+            }
+            Err(e) => match self.lstat_full("rename", to, &t)? {
+                Some(_) => Ok(false),
+                None => Err(sftp_err("rename", from, e)),
+            },
+        }
     }
 
     fn remove_file(&self, path: &str) -> Result<()> {
