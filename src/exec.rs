@@ -739,10 +739,14 @@ impl<'a> Executor<'a> {
         // a checkpoint is taken every `checkpoint_every` bytes: after an fsync of the partial
         // file, so it never claims data that is not on disk. An fsync per 4 MiB would halve
         // large-file throughput on this class of disk; resending up to 64 MiB after a crash
-        // costs far less.
+        // costs far less. Where the writer can sync in the background (`sync_begin`), writing
+        // goes on meanwhile and the checkpoint is recorded once the sync has finished: it
+        // claims the offset the sync began at, never more.
         let chunk = self.job.chunk_size.clamp(1, 4 << 20);
         let checkpoint_every = self.job.chunk_size.max(CHECKPOINT_MIN);
         let mut since_checkpoint = 0u64;
+        // The offset a background sync began at, recorded as a checkpoint when it is done.
+        let mut syncing: Option<u64> = None;
         let mut reader = src.open_read(path, offset).map_err(|e| e.to_string())?;
         let mut writer = dst.open_write(partial, offset).map_err(|e| e.to_string())?;
         let buf_len = chunk.min(size.saturating_sub(offset)).max(1) as usize;
@@ -757,7 +761,7 @@ impl<'a> Executor<'a> {
             if self.cancel.load(Ordering::Relaxed) {
                 // Stopping (SIGTERM): what was written is made durable and checkpointed, so
                 // the next run resumes here.
-                if since_checkpoint > 0 && writer.sync().is_ok() {
+                if (since_checkpoint > 0 || syncing.is_some()) && writer.sync().is_ok() {
                     self.put_checkpoint(path, dir, checkpoint_at(offset))?;
                 }
                 writer.close().map_err(|e| e.to_string())?;
@@ -795,11 +799,17 @@ impl<'a> Executor<'a> {
                     (offset, size),
                 );
             }
-            if offset < size && since_checkpoint >= checkpoint_every {
-                // Durable first, then claimed: a checkpoint never points past real data.
-                writer.sync().map_err(|e| e.to_string())?;
-                self.put_checkpoint(path, dir, checkpoint_at(offset))?;
+            if offset < size && since_checkpoint >= checkpoint_every && syncing.is_none() {
+                writer.sync_begin().map_err(|e| e.to_string())?;
+                syncing = Some(offset);
                 since_checkpoint = 0;
+            }
+            if let Some(at) = syncing {
+                if writer.sync_done().map_err(|e| e.to_string())? {
+                    // Durable first, then claimed: a checkpoint never points past real data.
+                    self.put_checkpoint(path, dir, checkpoint_at(at))?;
+                    syncing = None;
+                }
             }
         }
         // A source that grew is caught by the stat after reading. The caller closes the

@@ -116,6 +116,19 @@ pub trait WriteHandle: Send {
     fn write_all(&mut self, data: &[u8]) -> Result<()>;
     /// Make what was written durable before a checkpoint claims it.
     fn sync(&mut self) -> Result<()>;
+
+    /// Begin making what was written so far durable without waiting for it, so that writing
+    /// goes on meanwhile; [`WriteHandle::sync_done`] says when it is. The default syncs now.
+    fn sync_begin(&mut self) -> Result<()> {
+        self.sync()
+    }
+
+    /// Has the sync begun last finished (and every write before it succeeded)? Answers
+    /// without waiting; `true` once per finished sync. A failed sync is an error here or
+    /// from the next call.
+    fn sync_done(&mut self) -> Result<bool> {
+        Ok(true)
+    }
     /// Finish the write; errors here mean the data may not be complete.
     fn close(self: Box<Self>) -> Result<()>;
 

@@ -1219,7 +1219,10 @@ struct SftpWriter {
     /// Bytes per WRITE request.
     block: usize,
     fsync: bool,
-    pending: VecDeque<Reply<()>>,
+    /// Replies awaited, oldest first; `true` marks an FSYNC (see `sync_begin`).
+    pending: VecDeque<(bool, Reply<()>)>,
+    /// An FSYNC sent by `sync_begin` succeeded, and every WRITE before it.
+    synced: bool,
     /// The CLOSE sent by [`WriteHandle::set_mtime_and_stat`], whose reply `close` awaits.
     closing: Option<Reply<()>>,
 }
@@ -1276,6 +1279,7 @@ impl SftpWriter {
             path: path.to_string(),
             offset,
             pending: VecDeque::new(),
+            synced: false,
             closing: None,
         }
     }
@@ -1288,10 +1292,35 @@ impl SftpWriter {
     }
 
     fn wait_one(&mut self) -> Result<()> {
-        if let Some(r) = self.pending.pop_front() {
-            if let Err(e) = self.reply("write", r) {
+        if let Some((fsync, r)) = self.pending.pop_front() {
+            let op = if fsync { "fsync" } else { "write" };
+            if let Err(e) = self.reply(op, r) {
                 self.pending.clear();
                 return Err(e);
+            }
+            self.synced |= fsync;
+        }
+        Ok(())
+    }
+
+    /// Take the replies that have already arrived, oldest first, without waiting.
+    fn take_arrived(&mut self) -> Result<()> {
+        while let Some((fsync, r)) = self.pending.front_mut() {
+            let fsync = *fsync;
+            let polled = self.rth.block_on(std::future::poll_fn(|cx| {
+                std::task::Poll::Ready(r.as_mut().poll(cx))
+            }));
+            match polled {
+                std::task::Poll::Pending => break,
+                std::task::Poll::Ready(res) => {
+                    self.pending.pop_front();
+                    if let Err(e) = res {
+                        self.pending.clear();
+                        let op = if fsync { "fsync" } else { "write" };
+                        return Err(sftp_err(op, &self.path, e));
+                    }
+                    self.synced |= fsync;
+                }
             }
         }
         Ok(())
@@ -1315,9 +1344,10 @@ impl WriteHandle for SftpWriter {
                 self.wait_one()?;
             }
             let (c, h, off, data) = (self.conn.clone(), h.clone(), self.offset, block.to_vec());
-            self.pending.push_back(send_now(&self.rth, async move {
+            let sent = send_now(&self.rth, async move {
                 c.guard(c.sftp.write(h, off, data)).await.map(|_| ())
-            }));
+            });
+            self.pending.push_back((false, sent));
             self.offset += block.len() as u64;
         }
         Ok(())
@@ -1340,6 +1370,31 @@ impl WriteHandle for SftpWriter {
             self.reply("fsync", r)?;
         }
         Ok(())
+    }
+
+    /// The FSYNC goes out behind the WRITEs and joins them in the pipeline: writing goes on
+    /// while the server flushes, and its reply, taken in order after theirs, marks them all
+    /// durable. Without `fsync@openssh.com` there is nothing to wait for: done at once.
+    fn sync_begin(&mut self) -> Result<()> {
+        match (self.fsync, self.handle.clone()) {
+            (true, Some(h)) => {
+                let c = self.conn.clone();
+                let sent = send_now(&self.rth, async move {
+                    c.guard(c.sftp.fsync(h)).await.map(|_| ())
+                });
+                self.pending.push_back((true, sent));
+            }
+            _ => {
+                self.wait_all()?;
+                self.synced = true;
+            }
+        }
+        Ok(())
+    }
+
+    fn sync_done(&mut self) -> Result<bool> {
+        self.take_arrived()?;
+        Ok(std::mem::take(&mut self.synced))
     }
 
     /// FSETSTAT (the mtime), FSTAT and CLOSE go out right behind the last WRITEs, and one wait
@@ -1409,7 +1464,7 @@ impl Drop for SftpWriter {
         let c = self.conn.clone();
         // The handle's slot is released only once the server closed it.
         self.rth.spawn(async move {
-            for r in pending {
+            for (_, r) in pending {
                 let _ = r.await;
             }
             if let Some(r) = closing {
