@@ -185,12 +185,18 @@ struct LoginParams {
     auths: Vec<Auth>,
 }
 
-/// One SSH connection and its SFTP session, shared by the operations, readers and writers
+/// One SSH connection and its SFTP sessions, shared by the operations, readers and writers
 /// that use it; a reconnect makes a new one, and whatever still holds the old one fails fast.
 struct Conn {
     id: u64,
     ssh: client::Handle<HostKeyCheck>,
-    sftp: RawSftpSession,
+    /// Two SFTP sessions (channels) where the server allows a second, each served by its own
+    /// server process, which works through its requests one at a time; creating a file
+    /// (inode allocation) dominates that work for small files, and two sessions let a
+    /// 2-core server do it in parallel. Requests are spread over them round-robin; a handle
+    /// is used only on the session that opened it.
+    sessions: Vec<RawSftpSession>,
+    next_session: std::sync::atomic::AtomicUsize,
     handles: Arc<Semaphore>,
     ext: Extensions,
     /// Its sender lives in the SSH session's handler, which russh drops when the connection
@@ -203,6 +209,27 @@ struct Conn {
 const LOST: &str = "session closed (the SSH connection was lost)";
 
 impl Conn {
+    /// A session for a sequence of requests that share a handle.
+    fn pick(&self) -> usize {
+        self.next_session.fetch_add(1, Ordering::Relaxed) % self.sessions.len()
+    }
+
+    /// A session for one request.
+    fn sftp(&self) -> &RawSftpSession {
+        &self.sessions[self.pick()]
+    }
+
+    /// The session a handle belongs to.
+    fn on(&self, sid: usize) -> &RawSftpSession {
+        &self.sessions[sid]
+    }
+
+    fn close_sessions(&self) {
+        for s in &self.sessions {
+            let _ = s.close_session();
+        }
+    }
+
     fn is_dead(&self) -> bool {
         self.ssh.is_closed() || self.alive.has_changed().is_err()
     }
@@ -585,7 +612,7 @@ impl SftpRemote {
                     );
                     let old = std::mem::replace(&mut *self.conn.lock().unwrap(), Arc::new(conn));
                     self.rth.spawn(async move {
-                        let _ = old.sftp.close_session();
+                        let _ = old.close_sessions();
                         let _ = tokio::time::timeout(
                             Duration::from_secs(2),
                             old.ssh
@@ -632,7 +659,7 @@ impl SftpRemote {
             let attrs = self
                 .call(|c| {
                     let full = full.clone();
-                    async move { c.sftp.lstat(full).await }
+                    async move { c.sftp().lstat(full).await }
                 })
                 .map_err(|e| sftp_err(op, path, e))?
                 .attrs;
@@ -660,7 +687,7 @@ impl SftpRemote {
     fn lstat_full(&self, op: &'static str, path: &str, full: &str) -> Result<Option<Entry>> {
         match self.call(|c| {
             let full = full.to_string();
-            async move { c.sftp.lstat(full).await }
+            async move { c.sftp().lstat(full).await }
         }) {
             Ok(a) => Ok(Some(entry_from_attrs(&a.attrs).unwrap_or(Entry {
                 kind: Kind::Symlink, // not a file, folder or link we sync: never written through
@@ -696,7 +723,7 @@ impl SftpRemote {
         }
         match self.call(|c| {
             let full = full.to_string();
-            async move { c.sftp.mkdir(full, FileAttributes::empty()).await }
+            async move { c.sftp().mkdir(full, FileAttributes::empty()).await }
         }) {
             Ok(_) => Ok(()),
             Err(e) => match self.lstat_full(op, rel, full)? {
@@ -710,7 +737,7 @@ impl SftpRemote {
     fn remove_full(&self, full: &str) -> std::result::Result<(), SftpError> {
         self.call(|c| {
             let full = full.to_string();
-            async move { c.sftp.remove(full).await.map(|_| ()) }
+            async move { c.sftp().remove(full).await.map(|_| ()) }
         })
     }
 
@@ -724,13 +751,14 @@ impl SftpRemote {
         full: String,
         flags: OpenFlags,
         truncate_to: Option<u64>,
-    ) -> Result<(Arc<Conn>, String, OwnedSemaphorePermit)> {
+    ) -> Result<(Arc<Conn>, usize, String, OwnedSemaphorePermit)> {
         self.call(|c| {
             let full = full.clone();
             async move {
                 let permit = c.permits(1).await?;
+                let sid = c.pick();
                 let h = c
-                    .sftp
+                    .on(sid)
                     .open(full, flags, FileAttributes::empty())
                     .await?
                     .handle;
@@ -739,12 +767,12 @@ impl SftpRemote {
                         size: Some(size),
                         ..FileAttributes::empty()
                     };
-                    if let Err(e) = c.sftp.fsetstat(h.clone(), attrs).await {
-                        let _ = c.sftp.close(h).await;
+                    if let Err(e) = c.on(sid).fsetstat(h.clone(), attrs).await {
+                        let _ = c.on(sid).close(h).await;
                         return Err(e);
                     }
                 }
-                Ok((c, h, permit))
+                Ok((c, sid, h, permit))
             }
         })
         .map_err(|e| sftp_err(op, path, e))
@@ -760,10 +788,11 @@ async fn read_dir(
     full: String,
 ) -> std::result::Result<Vec<russh_sftp::protocol::File>, SftpError> {
     let permit = c.permits(1).await?;
-    let h = c.sftp.opendir(full).await?.handle;
+    let sid = c.pick();
+    let h = c.on(sid).opendir(full).await?.handle;
     let mut files = Vec::new();
     let res = 'pages: loop {
-        let (a, b) = tokio::join!(c.sftp.readdir(h.as_str()), c.sftp.readdir(h.as_str()));
+        let (a, b) = tokio::join!(c.on(sid).readdir(h.as_str()), c.on(sid).readdir(h.as_str()));
         for r in [a, b] {
             match r {
                 Ok(name) => files.extend(name.files),
@@ -774,7 +803,7 @@ async fn read_dir(
     };
     let closer = c.clone();
     tokio::spawn(async move {
-        let _ = closer.guard(closer.sftp.close(h)).await;
+        let _ = closer.guard(closer.on(sid).close(h)).await;
         drop(permit);
     });
     res?;
@@ -784,13 +813,14 @@ async fn read_dir(
 /// Server-side copy of the file `f` to `t` (created or truncated) with `copy-data`.
 async fn copy_data(c: Arc<Conn>, f: String, t: String) -> std::result::Result<(), SftpError> {
     let permit = c.permits(2).await?;
+    let sid = c.pick();
     let rh = c
-        .sftp
+        .on(sid)
         .open(f, OpenFlags::READ, FileAttributes::empty())
         .await?
         .handle;
     let wh = match c
-        .sftp
+        .on(sid)
         .open(
             t,
             OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::TRUNCATE,
@@ -800,7 +830,7 @@ async fn copy_data(c: Arc<Conn>, f: String, t: String) -> std::result::Result<()
     {
         Ok(h) => h.handle,
         Err(e) => {
-            let _ = c.sftp.close(rh).await;
+            let _ = c.on(sid).close(rh).await;
             return Err(e);
         }
     };
@@ -811,12 +841,12 @@ async fn copy_data(c: Arc<Conn>, f: String, t: String) -> std::result::Result<()
     put_u64(&mut data, 0);
     put_str(&mut data, &wh);
     put_u64(&mut data, 0);
-    let copied = match c.sftp.extended(EXT_COPY_DATA, data).await {
+    let copied = match c.on(sid).extended(EXT_COPY_DATA, data).await {
         Ok(p) => expect_ok(p),
         Err(e) => Err(e),
     };
-    let c1 = c.sftp.close(rh).await;
-    let c2 = c.sftp.close(wh).await;
+    let c1 = c.on(sid).close(rh).await;
+    let c2 = c.on(sid).close(wh).await;
     drop(permit);
     copied.and(c1.map(|_| ())).and(c2.map(|_| ()))
 }
@@ -927,24 +957,15 @@ async fn ssh_login(
         .await
         .map_err(LoginError::fatal)?;
 
-    let channel = ssh
-        .channel_open_session()
-        .await
-        .map_err(|e| LoginError::retry(format!("cannot open an SSH session channel: {e}")))?;
-    channel
-        .request_subsystem(true, "sftp")
-        .await
-        .map_err(|e| LoginError::retry(format!("cannot start the sftp subsystem: {e}")))?;
-    let cfg = russh_sftp::client::Config {
-        request_timeout_secs: REQUEST_TIMEOUT_SECS,
-        ..Default::default()
-    };
-    let mut sftp = RawSftpSession::new_with_config(channel.into_stream(), cfg);
-    let version = sftp.init().await.map_err(|e| {
-        LoginError::retry(format!(
-            "the server did not start SFTP (is the sftp subsystem enabled?): {e}"
-        ))
-    })?;
+    // Both sessions start together (no round trip more than one): the first must succeed;
+    // the second is done without when the server refuses it (a MaxSessions limit, say).
+    let (first, second) = tokio::join!(open_session(&ssh), open_session(&ssh));
+    let (mut sftp, version) = first?;
+    let mut others: Vec<RawSftpSession> = Vec::new();
+    match second {
+        Ok((s, _)) => others.push(s),
+        Err(e) => tracing::debug!(error = %e.msg, "second SFTP session refused; using one"),
+    }
     let has = |name: &str| version.extensions.contains_key(name);
     let mut ext = Extensions {
         posix_rename: has(EXT_POSIX_RENAME),
@@ -969,16 +990,47 @@ async fn ssh_login(
                 ext.max_handles = (h as usize).saturating_sub(1).clamp(1, MAX_HANDLES);
             }
             sftp.set_limits(l);
+            for s in &mut others {
+                s.set_limits(l);
+            }
         }
     }
+    let mut sessions = vec![sftp];
+    sessions.extend(others);
     Ok(Conn {
         id,
         ssh,
-        sftp,
+        sessions,
+        next_session: std::sync::atomic::AtomicUsize::new(0),
         handles: Arc::new(Semaphore::new(ext.max_handles)),
         ext,
         alive,
     })
+}
+
+/// Open a session channel, start the sftp subsystem on it and say hello (SFTP INIT).
+async fn open_session(
+    ssh: &client::Handle<HostKeyCheck>,
+) -> std::result::Result<(RawSftpSession, russh_sftp::protocol::Version), LoginError> {
+    let channel = ssh
+        .channel_open_session()
+        .await
+        .map_err(|e| LoginError::retry(format!("cannot open an SSH session channel: {e}")))?;
+    channel
+        .request_subsystem(true, "sftp")
+        .await
+        .map_err(|e| LoginError::retry(format!("cannot start the sftp subsystem: {e}")))?;
+    let cfg = russh_sftp::client::Config {
+        request_timeout_secs: REQUEST_TIMEOUT_SECS,
+        ..Default::default()
+    };
+    let sftp = RawSftpSession::new_with_config(channel.into_stream(), cfg);
+    let version = sftp.init().await.map_err(|e| {
+        LoginError::retry(format!(
+            "the server did not start SFTP (is the sftp subsystem enabled?): {e}"
+        ))
+    })?;
+    Ok((sftp, version))
 }
 
 /// The signature hash an RSA key must use with this server (none for other key types).
@@ -1078,7 +1130,7 @@ async fn authenticate(
 impl Drop for SftpRemote {
     fn drop(&mut self) {
         let conn = self.conn();
-        let _ = conn.sftp.close_session();
+        let _ = conn.close_sessions();
         // The timer must be created inside the runtime: hence the async block.
         let _ = self.rth.block_on(async {
             tokio::time::timeout(
@@ -1104,6 +1156,8 @@ struct SftpReader {
     rth: tokio::runtime::Handle,
     /// The connection the handle belongs to (not a newer one: handles do not survive).
     conn: Arc<Conn>,
+    /// The session of that connection the handle belongs to.
+    sid: usize,
     handle: Option<String>,
     permit: Option<OwnedSemaphorePermit>,
     path: String,
@@ -1120,13 +1174,14 @@ struct SftpReader {
 
 impl SftpReader {
     fn fill(&mut self) {
+        let sid = self.sid;
         let Some(h) = &self.handle else { return };
         while self.pending.len() < self.window {
             let (c, h, off) = (self.conn.clone(), h.clone(), self.next);
             let len = self.block as u32;
             let task = self
                 .rth
-                .spawn(async move { c.guard(c.sftp.read(h, off, len)).await.map(|d| d.data) });
+                .spawn(async move { c.guard(c.on(sid).read(h, off, len)).await.map(|d| d.data) });
             self.pending.push_back((off, len, task));
             self.next += len as u64;
         }
@@ -1194,13 +1249,14 @@ impl Read for SftpReader {
 
 impl Drop for SftpReader {
     fn drop(&mut self) {
+        let sid = self.sid;
         self.drop_pending();
         if let Some(h) = self.handle.take() {
             let c = self.conn.clone();
             let permit = self.permit.take();
             // Close in the background; the permit is released only once the server closed it.
             self.rth.spawn(async move {
-                let _ = c.guard(c.sftp.close(h)).await;
+                let _ = c.guard(c.on(sid).close(h)).await;
                 drop(permit);
             });
         }
@@ -1212,6 +1268,8 @@ struct SftpWriter {
     rth: tokio::runtime::Handle,
     /// The connection the handle belongs to (not a newer one: handles do not survive).
     conn: Arc<Conn>,
+    /// The session of that connection the handle belongs to.
+    sid: usize,
     handle: Option<String>,
     permit: Option<OwnedSemaphorePermit>,
     path: String,
@@ -1264,6 +1322,7 @@ impl SftpWriter {
     fn new(
         r: &SftpRemote,
         conn: Arc<Conn>,
+        sid: usize,
         handle: String,
         permit: OwnedSemaphorePermit,
         path: &str,
@@ -1274,6 +1333,7 @@ impl SftpWriter {
             block: conn.ext.write_block,
             fsync: conn.ext.fsync,
             conn,
+            sid,
             handle: Some(handle),
             permit: Some(permit),
             path: path.to_string(),
@@ -1336,6 +1396,7 @@ impl SftpWriter {
 
 impl WriteHandle for SftpWriter {
     fn write_all(&mut self, data: &[u8]) -> Result<()> {
+        let sid = self.sid;
         let Some(h) = self.handle.clone() else {
             return Err(RemoteError::refused("write", &self.path, "file is closed"));
         };
@@ -1345,7 +1406,7 @@ impl WriteHandle for SftpWriter {
             }
             let (c, h, off, data) = (self.conn.clone(), h.clone(), self.offset, block.to_vec());
             let sent = send_now(&self.rth, async move {
-                c.guard(c.sftp.write(h, off, data)).await.map(|_| ())
+                c.guard(c.on(sid).write(h, off, data)).await.map(|_| ())
             });
             self.pending.push_back((false, sent));
             self.offset += block.len() as u64;
@@ -1354,13 +1415,14 @@ impl WriteHandle for SftpWriter {
     }
 
     fn sync(&mut self) -> Result<()> {
+        let sid = self.sid;
         // FSYNC goes out right behind the WRITEs (the server applies them first, in order),
         // so the pipeline is not drained before it; the replies of all are awaited.
         let fsync = match (self.fsync, self.handle.clone()) {
             (true, Some(h)) => {
                 let c = self.conn.clone();
                 Some(send_now(&self.rth, async move {
-                    c.guard(c.sftp.fsync(h)).await.map(|_| ())
+                    c.guard(c.on(sid).fsync(h)).await.map(|_| ())
                 }))
             }
             _ => None,
@@ -1376,11 +1438,12 @@ impl WriteHandle for SftpWriter {
     /// while the server flushes, and its reply, taken in order after theirs, marks them all
     /// durable. Without `fsync@openssh.com` there is nothing to wait for: done at once.
     fn sync_begin(&mut self) -> Result<()> {
+        let sid = self.sid;
         match (self.fsync, self.handle.clone()) {
             (true, Some(h)) => {
                 let c = self.conn.clone();
                 let sent = send_now(&self.rth, async move {
-                    c.guard(c.sftp.fsync(h)).await.map(|_| ())
+                    c.guard(c.on(sid).fsync(h)).await.map(|_| ())
                 });
                 self.pending.push_back((true, sent));
             }
@@ -1401,22 +1464,23 @@ impl WriteHandle for SftpWriter {
     /// collects every reply: a small file costs one round trip from its OPEN to its CLOSE
     /// instead of three (close, set mtime by path, stat by path).
     fn set_mtime_and_stat(&mut self, mtime_ns: i64) -> Result<Option<Entry>> {
+        let sid = self.sid;
         let Some(h) = self.handle.take() else {
             return Err(RemoteError::refused("write", &self.path, "file is closed"));
         };
         let c = self.conn.clone();
         let (c1, h1) = (c.clone(), h.clone());
         let set = send_now(&self.rth, async move {
-            c1.guard(c1.sftp.fsetstat(h1, mtime_attrs(mtime_ns)))
+            c1.guard(c1.on(sid).fsetstat(h1, mtime_attrs(mtime_ns)))
                 .await
                 .map(|_| ())
         });
         let (c2, h2) = (c.clone(), h.clone());
         let stat = send_now(&self.rth, async move {
-            c2.guard(c2.sftp.fstat(h2)).await.map(|a| a.attrs)
+            c2.guard(c2.on(sid).fstat(h2)).await.map(|a| a.attrs)
         });
         self.closing = Some(send_now(&self.rth, async move {
-            c.guard(c.sftp.close(h)).await.map(|_| ())
+            c.guard(c.on(sid).close(h)).await.map(|_| ())
         }));
         self.wait_all()?;
         self.reply("set mtime", set)?;
@@ -1432,13 +1496,14 @@ impl WriteHandle for SftpWriter {
     }
 
     fn close(mut self: Box<Self>) -> Result<()> {
+        let sid = self.sid;
         // CLOSE goes out right behind the WRITEs (unless set_mtime_and_stat sent it already);
         // then all their replies are awaited.
         let close = self.closing.take().or_else(|| {
             self.handle.take().map(|h| {
                 let c = self.conn.clone();
                 send_now(&self.rth, async move {
-                    c.guard(c.sftp.close(h)).await.map(|_| ())
+                    c.guard(c.on(sid).close(h)).await.map(|_| ())
                 })
             })
         });
@@ -1454,6 +1519,7 @@ impl WriteHandle for SftpWriter {
 
 impl Drop for SftpWriter {
     fn drop(&mut self) {
+        let sid = self.sid;
         let permit = self.permit.take();
         let pending = std::mem::take(&mut self.pending);
         let closing = self.closing.take();
@@ -1471,7 +1537,7 @@ impl Drop for SftpWriter {
                 let _ = r.await;
             }
             if let Some(h) = handle {
-                let _ = c.guard(c.sftp.close(h)).await;
+                let _ = c.guard(c.on(sid).close(h)).await;
             }
             drop(permit);
         });
@@ -1518,7 +1584,7 @@ impl Remote for SftpRemote {
     fn root_status(&self) -> RootStatus {
         let attrs = match self.call(|c| {
             let root = self.root.clone();
-            async move { c.sftp.stat(root).await }
+            async move { c.sftp().stat(root).await }
         }) {
             Ok(a) => a.attrs,
             Err(e) if status_code(&e) == Some(StatusCode::NoSuchFile) => {
@@ -1533,8 +1599,9 @@ impl Remote for SftpRemote {
             let root = self.root.clone();
             async move {
                 let permit = c.permits(1).await?;
-                let h = c.sftp.opendir(root).await?;
-                let _ = c.sftp.close(h.handle).await;
+                let sid = c.pick();
+                let h = c.on(sid).opendir(root).await?;
+                let _ = c.on(sid).close(h.handle).await;
                 drop(permit);
                 Ok::<(), SftpError>(())
             }
@@ -1617,7 +1684,7 @@ impl Remote for SftpRemote {
         let full = self.full("stat", path)?;
         match self.call(|c| {
             let full = full.clone();
-            async move { c.sftp.lstat(full).await }
+            async move { c.sftp().lstat(full).await }
         }) {
             Ok(a) => Ok(entry_from_attrs(&a.attrs)),
             Err(e) if status_code(&e) == Some(StatusCode::NoSuchFile) => Ok(None),
@@ -1633,9 +1700,11 @@ impl Remote for SftpRemote {
                 return Err(RemoteError::refused("read", path, "not a regular file"));
             }
         }
-        let (conn, handle, permit) = self.open_handle("open", path, full, OpenFlags::READ, None)?;
+        let (conn, sid, handle, permit) =
+            self.open_handle("open", path, full, OpenFlags::READ, None)?;
         Ok(Box::new(SftpReader {
             rth: self.rth.clone(),
+            sid,
             block: conn.ext.read_block,
             conn,
             handle: Some(handle),
@@ -1658,11 +1727,11 @@ impl Remote for SftpRemote {
             // A new file (the usual case: a fresh partial) is created with O_EXCL, which never
             // follows a symlink and needs no LSTAT first: one round trip saved per file.
             let excl = OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::EXCLUDE;
-            if let Ok((conn, handle, permit)) =
+            if let Ok((conn, sid, handle, permit)) =
                 self.open_handle("open", path, full.clone(), excl, None)
             {
                 return Ok(Box::new(SftpWriter::new(
-                    self, conn, handle, permit, path, 0,
+                    self, conn, sid, handle, permit, path, 0,
                 )));
             }
             // It exists (or the open failed for another reason, which the path below reports).
@@ -1683,10 +1752,10 @@ impl Remote for SftpRemote {
             OpenFlags::WRITE
         };
         // At an offset: keep the first `offset` bytes, drop anything after them.
-        let (conn, handle, permit) =
+        let (conn, sid, handle, permit) =
             self.open_handle("open", path, full, flags, (offset > 0).then_some(offset))?;
         Ok(Box::new(SftpWriter::new(
-            self, conn, handle, permit, path, offset,
+            self, conn, sid, handle, permit, path, offset,
         )))
     }
 
@@ -1701,7 +1770,7 @@ impl Remote for SftpRemote {
             put_str(&mut data, &t);
             self.call(|c| {
                 let data = data.clone();
-                async move { expect_ok(c.sftp.extended(EXT_POSIX_RENAME, data).await?) }
+                async move { expect_ok(c.sftp().extended(EXT_POSIX_RENAME, data).await?) }
             })
             .map_err(|e| sftp_err("rename", from, e))?;
         } else {
@@ -1710,7 +1779,7 @@ impl Remote for SftpRemote {
             let plain_rename = |f: String, t: String| {
                 self.call(move |c| {
                     let (f, t) = (f.clone(), t.clone());
-                    async move { c.sftp.rename(f, t).await }
+                    async move { c.sftp().rename(f, t).await }
                 })
             };
             match plain_rename(f.clone(), t.clone()) {
@@ -1750,7 +1819,7 @@ impl Remote for SftpRemote {
         let (f, t) = (self.full("rename", from)?, self.full("rename", to)?);
         match self.call(|c| {
             let (f, t) = (f.clone(), t.clone());
-            async move { c.sftp.rename(f, t).await }
+            async move { c.sftp().rename(f, t).await }
         }) {
             Ok(_) => {
                 self.forget_dir(from);
@@ -1777,7 +1846,7 @@ impl Remote for SftpRemote {
         let full = self.full("rmdir", path)?;
         self.call(|c| {
             let full = full.clone();
-            async move { c.sftp.rmdir(full).await }
+            async move { c.sftp().rmdir(full).await }
         })
         .map_err(|e| sftp_err("rmdir", path, e))?;
         self.forget_dir(path);
@@ -1799,7 +1868,7 @@ impl Remote for SftpRemote {
         let attrs = mtime_attrs(mtime_ns);
         self.call(|c| {
             let (full, attrs) = (full.clone(), attrs.clone());
-            async move { c.sftp.setstat(full, attrs).await }
+            async move { c.sftp().setstat(full, attrs).await }
         })
         .map(|_| ())
         .map_err(|e| sftp_err("set mtime", path, e))
