@@ -612,7 +612,7 @@ impl SftpRemote {
                     );
                     let old = std::mem::replace(&mut *self.conn.lock().unwrap(), Arc::new(conn));
                     self.rth.spawn(async move {
-                        let _ = old.close_sessions();
+                        old.close_sessions();
                         let _ = tokio::time::timeout(
                             Duration::from_secs(2),
                             old.ssh
@@ -1130,7 +1130,7 @@ async fn authenticate(
 impl Drop for SftpRemote {
     fn drop(&mut self) {
         let conn = self.conn();
-        let _ = conn.close_sessions();
+        conn.close_sessions();
         // The timer must be created inside the runtime: hence the async block.
         let _ = self.rth.block_on(async {
             tokio::time::timeout(
