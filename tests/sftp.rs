@@ -189,6 +189,31 @@ fn every_remote_operation_round_trips() {
     assert_eq!(r.stat("d1/timed.txt").unwrap().unwrap().mtime, e.mtime);
     assert_eq!(std::fs::read(root.join("d1/timed.txt")).unwrap(), b"timed");
 
+    // A background sync (FSYNC through a second handle) finishes while writing goes on, and
+    // the content is what was written, in order.
+    let part = pattern(3 << 20, 5);
+    let mut w = r.open_write("d1/synced.bin", 0).unwrap();
+    w.write_all(&part[..1 << 20]).unwrap();
+    w.sync_begin().unwrap();
+    w.write_all(&part[1 << 20..2 << 20]).unwrap();
+    let t0 = Instant::now();
+    while !w.sync_done().unwrap() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the sync never finished"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert!(
+        !w.sync_done().unwrap(),
+        "one finished sync is reported once"
+    );
+    w.sync_begin().unwrap();
+    w.write_all(&part[2 << 20..]).unwrap();
+    w.sync().unwrap();
+    w.close().unwrap();
+    assert!(std::fs::read(root.join("d1/synced.bin")).unwrap() == part);
+
     // Folder rename.
     r.rename("d1/d2", "d1/moved").unwrap();
     assert_eq!(r.stat("d1/moved/d3").unwrap().unwrap().kind, Kind::Dir);

@@ -1283,6 +1283,27 @@ struct SftpWriter {
     synced: bool,
     /// The CLOSE sent by [`WriteHandle::set_mtime_and_stat`], whose reply `close` awaits.
     closing: Option<Reply<()>>,
+    /// The server path (for the second handle `sync_begin` opens).
+    full: String,
+    /// A second handle on the same file, on the connection's other session, for FSYNC: the
+    /// server process of one session works through its requests in order, so an FSYNC among
+    /// the WRITEs holds them all up while the disk flushes; on the other session it does not.
+    /// fsync flushes the file, whichever descriptor asks.
+    side: Option<SideHandle>,
+    /// The other session could not open the file: FSYNC goes among the WRITEs.
+    side_failed: bool,
+    /// WRITEs to be answered before the side FSYNC may go out (those sent before the sync
+    /// began: only answered WRITEs are in the file for fsync to flush).
+    sync_after: Option<usize>,
+    /// The side FSYNC on the wire.
+    side_sync: Option<Reply<()>>,
+}
+
+/// See [`SftpWriter::side`].
+struct SideHandle {
+    sid: usize,
+    handle: String,
+    permit: OwnedSemaphorePermit,
 }
 
 /// A request already on the wire, awaiting its reply (polled by whichever thread waits).
@@ -1319,6 +1340,7 @@ fn mtime_attrs(mtime_ns: i64) -> FileAttributes {
 }
 
 impl SftpWriter {
+    #[allow(clippy::too_many_arguments)]
     fn new(
         r: &SftpRemote,
         conn: Arc<Conn>,
@@ -1326,6 +1348,7 @@ impl SftpWriter {
         handle: String,
         permit: OwnedSemaphorePermit,
         path: &str,
+        full: String,
         offset: u64,
     ) -> SftpWriter {
         SftpWriter {
@@ -1341,6 +1364,11 @@ impl SftpWriter {
             pending: VecDeque::new(),
             synced: false,
             closing: None,
+            full,
+            side: None,
+            side_failed: false,
+            sync_after: None,
+            side_sync: None,
         }
     }
 
@@ -1358,9 +1386,78 @@ impl SftpWriter {
                 self.pending.clear();
                 return Err(e);
             }
-            self.synced |= fsync;
+            self.answered(fsync);
         }
         Ok(())
+    }
+
+    /// The oldest request in the pipeline was answered with success.
+    fn answered(&mut self, fsync: bool) {
+        self.synced |= fsync;
+        if let Some(n) = self.sync_after.as_mut() {
+            *n = n.saturating_sub(1);
+        }
+        self.send_side_sync();
+    }
+
+    /// Send the side FSYNC once the WRITEs before it were all answered.
+    fn send_side_sync(&mut self) {
+        if self.sync_after != Some(0) {
+            return;
+        }
+        self.sync_after = None;
+        if let Some(side) = &self.side {
+            let (c, sid, h) = (self.conn.clone(), side.sid, side.handle.clone());
+            self.side_sync = Some(send_now(&self.rth, async move {
+                c.guard(c.on(sid).fsync(h)).await.map(|_| ())
+            }));
+        }
+    }
+
+    /// Open [`SftpWriter::side`] unless there is one (or none can be had).
+    fn open_side(&mut self) {
+        if self.side.is_some() || self.side_failed || self.conn.sessions.len() < 2 {
+            return;
+        }
+        let sid = (self.sid + 1) % self.conn.sessions.len();
+        let (c, full) = (self.conn.clone(), self.full.clone());
+        let opened = self.rth.block_on(async move {
+            let permit = c.permits(1).await?;
+            let flags = OpenFlags::WRITE;
+            let h = c
+                .guard(c.on(sid).open(full, flags, FileAttributes::empty()))
+                .await?
+                .handle;
+            Ok::<_, SftpError>((h, permit))
+        });
+        match opened {
+            Ok((handle, permit)) => {
+                self.side = Some(SideHandle {
+                    sid,
+                    handle,
+                    permit,
+                })
+            }
+            Err(e) => {
+                tracing::debug!(path = %self.path, error = %e, "no second handle for fsync");
+                self.side_failed = true;
+            }
+        }
+    }
+
+    /// Close the side handle in the background (after its FSYNC, if one is on the wire).
+    fn close_side(&mut self) {
+        let side_sync = self.side_sync.take();
+        if let Some(side) = self.side.take() {
+            let c = self.conn.clone();
+            self.rth.spawn(async move {
+                if let Some(r) = side_sync {
+                    let _ = r.await;
+                }
+                let _ = c.guard(c.on(side.sid).close(side.handle)).await;
+                drop(side.permit);
+            });
+        }
     }
 
     /// Take the replies that have already arrived, oldest first, without waiting.
@@ -1379,7 +1476,7 @@ impl SftpWriter {
                         let op = if fsync { "fsync" } else { "write" };
                         return Err(sftp_err(op, &self.path, e));
                     }
-                    self.synced |= fsync;
+                    self.answered(fsync);
                 }
             }
         }
@@ -1434,11 +1531,21 @@ impl WriteHandle for SftpWriter {
         Ok(())
     }
 
-    /// The FSYNC goes out behind the WRITEs and joins them in the pipeline: writing goes on
-    /// while the server flushes, and its reply, taken in order after theirs, marks them all
-    /// durable. Without `fsync@openssh.com` there is nothing to wait for: done at once.
+    /// With a second session, the FSYNC goes out there on a second handle of the file (see
+    /// [`SftpWriter::side`]) once the WRITEs sent so far are answered, and this session's
+    /// WRITEs go on meanwhile. Otherwise it joins the WRITE pipeline: the client goes on
+    /// writing, and its reply, taken in order after theirs, marks them all durable. Without
+    /// `fsync@openssh.com` there is nothing to wait for: done at once.
     fn sync_begin(&mut self) -> Result<()> {
         let sid = self.sid;
+        if self.fsync && self.handle.is_some() {
+            self.open_side();
+            if self.side.is_some() && self.side_sync.is_none() && self.sync_after.is_none() {
+                self.sync_after = Some(self.pending.len());
+                self.send_side_sync();
+                return Ok(());
+            }
+        }
         match (self.fsync, self.handle.clone()) {
             (true, Some(h)) => {
                 let c = self.conn.clone();
@@ -1457,6 +1564,19 @@ impl WriteHandle for SftpWriter {
 
     fn sync_done(&mut self) -> Result<bool> {
         self.take_arrived()?;
+        if let Some(r) = self.side_sync.as_mut() {
+            let polled = self.rth.block_on(std::future::poll_fn(|cx| {
+                std::task::Poll::Ready(r.as_mut().poll(cx))
+            }));
+            match polled {
+                std::task::Poll::Pending => {}
+                std::task::Poll::Ready(res) => {
+                    self.side_sync = None;
+                    res.map_err(|e| sftp_err("fsync", &self.path, e))?;
+                    self.synced = true;
+                }
+            }
+        }
         Ok(std::mem::take(&mut self.synced))
     }
 
@@ -1497,6 +1617,7 @@ impl WriteHandle for SftpWriter {
 
     fn close(mut self: Box<Self>) -> Result<()> {
         let sid = self.sid;
+        self.close_side();
         // CLOSE goes out right behind the WRITEs (unless set_mtime_and_stat sent it already);
         // then all their replies are awaited.
         let close = self.closing.take().or_else(|| {
@@ -1520,6 +1641,7 @@ impl WriteHandle for SftpWriter {
 impl Drop for SftpWriter {
     fn drop(&mut self) {
         let sid = self.sid;
+        self.close_side();
         let permit = self.permit.take();
         let pending = std::mem::take(&mut self.pending);
         let closing = self.closing.take();
@@ -1731,7 +1853,7 @@ impl Remote for SftpRemote {
                 self.open_handle("open", path, full.clone(), excl, None)
             {
                 return Ok(Box::new(SftpWriter::new(
-                    self, conn, sid, handle, permit, path, 0,
+                    self, conn, sid, handle, permit, path, full, 0,
                 )));
             }
             // It exists (or the open failed for another reason, which the path below reports).
@@ -1752,10 +1874,15 @@ impl Remote for SftpRemote {
             OpenFlags::WRITE
         };
         // At an offset: keep the first `offset` bytes, drop anything after them.
-        let (conn, sid, handle, permit) =
-            self.open_handle("open", path, full, flags, (offset > 0).then_some(offset))?;
+        let (conn, sid, handle, permit) = self.open_handle(
+            "open",
+            path,
+            full.clone(),
+            flags,
+            (offset > 0).then_some(offset),
+        )?;
         Ok(Box::new(SftpWriter::new(
-            self, conn, sid, handle, permit, path, offset,
+            self, conn, sid, handle, permit, path, full, offset,
         )))
     }
 
