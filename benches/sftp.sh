@@ -16,6 +16,8 @@
 #   BENCH_RUNS      timed runs of omnisync, rsync and the ssh pipe per workload, best kept
 #                   (default 3); rclone and sftp, reference points only, run once
 #   BENCH_RCLONE    0 skips rclone (its first upload of 10,000 files takes ~40 s)
+#   BENCH_ONLY      workloads to run, comma-separated: big, small (first upload and the 1%
+#                   re-run), noop (default: all three)
 #
 # Workloads and targets:
 #   single 1 GiB upload            omnisync throughput >= 0.9 x `ssh host 'cat > /dev/null'`
@@ -28,6 +30,8 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 SCALE="${BENCH_SCALE:-full}"
 RUNS="${BENCH_RUNS:-3}"
 WITH_RCLONE="${BENCH_RCLONE:-1}"
+ONLY=",${BENCH_ONLY:-big,small,noop},"
+want() { [[ "$ONLY" == *",$1,"* ]]; }
 CIPHER="aes128-gcm@openssh.com"
 USER_NAME="omnitest"
 
@@ -228,13 +232,15 @@ echo "== $( [[ "$WITH_RCLONE" == 1 ]] && rclone version | head -1 || echo 'rclon
 echo "== scale: $SCALE; best of $RUNS runs (rclone and sftp: one run); data under $WORK"
 
 step "generating data"
-head -c $((BIG_MIB << 20)) /dev/urandom >"$WORK/big.bin"
-# How fast this disk takes durable writes (what each checkpoint's fsync waits for).
-DISK_MBS=$(dd if="$WORK/big.bin" of="$WORK/ddtest" bs=4M count=$((BIG_MIB / 8)) conv=fdatasync 2>&1 |
-  awk '/copied/ { for (i = 1; i <= NF; i++) if ($i == "s,") { printf "%.0f", $1 / $(i - 1) / 1e6 } }')
-rm -f "$WORK/ddtest"
-make_tree "$WORK/src-small" "$SMALL_FILES" "$SMALL_DIRS" 4096
-make_tree "$WORK/src-noop" "$NOOP_FILES" "$NOOP_DIRS" 64
+if want big; then
+  head -c $((BIG_MIB << 20)) /dev/urandom >"$WORK/big.bin"
+  # How fast this disk takes durable writes (what each checkpoint's fsync waits for).
+  DISK_MBS=$(dd if="$WORK/big.bin" of="$WORK/ddtest" bs=4M count=$((BIG_MIB / 8)) conv=fdatasync 2>&1 |
+    awk '/copied/ { for (i = 1; i <= NF; i++) if ($i == "s,") { printf "%.0f", $1 / $(i - 1) / 1e6 } }')
+  rm -f "$WORK/ddtest"
+fi
+want small && make_tree "$WORK/src-small" "$SMALL_FILES" "$SMALL_DIRS" 4096
+want noop && make_tree "$WORK/src-noop" "$NOOP_FILES" "$NOOP_DIRS" 64
 sync
 
 ROWS=()
@@ -244,6 +250,7 @@ verdict_le() { awk -v r="$1" -v t="$2" 'BEGIN { print (r != "n/a" && r + 0 <= t 
 verdict_ge() { awk -v r="$1" -v t="$2" 'BEGIN { print (r != "n/a" && r + 0 >= t + 0) ? "PASS" : "FAIL" }'; }
 
 # --- 1. single large upload -------------------------------------------------------------------
+if want big; then
 name="single $BIG_MIB MiB upload"
 step "$name"
 cat "$WORK/big.bin" >/dev/null
@@ -294,8 +301,10 @@ row "$name" "$best_o" "ssh cat pipe $best_p" "$ratio" "speed/pipe's >= 0.9" "$(v
 ratio=$(fdiv "$best_p" "$best_n")
 row "  same, chunk_size = 1GiB (no fsync)" "$best_n" "ssh cat pipe $best_p" "$ratio" "speed/pipe's >= 0.9" "$(verdict_ge "$ratio" 0.9)" \
   "MiB/s: omnisync $(mibs "$best_n"); disk: $DISK_MBS MB/s with fdatasync"
+fi
 
 # --- 2. first upload of many small files, 4. re-run after appending to 1% ---------------------
+if want small; then
 name="first upload $SMALL_FILES x 4 KiB"
 step "$name ($SMALL_DIRS folders)"
 best_o="" best_r=""
@@ -355,8 +364,10 @@ ratio=$(fdiv "$best_o" "$best_r")
 row "$name" "$best_o" "rsync $best_r" "$ratio" "time/rsync's <= 0.5" "$(verdict_le "$ratio" 0.5)" \
   "seconds: rclone ${best_c:-n/a}; sftp: no sync mode"
 rm -rf "$SRV"/small-*
+fi
 
 # --- 3. no-op re-run over many files ----------------------------------------------------------
+if want noop; then
 name="no-op re-run, $NOOP_FILES files"
 step "$name ($NOOP_DIRS folders)"
 # Every tool's destination starts as a copy made on the server side (mtimes kept); each tool
@@ -394,6 +405,7 @@ fi
 ratio=$(fdiv "$best_o" "$best_r")
 row "$name" "$best_o" "rsync $best_r" "$ratio" "time/rsync's <= 0.5" "$(verdict_le "$ratio" 0.5)" \
   "seconds: rclone ${best_c:-n/a}; sftp: no sync mode"
+fi
 
 echo
 echo "== results (seconds, best of $RUNS; load now $(cut -d' ' -f1-3 /proc/loadavg))"

@@ -779,6 +779,7 @@ pub fn run_job_with(
             cancel,
             progress_bytes: AtomicU64::new(0),
             board: ctx.board,
+            large: Default::default(),
         };
         execute(&exec, &plan.actions, job, run_id, &recorder, opts.progress);
         recorder.flush();
@@ -1184,7 +1185,7 @@ fn execute(
                 }
             });
         }
-        let workers = job.transfers.max(1).min(transfers.len().max(1));
+        let workers = exec.transfer_workers(transfers);
         let handles: Vec<_> = (0..workers)
             .map(|_| {
                 s.spawn(|| loop {

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::io::Read;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex};
 use std::time::Instant;
 
 use crate::job::{Compare, Job};
@@ -23,6 +23,9 @@ pub const TRASH_DIR: &str = ".omnisync/trash";
 pub const PARTIAL_SUFFIX: &str = ".omnisync-partial";
 /// Resume checkpoints are at most this far apart (or `chunk_size` apart when it is larger).
 pub const CHECKPOINT_MIN: u64 = 64 << 20;
+/// Transfers of at most this many bytes count as small: they may run beyond `transfers` at
+/// once where a side says it can keep many in flight ([`Remote::small_file_parallelism`]).
+pub const SMALL_FILE: u64 = 1 << 20;
 /// Times one transfer is retried after its side reconnected (each retry resumes from the
 /// last checkpoint), so a flapping connection cannot keep a worker busy forever.
 pub const TRANSFER_RECONNECTS: u32 = 3;
@@ -60,6 +63,36 @@ pub struct Executor<'a> {
     pub progress_bytes: AtomicU64,
     /// Transfers in flight and their bytes done, for `omnisync status` (the agent's).
     pub board: Option<&'a TransferBoard>,
+    /// Large transfers in flight: never more than the job's `transfers`, however many workers
+    /// [`Executor::transfer_workers`] started for small files.
+    pub large: Slots,
+}
+
+/// A counting gate (a blocking semaphore) for the worker threads.
+#[derive(Debug, Default)]
+pub struct Slots {
+    busy: Mutex<usize>,
+    freed: Condvar,
+}
+
+impl Slots {
+    fn acquire(&self, max: usize) -> SlotGuard<'_> {
+        let mut busy = self.busy.lock().unwrap();
+        while *busy >= max.max(1) {
+            busy = self.freed.wait(busy).unwrap();
+        }
+        *busy += 1;
+        SlotGuard(self)
+    }
+}
+
+struct SlotGuard<'a>(&'a Slots);
+
+impl Drop for SlotGuard<'_> {
+    fn drop(&mut self) {
+        *self.0.busy.lock().unwrap() -= 1;
+        self.0.freed.notify_one();
+    }
 }
 
 /// Transfers in flight: (job, path, direction) → (bytes done, size). Updated once per chunk.
@@ -101,6 +134,26 @@ impl<'a> Executor<'a> {
         }
     }
 
+    /// Worker threads for these transfers: the job's `transfers`, or as many as the sides can
+    /// keep small files in flight ([`Remote::small_file_parallelism`]) when there are that
+    /// many small files; large files still go at most `transfers` at a time (see `large`).
+    pub fn transfer_workers(&self, transfers: &[Action]) -> usize {
+        let small_par = self
+            .local
+            .small_file_parallelism()
+            .max(self.remote.small_file_parallelism());
+        let small = if small_par > 0 {
+            transfers.iter().filter(|a| a.bytes <= SMALL_FILE).count()
+        } else {
+            0
+        };
+        self.job
+            .transfers
+            .max(1)
+            .max(small_par.min(small))
+            .min(transfers.len().max(1))
+    }
+
     /// Apply one action. Never panics on I/O; failures come back as `error` outcomes.
     pub fn apply(&self, a: Action) -> Outcome {
         let start = Instant::now();
@@ -119,7 +172,11 @@ impl<'a> Executor<'a> {
             ActionKind::CopyRemote => self.do_copy(&mut out),
             ActionKind::DeleteLocal | ActionKind::DeleteRemote => self.do_delete(&mut out),
             ActionKind::MkdirLocal | ActionKind::MkdirRemote => self.do_mkdir(&mut out),
-            ActionKind::Upload | ActionKind::Download => self.do_transfer(&mut out),
+            ActionKind::Upload | ActionKind::Download => {
+                let _slot =
+                    (out.action.bytes > SMALL_FILE).then(|| self.large.acquire(self.job.transfers));
+                self.do_transfer(&mut out)
+            }
         };
         if let Err(e) = res {
             out.error = Some(e);
@@ -457,7 +514,13 @@ impl<'a> Executor<'a> {
         if !same_file(&s_now, planned) {
             return Err("source changed since it was planned; will retry next run".into());
         }
-        let d_now = dst.stat(path).map_err(|e| e.to_string())?;
+        // A destination planned as absent is not looked up now: the partial takes its name
+        // with a rename that refuses an existing file (`rename_new`), which closes the race
+        // and saves a round trip per new file on a network remote.
+        let d_now = match &a.dst {
+            None => None,
+            Some(_) => dst.stat(path).map_err(|e| e.to_string())?,
+        };
         match (&d_now, &a.dst) {
             (None, _) => {}
             (Some(now), Some(seen)) if same_file(now, seen) => {}
@@ -596,7 +659,16 @@ impl<'a> Executor<'a> {
                 self.trash(dst, path)?;
             }
         }
-        dst.rename(&partial, path).map_err(|e| e.to_string())?;
+        if a.dst.is_none() {
+            if !dst.rename_new(&partial, path).map_err(|e| e.to_string())? {
+                return discard(
+                    "destination appeared since it was planned; not overwriting it, will retry"
+                        .into(),
+                );
+            }
+        } else {
+            dst.rename(&partial, path).map_err(|e| e.to_string())?;
+        }
         self.clear_checkpoint(path, dir)?;
 
         let mut s_entry = s_now;
@@ -667,10 +739,14 @@ impl<'a> Executor<'a> {
         // a checkpoint is taken every `checkpoint_every` bytes: after an fsync of the partial
         // file, so it never claims data that is not on disk. An fsync per 4 MiB would halve
         // large-file throughput on this class of disk; resending up to 64 MiB after a crash
-        // costs far less.
+        // costs far less. Where the writer can sync in the background (`sync_begin`), writing
+        // goes on meanwhile and the checkpoint is recorded once the sync has finished: it
+        // claims the offset the sync began at, never more.
         let chunk = self.job.chunk_size.clamp(1, 4 << 20);
         let checkpoint_every = self.job.chunk_size.max(CHECKPOINT_MIN);
         let mut since_checkpoint = 0u64;
+        // The offset a background sync began at, recorded as a checkpoint when it is done.
+        let mut syncing: Option<u64> = None;
         let mut reader = src.open_read(path, offset).map_err(|e| e.to_string())?;
         let mut writer = dst.open_write(partial, offset).map_err(|e| e.to_string())?;
         let buf_len = chunk.min(size.saturating_sub(offset)).max(1) as usize;
@@ -685,7 +761,7 @@ impl<'a> Executor<'a> {
             if self.cancel.load(Ordering::Relaxed) {
                 // Stopping (SIGTERM): what was written is made durable and checkpointed, so
                 // the next run resumes here.
-                if since_checkpoint > 0 && writer.sync().is_ok() {
+                if (since_checkpoint > 0 || syncing.is_some()) && writer.sync().is_ok() {
                     self.put_checkpoint(path, dir, checkpoint_at(offset))?;
                 }
                 writer.close().map_err(|e| e.to_string())?;
@@ -723,11 +799,17 @@ impl<'a> Executor<'a> {
                     (offset, size),
                 );
             }
-            if offset < size && since_checkpoint >= checkpoint_every {
-                // Durable first, then claimed: a checkpoint never points past real data.
-                writer.sync().map_err(|e| e.to_string())?;
-                self.put_checkpoint(path, dir, checkpoint_at(offset))?;
+            if offset < size && since_checkpoint >= checkpoint_every && syncing.is_none() {
+                writer.sync_begin().map_err(|e| e.to_string())?;
+                syncing = Some(offset);
                 since_checkpoint = 0;
+            }
+            if let Some(at) = syncing {
+                if writer.sync_done().map_err(|e| e.to_string())? {
+                    // Durable first, then claimed: a checkpoint never points past real data.
+                    self.put_checkpoint(path, dir, checkpoint_at(at))?;
+                    syncing = None;
+                }
             }
         }
         // A source that grew is caught by the stat after reading. The caller closes the

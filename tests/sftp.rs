@@ -162,6 +162,58 @@ fn every_remote_operation_round_trips() {
         std::fs::read(root.join("d1/w2.txt")).unwrap(),
         b"new content"
     );
+    // A no-replace rename refuses an existing target and changes neither file.
+    write_all(&r, "other.txt", 0, b"other");
+    assert!(!r.rename_new("other.txt", "d1/w2.txt").unwrap());
+    assert_eq!(
+        std::fs::read(root.join("d1/w2.txt")).unwrap(),
+        b"new content"
+    );
+    assert_eq!(std::fs::read(root.join("other.txt")).unwrap(), b"other");
+    assert!(r.rename_new("other.txt", "d1/other.txt").unwrap());
+    assert_eq!(r.stat("other.txt").unwrap(), None);
+    assert!(r.rename_new("nope", "d1/nope").unwrap_err().is_not_found());
+
+    // The mtime set through the open writer (FSETSTAT, FSTAT and CLOSE behind the WRITEs).
+    let mut w = r.open_write("d1/timed.txt", 0).unwrap();
+    w.write_all(b"timed").unwrap();
+    let e = w
+        .set_mtime_and_stat(1_500_000_000_500_000_000)
+        .unwrap()
+        .unwrap();
+    w.close().unwrap();
+    assert_eq!(
+        (e.kind, e.size, e.mtime),
+        (Kind::File, 5, 1_500_000_000_000_000_000)
+    );
+    assert_eq!(r.stat("d1/timed.txt").unwrap().unwrap().mtime, e.mtime);
+    assert_eq!(std::fs::read(root.join("d1/timed.txt")).unwrap(), b"timed");
+
+    // A background sync (FSYNC through a second handle) finishes while writing goes on, and
+    // the content is what was written, in order.
+    let part = pattern(3 << 20, 5);
+    let mut w = r.open_write("d1/synced.bin", 0).unwrap();
+    w.write_all(&part[..1 << 20]).unwrap();
+    w.sync_begin().unwrap();
+    w.write_all(&part[1 << 20..2 << 20]).unwrap();
+    let t0 = Instant::now();
+    while !w.sync_done().unwrap() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the sync never finished"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert!(
+        !w.sync_done().unwrap(),
+        "one finished sync is reported once"
+    );
+    w.sync_begin().unwrap();
+    w.write_all(&part[2 << 20..]).unwrap();
+    w.sync().unwrap();
+    w.close().unwrap();
+    assert!(std::fs::read(root.join("d1/synced.bin")).unwrap() == part);
+
     // Folder rename.
     r.rename("d1/d2", "d1/moved").unwrap();
     assert_eq!(r.stat("d1/moved/d3").unwrap().unwrap().kind, Kind::Dir);
@@ -669,6 +721,34 @@ fn wait_for_partial(child: &mut std::process::Child, partials: &[PathBuf], at: u
     }
 }
 
+/// Wait until the run has recorded a resume checkpoint of at least `at` bytes. A checkpoint is
+/// recorded when the sync it waits for has finished, while writing goes on, so the partial's
+/// size alone does not say that one exists yet.
+fn wait_for_checkpoint(child: &mut std::process::Child, t: &Setup, at: u64) {
+    let db = t.dir.path().join("state/omnisync.db");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let recorded =
+            rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+                .and_then(|c| {
+                    c.query_row(
+                        "SELECT count(*) FROM transfers WHERE \"offset\" >= ?1",
+                        [at as i64],
+                        |r| r.get::<_, i64>(0),
+                    )
+                })
+                .unwrap_or(0);
+        if recorded > 0 {
+            return;
+        }
+        if let Some(st) = child.try_wait().unwrap() {
+            panic!("the run ended before a checkpoint was recorded ({st})");
+        }
+        assert!(Instant::now() < deadline, "no checkpoint was recorded");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 fn records(out: &Output) -> Vec<serde_json::Value> {
     String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -692,6 +772,7 @@ fn upload_cut_mid_way_resumes() {
     let partial = t.remote.join("big.bin.omnisync-partial");
     let mut child = spawn_run(&t);
     // Past the first checkpoint (every 64 MiB, after an fsync on the server).
+    wait_for_checkpoint(&mut child, &t, 64 << 20);
     let cut_at = wait_for_partial(&mut child, std::slice::from_ref(&partial), 96 << 20);
     let sessions = t.s.stop();
     assert!(
@@ -773,6 +854,7 @@ fn server_restart_mid_run_reconnects_and_finishes() {
         .map(|i| t.remote.join(format!("big{i}.bin.omnisync-partial")))
         .collect();
     let mut child = spawn_run(&t);
+    wait_for_checkpoint(&mut child, &t, 64 << 20);
     wait_for_partial(&mut child, &partials, 80 << 20);
     t.s.stop();
     std::thread::sleep(Duration::from_millis(1200));

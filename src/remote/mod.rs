@@ -116,6 +116,19 @@ pub trait WriteHandle: Send {
     fn write_all(&mut self, data: &[u8]) -> Result<()>;
     /// Make what was written durable before a checkpoint claims it.
     fn sync(&mut self) -> Result<()>;
+
+    /// Begin making what was written so far durable without waiting for it, so that writing
+    /// goes on meanwhile; [`WriteHandle::sync_done`] says when it is. The default syncs now.
+    fn sync_begin(&mut self) -> Result<()> {
+        self.sync()
+    }
+
+    /// Has the sync begun last finished (and every write before it succeeded)? Answers
+    /// without waiting; `true` once per finished sync. A failed sync is an error here or
+    /// from the next call.
+    fn sync_done(&mut self) -> Result<bool> {
+        Ok(true)
+    }
     /// Finish the write; errors here mean the data may not be complete.
     fn close(self: Box<Self>) -> Result<()>;
 
@@ -156,6 +169,16 @@ pub trait Remote: Send + Sync {
     /// Rename, replacing a file at `to` atomically where it exists.
     fn rename(&self, from: &str, to: &str) -> Result<()>;
 
+    /// Rename `from` to `to` only when nothing exists at `to`: `Ok(false)` (and nothing
+    /// renamed) when something does. The default looks first, which leaves a short race; a
+    /// side with an atomic no-replace rename overrides it.
+    fn rename_new(&self, from: &str, to: &str) -> Result<bool> {
+        if self.stat(to)?.is_some() {
+            return Ok(false);
+        }
+        self.rename(from, to).map(|()| true)
+    }
+
     fn remove_file(&self, path: &str) -> Result<()>;
 
     /// Remove an empty directory.
@@ -174,6 +197,14 @@ pub trait Remote: Send + Sync {
             from,
             "server-side copy is not supported",
         ))
+    }
+
+    /// Small files this side can usefully have in flight at once, beyond `transfers`: each
+    /// costs a few round trips of latency and little bandwidth, so a side that pipelines
+    /// requests on one connection (sftp) moves many more of them at a time than a job's
+    /// `transfers` allows for large files. 0 = just `transfers`.
+    fn small_file_parallelism(&self) -> usize {
+        0
     }
 
     /// Which connection the side's operations use now: changes each time it reconnects.

@@ -27,6 +27,7 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::io::Read;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -62,6 +63,10 @@ const IO_BLOCK_MAX: usize = 255 << 10;
 const PREFETCH_DIRS: usize = 32;
 /// Requests in flight per open file (reads ramp up to this, see [`SftpReader`]).
 const IN_FLIGHT: usize = 32;
+/// Small files transferred at once (see [`Remote::small_file_parallelism`]): each holds one
+/// handle for about two round trips (OPEN, then WRITE+FSETSTAT+FSTAT+CLOSE), so this many keep
+/// a loopback server busy while leaving most of the [`MAX_HANDLES`] slots free.
+const SMALL_FILES_IN_FLIGHT: usize = 32;
 /// Longest wait for a free handle slot (see [`SftpRemote::permits`]).
 const HANDLE_WAIT: Duration = Duration::from_secs(300);
 /// TCP connect, per resolved address.
@@ -180,12 +185,18 @@ struct LoginParams {
     auths: Vec<Auth>,
 }
 
-/// One SSH connection and its SFTP session, shared by the operations, readers and writers
+/// One SSH connection and its SFTP sessions, shared by the operations, readers and writers
 /// that use it; a reconnect makes a new one, and whatever still holds the old one fails fast.
 struct Conn {
     id: u64,
     ssh: client::Handle<HostKeyCheck>,
-    sftp: RawSftpSession,
+    /// Two SFTP sessions (channels) where the server allows a second, each served by its own
+    /// server process, which works through its requests one at a time; creating a file
+    /// (inode allocation) dominates that work for small files, and two sessions let a
+    /// 2-core server do it in parallel. Requests are spread over them round-robin; a handle
+    /// is used only on the session that opened it.
+    sessions: Vec<RawSftpSession>,
+    next_session: std::sync::atomic::AtomicUsize,
     handles: Arc<Semaphore>,
     ext: Extensions,
     /// Its sender lives in the SSH session's handler, which russh drops when the connection
@@ -198,6 +209,27 @@ struct Conn {
 const LOST: &str = "session closed (the SSH connection was lost)";
 
 impl Conn {
+    /// A session for a sequence of requests that share a handle.
+    fn pick(&self) -> usize {
+        self.next_session.fetch_add(1, Ordering::Relaxed) % self.sessions.len()
+    }
+
+    /// A session for one request.
+    fn sftp(&self) -> &RawSftpSession {
+        &self.sessions[self.pick()]
+    }
+
+    /// The session a handle belongs to.
+    fn on(&self, sid: usize) -> &RawSftpSession {
+        &self.sessions[sid]
+    }
+
+    fn close_sessions(&self) {
+        for s in &self.sessions {
+            let _ = s.close_session();
+        }
+    }
+
     fn is_dead(&self) -> bool {
         self.ssh.is_closed() || self.alive.has_changed().is_err()
     }
@@ -580,7 +612,7 @@ impl SftpRemote {
                     );
                     let old = std::mem::replace(&mut *self.conn.lock().unwrap(), Arc::new(conn));
                     self.rth.spawn(async move {
-                        let _ = old.sftp.close_session();
+                        old.close_sessions();
                         let _ = tokio::time::timeout(
                             Duration::from_secs(2),
                             old.ssh
@@ -627,7 +659,7 @@ impl SftpRemote {
             let attrs = self
                 .call(|c| {
                     let full = full.clone();
-                    async move { c.sftp.lstat(full).await }
+                    async move { c.sftp().lstat(full).await }
                 })
                 .map_err(|e| sftp_err(op, path, e))?
                 .attrs;
@@ -655,7 +687,7 @@ impl SftpRemote {
     fn lstat_full(&self, op: &'static str, path: &str, full: &str) -> Result<Option<Entry>> {
         match self.call(|c| {
             let full = full.to_string();
-            async move { c.sftp.lstat(full).await }
+            async move { c.sftp().lstat(full).await }
         }) {
             Ok(a) => Ok(Some(entry_from_attrs(&a.attrs).unwrap_or(Entry {
                 kind: Kind::Symlink, // not a file, folder or link we sync: never written through
@@ -691,7 +723,7 @@ impl SftpRemote {
         }
         match self.call(|c| {
             let full = full.to_string();
-            async move { c.sftp.mkdir(full, FileAttributes::empty()).await }
+            async move { c.sftp().mkdir(full, FileAttributes::empty()).await }
         }) {
             Ok(_) => Ok(()),
             Err(e) => match self.lstat_full(op, rel, full)? {
@@ -705,7 +737,7 @@ impl SftpRemote {
     fn remove_full(&self, full: &str) -> std::result::Result<(), SftpError> {
         self.call(|c| {
             let full = full.to_string();
-            async move { c.sftp.remove(full).await.map(|_| ()) }
+            async move { c.sftp().remove(full).await.map(|_| ()) }
         })
     }
 
@@ -719,13 +751,14 @@ impl SftpRemote {
         full: String,
         flags: OpenFlags,
         truncate_to: Option<u64>,
-    ) -> Result<(Arc<Conn>, String, OwnedSemaphorePermit)> {
+    ) -> Result<(Arc<Conn>, usize, String, OwnedSemaphorePermit)> {
         self.call(|c| {
             let full = full.clone();
             async move {
                 let permit = c.permits(1).await?;
+                let sid = c.pick();
                 let h = c
-                    .sftp
+                    .on(sid)
                     .open(full, flags, FileAttributes::empty())
                     .await?
                     .handle;
@@ -734,12 +767,12 @@ impl SftpRemote {
                         size: Some(size),
                         ..FileAttributes::empty()
                     };
-                    if let Err(e) = c.sftp.fsetstat(h.clone(), attrs).await {
-                        let _ = c.sftp.close(h).await;
+                    if let Err(e) = c.on(sid).fsetstat(h.clone(), attrs).await {
+                        let _ = c.on(sid).close(h).await;
                         return Err(e);
                     }
                 }
-                Ok((c, h, permit))
+                Ok((c, sid, h, permit))
             }
         })
         .map_err(|e| sftp_err(op, path, e))
@@ -747,37 +780,47 @@ impl SftpRemote {
 }
 
 /// OPENDIR, READDIR until EOF, CLOSE: one folder's names with their (LSTAT) attributes.
+/// READDIRs go out two at a time (the server answers them in order: the next names, or EOF),
+/// so a folder of up to one reply's worth of names (OpenSSH: 100) costs two round trips, and
+/// the CLOSE is not waited for: its reply releases the handle's slot in the background.
 async fn read_dir(
     c: Arc<Conn>,
     full: String,
 ) -> std::result::Result<Vec<russh_sftp::protocol::File>, SftpError> {
     let permit = c.permits(1).await?;
-    let h = c.sftp.opendir(full).await?.handle;
+    let sid = c.pick();
+    let h = c.on(sid).opendir(full).await?.handle;
     let mut files = Vec::new();
-    let res = loop {
-        match c.sftp.readdir(h.as_str()).await {
-            Ok(name) => files.extend(name.files),
-            Err(e) if status_code(&e) == Some(StatusCode::Eof) => break Ok(()),
-            Err(e) => break Err(e),
+    let res = 'pages: loop {
+        let (a, b) = tokio::join!(c.on(sid).readdir(h.as_str()), c.on(sid).readdir(h.as_str()));
+        for r in [a, b] {
+            match r {
+                Ok(name) => files.extend(name.files),
+                Err(e) if status_code(&e) == Some(StatusCode::Eof) => break 'pages Ok(()),
+                Err(e) => break 'pages Err(e),
+            }
         }
     };
-    let closed = c.sftp.close(h).await;
-    drop(permit);
+    let closer = c.clone();
+    tokio::spawn(async move {
+        let _ = closer.guard(closer.on(sid).close(h)).await;
+        drop(permit);
+    });
     res?;
-    closed?;
     Ok(files)
 }
 
 /// Server-side copy of the file `f` to `t` (created or truncated) with `copy-data`.
 async fn copy_data(c: Arc<Conn>, f: String, t: String) -> std::result::Result<(), SftpError> {
     let permit = c.permits(2).await?;
+    let sid = c.pick();
     let rh = c
-        .sftp
+        .on(sid)
         .open(f, OpenFlags::READ, FileAttributes::empty())
         .await?
         .handle;
     let wh = match c
-        .sftp
+        .on(sid)
         .open(
             t,
             OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::TRUNCATE,
@@ -787,7 +830,7 @@ async fn copy_data(c: Arc<Conn>, f: String, t: String) -> std::result::Result<()
     {
         Ok(h) => h.handle,
         Err(e) => {
-            let _ = c.sftp.close(rh).await;
+            let _ = c.on(sid).close(rh).await;
             return Err(e);
         }
     };
@@ -798,12 +841,12 @@ async fn copy_data(c: Arc<Conn>, f: String, t: String) -> std::result::Result<()
     put_u64(&mut data, 0);
     put_str(&mut data, &wh);
     put_u64(&mut data, 0);
-    let copied = match c.sftp.extended(EXT_COPY_DATA, data).await {
+    let copied = match c.on(sid).extended(EXT_COPY_DATA, data).await {
         Ok(p) => expect_ok(p),
         Err(e) => Err(e),
     };
-    let c1 = c.sftp.close(rh).await;
-    let c2 = c.sftp.close(wh).await;
+    let c1 = c.on(sid).close(rh).await;
+    let c2 = c.on(sid).close(wh).await;
     drop(permit);
     copied.and(c1.map(|_| ())).and(c2.map(|_| ()))
 }
@@ -914,24 +957,15 @@ async fn ssh_login(
         .await
         .map_err(LoginError::fatal)?;
 
-    let channel = ssh
-        .channel_open_session()
-        .await
-        .map_err(|e| LoginError::retry(format!("cannot open an SSH session channel: {e}")))?;
-    channel
-        .request_subsystem(true, "sftp")
-        .await
-        .map_err(|e| LoginError::retry(format!("cannot start the sftp subsystem: {e}")))?;
-    let cfg = russh_sftp::client::Config {
-        request_timeout_secs: REQUEST_TIMEOUT_SECS,
-        ..Default::default()
-    };
-    let mut sftp = RawSftpSession::new_with_config(channel.into_stream(), cfg);
-    let version = sftp.init().await.map_err(|e| {
-        LoginError::retry(format!(
-            "the server did not start SFTP (is the sftp subsystem enabled?): {e}"
-        ))
-    })?;
+    // Both sessions start together (no round trip more than one): the first must succeed;
+    // the second is done without when the server refuses it (a MaxSessions limit, say).
+    let (first, second) = tokio::join!(open_session(&ssh), open_session(&ssh));
+    let (mut sftp, version) = first?;
+    let mut others: Vec<RawSftpSession> = Vec::new();
+    match second {
+        Ok((s, _)) => others.push(s),
+        Err(e) => tracing::debug!(error = %e.msg, "second SFTP session refused; using one"),
+    }
     let has = |name: &str| version.extensions.contains_key(name);
     let mut ext = Extensions {
         posix_rename: has(EXT_POSIX_RENAME),
@@ -956,16 +990,47 @@ async fn ssh_login(
                 ext.max_handles = (h as usize).saturating_sub(1).clamp(1, MAX_HANDLES);
             }
             sftp.set_limits(l);
+            for s in &mut others {
+                s.set_limits(l);
+            }
         }
     }
+    let mut sessions = vec![sftp];
+    sessions.extend(others);
     Ok(Conn {
         id,
         ssh,
-        sftp,
+        sessions,
+        next_session: std::sync::atomic::AtomicUsize::new(0),
         handles: Arc::new(Semaphore::new(ext.max_handles)),
         ext,
         alive,
     })
+}
+
+/// Open a session channel, start the sftp subsystem on it and say hello (SFTP INIT).
+async fn open_session(
+    ssh: &client::Handle<HostKeyCheck>,
+) -> std::result::Result<(RawSftpSession, russh_sftp::protocol::Version), LoginError> {
+    let channel = ssh
+        .channel_open_session()
+        .await
+        .map_err(|e| LoginError::retry(format!("cannot open an SSH session channel: {e}")))?;
+    channel
+        .request_subsystem(true, "sftp")
+        .await
+        .map_err(|e| LoginError::retry(format!("cannot start the sftp subsystem: {e}")))?;
+    let cfg = russh_sftp::client::Config {
+        request_timeout_secs: REQUEST_TIMEOUT_SECS,
+        ..Default::default()
+    };
+    let sftp = RawSftpSession::new_with_config(channel.into_stream(), cfg);
+    let version = sftp.init().await.map_err(|e| {
+        LoginError::retry(format!(
+            "the server did not start SFTP (is the sftp subsystem enabled?): {e}"
+        ))
+    })?;
+    Ok((sftp, version))
 }
 
 /// The signature hash an RSA key must use with this server (none for other key types).
@@ -1065,7 +1130,7 @@ async fn authenticate(
 impl Drop for SftpRemote {
     fn drop(&mut self) {
         let conn = self.conn();
-        let _ = conn.sftp.close_session();
+        conn.close_sessions();
         // The timer must be created inside the runtime: hence the async block.
         let _ = self.rth.block_on(async {
             tokio::time::timeout(
@@ -1091,6 +1156,8 @@ struct SftpReader {
     rth: tokio::runtime::Handle,
     /// The connection the handle belongs to (not a newer one: handles do not survive).
     conn: Arc<Conn>,
+    /// The session of that connection the handle belongs to.
+    sid: usize,
     handle: Option<String>,
     permit: Option<OwnedSemaphorePermit>,
     path: String,
@@ -1107,13 +1174,14 @@ struct SftpReader {
 
 impl SftpReader {
     fn fill(&mut self) {
+        let sid = self.sid;
         let Some(h) = &self.handle else { return };
         while self.pending.len() < self.window {
             let (c, h, off) = (self.conn.clone(), h.clone(), self.next);
             let len = self.block as u32;
             let task = self
                 .rth
-                .spawn(async move { c.guard(c.sftp.read(h, off, len)).await.map(|d| d.data) });
+                .spawn(async move { c.guard(c.on(sid).read(h, off, len)).await.map(|d| d.data) });
             self.pending.push_back((off, len, task));
             self.next += len as u64;
         }
@@ -1181,13 +1249,14 @@ impl Read for SftpReader {
 
 impl Drop for SftpReader {
     fn drop(&mut self) {
+        let sid = self.sid;
         self.drop_pending();
         if let Some(h) = self.handle.take() {
             let c = self.conn.clone();
             let permit = self.permit.take();
             // Close in the background; the permit is released only once the server closed it.
             self.rth.spawn(async move {
-                let _ = c.guard(c.sftp.close(h)).await;
+                let _ = c.guard(c.on(sid).close(h)).await;
                 drop(permit);
             });
         }
@@ -1199,6 +1268,8 @@ struct SftpWriter {
     rth: tokio::runtime::Handle,
     /// The connection the handle belongs to (not a newer one: handles do not survive).
     conn: Arc<Conn>,
+    /// The session of that connection the handle belongs to.
+    sid: usize,
     handle: Option<String>,
     permit: Option<OwnedSemaphorePermit>,
     path: String,
@@ -1206,34 +1277,78 @@ struct SftpWriter {
     /// Bytes per WRITE request.
     block: usize,
     fsync: bool,
-    pending: VecDeque<JoinHandle<std::result::Result<(), SftpError>>>,
+    /// Replies awaited, oldest first; `true` marks an FSYNC (see `sync_begin`).
+    pending: VecDeque<(bool, Reply<()>)>,
+    /// An FSYNC sent by `sync_begin` succeeded, and every WRITE before it.
+    synced: bool,
+    /// The CLOSE sent by [`WriteHandle::set_mtime_and_stat`], whose reply `close` awaits.
+    closing: Option<Reply<()>>,
+    /// The server path (for the second handle `sync_begin` opens).
+    full: String,
+    /// A second handle on the same file, on the connection's other session, for FSYNC: the
+    /// server process of one session works through its requests in order, so an FSYNC among
+    /// the WRITEs holds them all up while the disk flushes; on the other session it does not.
+    /// fsync flushes the file, whichever descriptor asks.
+    side: Option<SideHandle>,
+    /// The other session could not open the file: FSYNC goes among the WRITEs.
+    side_failed: bool,
+    /// WRITEs to be answered before the side FSYNC may go out (those sent before the sync
+    /// began: only answered WRITEs are in the file for fsync to flush).
+    sync_after: Option<usize>,
+    /// The side FSYNC on the wire.
+    side_sync: Option<Reply<()>>,
 }
 
+/// See [`SftpWriter::side`].
+struct SideHandle {
+    sid: usize,
+    handle: String,
+    permit: OwnedSemaphorePermit,
+}
+
+/// A request already on the wire, awaiting its reply (polled by whichever thread waits).
+type Reply<T> = Pin<Box<dyn Future<Output = std::result::Result<T, SftpError>> + Send>>;
+
 /// Poll `f` once on this thread, which puts its request on the wire (russh-sftp sends on the
-/// first poll), then leave the rest to the runtime. Requests so go out in program order: a
-/// CLOSE can follow the WRITEs without waiting for their replies (the server handles one
-/// session's requests in order), which saves a round trip per file.
+/// first poll), and hand back the rest: the thread that needs the reply polls it to the end
+/// (no task per request, no hand-off through the runtime's workers). Requests so go out in
+/// program order: a CLOSE can follow the WRITEs without waiting for their replies (the server
+/// handles one session's requests in order), which saves a round trip per file.
 fn send_now<T: Send + 'static>(
     rth: &tokio::runtime::Handle,
     f: impl Future<Output = std::result::Result<T, SftpError>> + Send + 'static,
-) -> JoinHandle<std::result::Result<T, SftpError>> {
-    let mut f = Box::pin(f);
+) -> Reply<T> {
+    let mut f: Reply<T> = Box::pin(f);
     let first = rth.block_on(std::future::poll_fn(|cx| {
         std::task::Poll::Ready(f.as_mut().poll(cx))
     }));
     match first {
-        std::task::Poll::Ready(r) => rth.spawn(async move { r }),
-        std::task::Poll::Pending => rth.spawn(f),
+        std::task::Poll::Ready(r) => Box::pin(std::future::ready(r)),
+        std::task::Poll::Pending => f,
+    }
+}
+
+/// SETSTAT attributes that set the modification time (and the access time to now); never a
+/// size, which would truncate.
+fn mtime_attrs(mtime_ns: i64) -> FileAttributes {
+    let secs = mtime_ns.div_euclid(1_000_000_000).clamp(0, u32::MAX as i64) as u32;
+    FileAttributes {
+        atime: Some(now_secs()),
+        mtime: Some(secs),
+        ..FileAttributes::empty()
     }
 }
 
 impl SftpWriter {
+    #[allow(clippy::too_many_arguments)]
     fn new(
         r: &SftpRemote,
         conn: Arc<Conn>,
+        sid: usize,
         handle: String,
         permit: OwnedSemaphorePermit,
         path: &str,
+        full: String,
         offset: u64,
     ) -> SftpWriter {
         SftpWriter {
@@ -1241,29 +1356,127 @@ impl SftpWriter {
             block: conn.ext.write_block,
             fsync: conn.ext.fsync,
             conn,
+            sid,
             handle: Some(handle),
             permit: Some(permit),
             path: path.to_string(),
             offset,
             pending: VecDeque::new(),
+            synced: false,
+            closing: None,
+            full,
+            side: None,
+            side_failed: false,
+            sync_after: None,
+            side_sync: None,
         }
     }
 
+    /// The reply to a request sent with [`send_now`], as a trait error naming `op`.
+    fn reply<T>(&self, op: &'static str, r: Reply<T>) -> Result<T> {
+        self.rth
+            .block_on(r)
+            .map_err(|e| sftp_err(op, &self.path, e))
+    }
+
     fn wait_one(&mut self) -> Result<()> {
-        if let Some(task) = self.pending.pop_front() {
-            match self.rth.block_on(task) {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    self.pending.clear();
-                    return Err(sftp_err("write", &self.path, e));
+        if let Some((fsync, r)) = self.pending.pop_front() {
+            let op = if fsync { "fsync" } else { "write" };
+            if let Err(e) = self.reply(op, r) {
+                self.pending.clear();
+                return Err(e);
+            }
+            self.answered(fsync);
+        }
+        Ok(())
+    }
+
+    /// The oldest request in the pipeline was answered with success.
+    fn answered(&mut self, fsync: bool) {
+        self.synced |= fsync;
+        if let Some(n) = self.sync_after.as_mut() {
+            *n = n.saturating_sub(1);
+        }
+        self.send_side_sync();
+    }
+
+    /// Send the side FSYNC once the WRITEs before it were all answered.
+    fn send_side_sync(&mut self) {
+        if self.sync_after != Some(0) {
+            return;
+        }
+        self.sync_after = None;
+        if let Some(side) = &self.side {
+            let (c, sid, h) = (self.conn.clone(), side.sid, side.handle.clone());
+            self.side_sync = Some(send_now(&self.rth, async move {
+                c.guard(c.on(sid).fsync(h)).await.map(|_| ())
+            }));
+        }
+    }
+
+    /// Open [`SftpWriter::side`] unless there is one (or none can be had).
+    fn open_side(&mut self) {
+        if self.side.is_some() || self.side_failed || self.conn.sessions.len() < 2 {
+            return;
+        }
+        let sid = (self.sid + 1) % self.conn.sessions.len();
+        let (c, full) = (self.conn.clone(), self.full.clone());
+        let opened = self.rth.block_on(async move {
+            let permit = c.permits(1).await?;
+            let flags = OpenFlags::WRITE;
+            let h = c
+                .guard(c.on(sid).open(full, flags, FileAttributes::empty()))
+                .await?
+                .handle;
+            Ok::<_, SftpError>((h, permit))
+        });
+        match opened {
+            Ok((handle, permit)) => {
+                self.side = Some(SideHandle {
+                    sid,
+                    handle,
+                    permit,
+                })
+            }
+            Err(e) => {
+                tracing::debug!(path = %self.path, error = %e, "no second handle for fsync");
+                self.side_failed = true;
+            }
+        }
+    }
+
+    /// Close the side handle in the background (after its FSYNC, if one is on the wire).
+    fn close_side(&mut self) {
+        let side_sync = self.side_sync.take();
+        if let Some(side) = self.side.take() {
+            let c = self.conn.clone();
+            self.rth.spawn(async move {
+                if let Some(r) = side_sync {
+                    let _ = r.await;
                 }
-                Err(e) => {
-                    self.pending.clear();
-                    return Err(RemoteError::refused(
-                        "write",
-                        &self.path,
-                        format!("write task failed: {e}"),
-                    ));
+                let _ = c.guard(c.on(side.sid).close(side.handle)).await;
+                drop(side.permit);
+            });
+        }
+    }
+
+    /// Take the replies that have already arrived, oldest first, without waiting.
+    fn take_arrived(&mut self) -> Result<()> {
+        while let Some((fsync, r)) = self.pending.front_mut() {
+            let fsync = *fsync;
+            let polled = self.rth.block_on(std::future::poll_fn(|cx| {
+                std::task::Poll::Ready(r.as_mut().poll(cx))
+            }));
+            match polled {
+                std::task::Poll::Pending => break,
+                std::task::Poll::Ready(res) => {
+                    self.pending.pop_front();
+                    if let Err(e) = res {
+                        self.pending.clear();
+                        let op = if fsync { "fsync" } else { "write" };
+                        return Err(sftp_err(op, &self.path, e));
+                    }
+                    self.answered(fsync);
                 }
             }
         }
@@ -1280,6 +1493,7 @@ impl SftpWriter {
 
 impl WriteHandle for SftpWriter {
     fn write_all(&mut self, data: &[u8]) -> Result<()> {
+        let sid = self.sid;
         let Some(h) = self.handle.clone() else {
             return Err(RemoteError::refused("write", &self.path, "file is closed"));
         };
@@ -1288,60 +1502,135 @@ impl WriteHandle for SftpWriter {
                 self.wait_one()?;
             }
             let (c, h, off, data) = (self.conn.clone(), h.clone(), self.offset, block.to_vec());
-            self.pending.push_back(send_now(&self.rth, async move {
-                c.guard(c.sftp.write(h, off, data)).await.map(|_| ())
-            }));
+            let sent = send_now(&self.rth, async move {
+                c.guard(c.on(sid).write(h, off, data)).await.map(|_| ())
+            });
+            self.pending.push_back((false, sent));
             self.offset += block.len() as u64;
         }
         Ok(())
     }
 
     fn sync(&mut self) -> Result<()> {
+        let sid = self.sid;
         // FSYNC goes out right behind the WRITEs (the server applies them first, in order),
         // so the pipeline is not drained before it; the replies of all are awaited.
         let fsync = match (self.fsync, self.handle.clone()) {
             (true, Some(h)) => {
                 let c = self.conn.clone();
                 Some(send_now(&self.rth, async move {
-                    c.guard(c.sftp.fsync(h)).await.map(|_| ())
+                    c.guard(c.on(sid).fsync(h)).await.map(|_| ())
                 }))
             }
             _ => None,
         };
         self.wait_all()?;
-        if let Some(task) = fsync {
-            match self.rth.block_on(task) {
-                Ok(r) => r.map_err(|e| sftp_err("fsync", &self.path, e))?,
-                Err(e) => {
-                    return Err(RemoteError::refused(
-                        "fsync",
-                        &self.path,
-                        format!("fsync task failed: {e}"),
-                    ))
-                }
+        if let Some(r) = fsync {
+            self.reply("fsync", r)?;
+        }
+        Ok(())
+    }
+
+    /// With a second session, the FSYNC goes out there on a second handle of the file (see
+    /// [`SftpWriter::side`]) once the WRITEs sent so far are answered, and this session's
+    /// WRITEs go on meanwhile. Otherwise it joins the WRITE pipeline: the client goes on
+    /// writing, and its reply, taken in order after theirs, marks them all durable. Without
+    /// `fsync@openssh.com` there is nothing to wait for: done at once.
+    fn sync_begin(&mut self) -> Result<()> {
+        let sid = self.sid;
+        if self.fsync && self.handle.is_some() {
+            self.open_side();
+            if self.side.is_some() && self.side_sync.is_none() && self.sync_after.is_none() {
+                self.sync_after = Some(self.pending.len());
+                self.send_side_sync();
+                return Ok(());
+            }
+        }
+        match (self.fsync, self.handle.clone()) {
+            (true, Some(h)) => {
+                let c = self.conn.clone();
+                let sent = send_now(&self.rth, async move {
+                    c.guard(c.on(sid).fsync(h)).await.map(|_| ())
+                });
+                self.pending.push_back((true, sent));
+            }
+            _ => {
+                self.wait_all()?;
+                self.synced = true;
             }
         }
         Ok(())
     }
 
+    fn sync_done(&mut self) -> Result<bool> {
+        self.take_arrived()?;
+        if let Some(r) = self.side_sync.as_mut() {
+            let polled = self.rth.block_on(std::future::poll_fn(|cx| {
+                std::task::Poll::Ready(r.as_mut().poll(cx))
+            }));
+            match polled {
+                std::task::Poll::Pending => {}
+                std::task::Poll::Ready(res) => {
+                    self.side_sync = None;
+                    res.map_err(|e| sftp_err("fsync", &self.path, e))?;
+                    self.synced = true;
+                }
+            }
+        }
+        Ok(std::mem::take(&mut self.synced))
+    }
+
+    /// FSETSTAT (the mtime), FSTAT and CLOSE go out right behind the last WRITEs, and one wait
+    /// collects every reply: a small file costs one round trip from its OPEN to its CLOSE
+    /// instead of three (close, set mtime by path, stat by path).
+    fn set_mtime_and_stat(&mut self, mtime_ns: i64) -> Result<Option<Entry>> {
+        let sid = self.sid;
+        let Some(h) = self.handle.take() else {
+            return Err(RemoteError::refused("write", &self.path, "file is closed"));
+        };
+        let c = self.conn.clone();
+        let (c1, h1) = (c.clone(), h.clone());
+        let set = send_now(&self.rth, async move {
+            c1.guard(c1.on(sid).fsetstat(h1, mtime_attrs(mtime_ns)))
+                .await
+                .map(|_| ())
+        });
+        let (c2, h2) = (c.clone(), h.clone());
+        let stat = send_now(&self.rth, async move {
+            c2.guard(c2.on(sid).fstat(h2)).await.map(|a| a.attrs)
+        });
+        self.closing = Some(send_now(&self.rth, async move {
+            c.guard(c.on(sid).close(h)).await.map(|_| ())
+        }));
+        self.wait_all()?;
+        self.reply("set mtime", set)?;
+        let attrs = self.reply("stat", stat)?;
+        match entry_from_attrs(&attrs) {
+            Some(e) => Ok(Some(e)),
+            None => Err(RemoteError::refused(
+                "stat",
+                &self.path,
+                "not a regular file after writing",
+            )),
+        }
+    }
+
     fn close(mut self: Box<Self>) -> Result<()> {
-        // CLOSE goes out right behind the WRITEs; then all their replies are awaited.
-        let close = self.handle.take().map(|h| {
-            let c = self.conn.clone();
-            send_now(&self.rth, async move {
-                c.guard(c.sftp.close(h)).await.map(|_| ())
+        let sid = self.sid;
+        self.close_side();
+        // CLOSE goes out right behind the WRITEs (unless set_mtime_and_stat sent it already);
+        // then all their replies are awaited.
+        let close = self.closing.take().or_else(|| {
+            self.handle.take().map(|h| {
+                let c = self.conn.clone();
+                send_now(&self.rth, async move {
+                    c.guard(c.on(sid).close(h)).await.map(|_| ())
+                })
             })
         });
         let written = self.wait_all();
         let closed = match close {
-            Some(task) => match self.rth.block_on(task) {
-                Ok(r) => r.map_err(|e| sftp_err("close", &self.path, e)),
-                Err(e) => Err(RemoteError::refused(
-                    "close",
-                    &self.path,
-                    format!("close task failed: {e}"),
-                )),
-            },
+            Some(r) => self.reply("close", r),
             None => Ok(()),
         };
         self.permit.take();
@@ -1351,18 +1640,29 @@ impl WriteHandle for SftpWriter {
 
 impl Drop for SftpWriter {
     fn drop(&mut self) {
-        if let Some(h) = self.handle.take() {
-            let c = self.conn.clone();
-            let permit = self.permit.take();
-            let pending = std::mem::take(&mut self.pending);
-            self.rth.spawn(async move {
-                for t in pending {
-                    let _ = t.await;
-                }
-                let _ = c.guard(c.sftp.close(h)).await;
-                drop(permit);
-            });
+        let sid = self.sid;
+        self.close_side();
+        let permit = self.permit.take();
+        let pending = std::mem::take(&mut self.pending);
+        let closing = self.closing.take();
+        let handle = self.handle.take();
+        if permit.is_none() && closing.is_none() && handle.is_none() {
+            return;
         }
+        let c = self.conn.clone();
+        // The handle's slot is released only once the server closed it.
+        self.rth.spawn(async move {
+            for (_, r) in pending {
+                let _ = r.await;
+            }
+            if let Some(r) = closing {
+                let _ = r.await;
+            }
+            if let Some(h) = handle {
+                let _ = c.guard(c.on(sid).close(h)).await;
+            }
+            drop(permit);
+        });
     }
 }
 
@@ -1387,6 +1687,10 @@ impl Remote for SftpRemote {
         self.conn().id
     }
 
+    fn small_file_parallelism(&self) -> usize {
+        SMALL_FILES_IN_FLIGHT
+    }
+
     fn reconnect(&self, id: u64) -> Result<bool> {
         let conn = self.conn();
         if conn.id != id {
@@ -1402,7 +1706,7 @@ impl Remote for SftpRemote {
     fn root_status(&self) -> RootStatus {
         let attrs = match self.call(|c| {
             let root = self.root.clone();
-            async move { c.sftp.stat(root).await }
+            async move { c.sftp().stat(root).await }
         }) {
             Ok(a) => a.attrs,
             Err(e) if status_code(&e) == Some(StatusCode::NoSuchFile) => {
@@ -1417,8 +1721,9 @@ impl Remote for SftpRemote {
             let root = self.root.clone();
             async move {
                 let permit = c.permits(1).await?;
-                let h = c.sftp.opendir(root).await?;
-                let _ = c.sftp.close(h.handle).await;
+                let sid = c.pick();
+                let h = c.on(sid).opendir(root).await?;
+                let _ = c.on(sid).close(h.handle).await;
                 drop(permit);
                 Ok::<(), SftpError>(())
             }
@@ -1501,7 +1806,7 @@ impl Remote for SftpRemote {
         let full = self.full("stat", path)?;
         match self.call(|c| {
             let full = full.clone();
-            async move { c.sftp.lstat(full).await }
+            async move { c.sftp().lstat(full).await }
         }) {
             Ok(a) => Ok(entry_from_attrs(&a.attrs)),
             Err(e) if status_code(&e) == Some(StatusCode::NoSuchFile) => Ok(None),
@@ -1517,9 +1822,11 @@ impl Remote for SftpRemote {
                 return Err(RemoteError::refused("read", path, "not a regular file"));
             }
         }
-        let (conn, handle, permit) = self.open_handle("open", path, full, OpenFlags::READ, None)?;
+        let (conn, sid, handle, permit) =
+            self.open_handle("open", path, full, OpenFlags::READ, None)?;
         Ok(Box::new(SftpReader {
             rth: self.rth.clone(),
+            sid,
             block: conn.ext.read_block,
             conn,
             handle: Some(handle),
@@ -1542,11 +1849,11 @@ impl Remote for SftpRemote {
             // A new file (the usual case: a fresh partial) is created with O_EXCL, which never
             // follows a symlink and needs no LSTAT first: one round trip saved per file.
             let excl = OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::EXCLUDE;
-            if let Ok((conn, handle, permit)) =
+            if let Ok((conn, sid, handle, permit)) =
                 self.open_handle("open", path, full.clone(), excl, None)
             {
                 return Ok(Box::new(SftpWriter::new(
-                    self, conn, handle, permit, path, 0,
+                    self, conn, sid, handle, permit, path, full, 0,
                 )));
             }
             // It exists (or the open failed for another reason, which the path below reports).
@@ -1567,10 +1874,15 @@ impl Remote for SftpRemote {
             OpenFlags::WRITE
         };
         // At an offset: keep the first `offset` bytes, drop anything after them.
-        let (conn, handle, permit) =
-            self.open_handle("open", path, full, flags, (offset > 0).then_some(offset))?;
+        let (conn, sid, handle, permit) = self.open_handle(
+            "open",
+            path,
+            full.clone(),
+            flags,
+            (offset > 0).then_some(offset),
+        )?;
         Ok(Box::new(SftpWriter::new(
-            self, conn, handle, permit, path, offset,
+            self, conn, sid, handle, permit, path, full, offset,
         )))
     }
 
@@ -1585,7 +1897,7 @@ impl Remote for SftpRemote {
             put_str(&mut data, &t);
             self.call(|c| {
                 let data = data.clone();
-                async move { expect_ok(c.sftp.extended(EXT_POSIX_RENAME, data).await?) }
+                async move { expect_ok(c.sftp().extended(EXT_POSIX_RENAME, data).await?) }
             })
             .map_err(|e| sftp_err("rename", from, e))?;
         } else {
@@ -1594,7 +1906,7 @@ impl Remote for SftpRemote {
             let plain_rename = |f: String, t: String| {
                 self.call(move |c| {
                     let (f, t) = (f.clone(), t.clone());
-                    async move { c.sftp.rename(f, t).await }
+                    async move { c.sftp().rename(f, t).await }
                 })
             };
             match plain_rename(f.clone(), t.clone()) {
@@ -1617,6 +1929,36 @@ impl Remote for SftpRemote {
         Ok(())
     }
 
+    /// OpenSSH's plain RENAME is link + unlink, which refuses an existing target atomically
+    /// (SFTP v3 says RENAME must refuse one). Trusted only where `posix-rename@openssh.com`
+    /// says the server is OpenSSH's: other servers' plain RENAME may replace silently.
+    fn rename_new(&self, from: &str, to: &str) -> Result<bool> {
+        if !self.ext().posix_rename {
+            if self.stat(to)?.is_some() {
+                return Ok(false);
+            }
+            self.rename(from, to)?;
+            return Ok(true);
+        }
+        let _fresh = self.listings.changing();
+        self.check_parents("rename", from)?;
+        self.check_parents("rename", to)?;
+        let (f, t) = (self.full("rename", from)?, self.full("rename", to)?);
+        match self.call(|c| {
+            let (f, t) = (f.clone(), t.clone());
+            async move { c.sftp().rename(f, t).await }
+        }) {
+            Ok(_) => {
+                self.forget_dir(from);
+                Ok(true)
+            }
+            Err(e) => match self.lstat_full("rename", to, &t)? {
+                Some(_) => Ok(false),
+                None => Err(sftp_err("rename", from, e)),
+            },
+        }
+    }
+
     fn remove_file(&self, path: &str) -> Result<()> {
         let _fresh = self.listings.changing();
         self.check_parents("remove", path)?;
@@ -1631,7 +1973,7 @@ impl Remote for SftpRemote {
         let full = self.full("rmdir", path)?;
         self.call(|c| {
             let full = full.clone();
-            async move { c.sftp.rmdir(full).await }
+            async move { c.sftp().rmdir(full).await }
         })
         .map_err(|e| sftp_err("rmdir", path, e))?;
         self.forget_dir(path);
@@ -1650,16 +1992,10 @@ impl Remote for SftpRemote {
         let _fresh = self.listings.changing();
         self.check_parents("set mtime", path)?;
         let full = self.full("set mtime", path)?;
-        let secs = mtime_ns.div_euclid(1_000_000_000).clamp(0, u32::MAX as i64) as u32;
-        // SETSTAT sends atime and mtime together; never a size (that would truncate).
-        let attrs = FileAttributes {
-            atime: Some(now_secs()),
-            mtime: Some(secs),
-            ..FileAttributes::empty()
-        };
+        let attrs = mtime_attrs(mtime_ns);
         self.call(|c| {
             let (full, attrs) = (full.clone(), attrs.clone());
-            async move { c.sftp.setstat(full, attrs).await }
+            async move { c.sftp().setstat(full, attrs).await }
         })
         .map(|_| ())
         .map_err(|e| sftp_err("set mtime", path, e))
