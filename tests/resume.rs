@@ -5,7 +5,8 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+#[path = "common/checkpoint.rs"]
+mod checkpoint;
 
 const SIZE: u64 = 512 << 20;
 
@@ -68,24 +69,15 @@ fn kill_9_mid_transfer_then_resume() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let killed_at = loop {
-        assert!(
-            !final_path.exists(),
-            "the final name appeared before the transfer was complete"
-        );
-        let len = std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0);
-        if len >= 80 << 20 {
-            child.kill().unwrap(); // SIGKILL
-            child.wait().unwrap();
-            break len;
-        }
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("the run finished before it could be killed ({status})");
-        }
-        assert!(Instant::now() < deadline, "transfer did not progress");
-        std::thread::sleep(Duration::from_millis(2));
-    };
+    // Past the first checkpoint (recorded once its fsync, begun at 64 MiB, has finished).
+    checkpoint::wait_for_checkpoint(&mut child, &dir.path().join("state/omnisync.db"), 64 << 20);
+    assert!(
+        !final_path.exists(),
+        "the final name appeared before the transfer was complete"
+    );
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let killed_at = std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0);
     assert!(killed_at < SIZE, "killed after the whole file was written");
     assert!(!final_path.exists(), "a partial file took the final name");
     assert!(

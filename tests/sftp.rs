@@ -2,6 +2,8 @@
 //! `Remote` operation directly, then whole runs through the `omnisync` binary, the ways to log in
 //! and the ways a connection is refused (exit 3), and a transfer cut mid-way that resumes.
 
+#[path = "common/checkpoint.rs"]
+mod checkpoint;
 #[path = "common/sshd.rs"]
 mod sshd;
 
@@ -721,34 +723,6 @@ fn wait_for_partial(child: &mut std::process::Child, partials: &[PathBuf], at: u
     }
 }
 
-/// Wait until the run has recorded a resume checkpoint of at least `at` bytes. A checkpoint is
-/// recorded when the sync it waits for has finished, while writing goes on, so the partial's
-/// size alone does not say that one exists yet.
-fn wait_for_checkpoint(child: &mut std::process::Child, t: &Setup, at: u64) {
-    let db = t.dir.path().join("state/omnisync.db");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let recorded =
-            rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-                .and_then(|c| {
-                    c.query_row(
-                        "SELECT count(*) FROM transfers WHERE \"offset\" >= ?1",
-                        [at as i64],
-                        |r| r.get::<_, i64>(0),
-                    )
-                })
-                .unwrap_or(0);
-        if recorded > 0 {
-            return;
-        }
-        if let Some(st) = child.try_wait().unwrap() {
-            panic!("the run ended before a checkpoint was recorded ({st})");
-        }
-        assert!(Instant::now() < deadline, "no checkpoint was recorded");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
 fn records(out: &Output) -> Vec<serde_json::Value> {
     String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -772,7 +746,11 @@ fn upload_cut_mid_way_resumes() {
     let partial = t.remote.join("big.bin.omnisync-partial");
     let mut child = spawn_run(&t);
     // Past the first checkpoint (every 64 MiB, after an fsync on the server).
-    wait_for_checkpoint(&mut child, &t, 64 << 20);
+    checkpoint::wait_for_checkpoint(
+        &mut child,
+        &t.dir.path().join("state/omnisync.db"),
+        64 << 20,
+    );
     let cut_at = wait_for_partial(&mut child, std::slice::from_ref(&partial), 96 << 20);
     let sessions = t.s.stop();
     assert!(
@@ -854,7 +832,11 @@ fn server_restart_mid_run_reconnects_and_finishes() {
         .map(|i| t.remote.join(format!("big{i}.bin.omnisync-partial")))
         .collect();
     let mut child = spawn_run(&t);
-    wait_for_checkpoint(&mut child, &t, 64 << 20);
+    checkpoint::wait_for_checkpoint(
+        &mut child,
+        &t.dir.path().join("state/omnisync.db"),
+        64 << 20,
+    );
     wait_for_partial(&mut child, &partials, 80 << 20);
     t.s.stop();
     std::thread::sleep(Duration::from_millis(1200));

@@ -90,6 +90,22 @@ fn is_syncable(ft: &fs::FileType) -> bool {
 struct LocalWriter {
     file: File,
     path: String,
+    /// A checkpoint's fdatasync running on a second descriptor of the file, so that writing
+    /// goes on while the disk flushes (see [`WriteHandle::sync_begin`]).
+    syncing: Option<std::thread::JoinHandle<std::io::Result<()>>>,
+}
+
+impl LocalWriter {
+    /// Wait for the background sync, if one runs, and report its result.
+    fn join_sync(&mut self) -> Result<()> {
+        match self.syncing.take() {
+            None => Ok(()),
+            Some(h) => h
+                .join()
+                .unwrap_or_else(|_| Err(std::io::Error::other("fsync thread panicked")))
+                .map_err(|e| RemoteError::io("fsync", &self.path, e)),
+        }
+    }
 }
 
 impl WriteHandle for LocalWriter {
@@ -100,9 +116,31 @@ impl WriteHandle for LocalWriter {
     }
 
     fn sync(&mut self) -> Result<()> {
+        self.join_sync()?;
         self.file
             .sync_data()
             .map_err(|e| RemoteError::io("fsync", &self.path, e))
+    }
+
+    /// fdatasync on a duplicate descriptor in a thread: it makes durable everything written
+    /// before this call (and perhaps more), while the transfer keeps writing.
+    fn sync_begin(&mut self) -> Result<()> {
+        self.join_sync()?;
+        let dup = self
+            .file
+            .try_clone()
+            .map_err(|e| RemoteError::io("fsync", &self.path, e))?;
+        self.syncing = Some(std::thread::spawn(move || dup.sync_data()));
+        Ok(())
+    }
+
+    fn sync_done(&mut self) -> Result<bool> {
+        match &self.syncing {
+            Some(h) if h.is_finished() => self.join_sync().map(|()| true),
+            Some(_) => Ok(false),
+            // Nothing pending: `sync_begin` did not run, or its result was taken already.
+            None => Ok(false),
+        }
     }
 
     fn close(self: Box<Self>) -> Result<()> {
@@ -234,6 +272,7 @@ impl Remote for LocalFs {
         Ok(Box::new(LocalWriter {
             file: f,
             path: path.to_string(),
+            syncing: None,
         }))
     }
 
@@ -244,6 +283,45 @@ impl Remote for LocalFs {
             .map_err(|e| RemoteError::io("rename", from, e))?;
         self.forget_dir(from);
         Ok(())
+    }
+
+    /// renameat2(RENAME_NOREPLACE): the kernel refuses an existing `to` atomically. A
+    /// filesystem without it (EINVAL: some network and FUSE filesystems) looks first.
+    fn rename_new(&self, from: &str, to: &str) -> Result<bool> {
+        use std::os::unix::ffi::OsStrExt;
+        self.check_parents("rename", from)?;
+        self.check_parents("rename", to)?;
+        let c = |p: PathBuf| {
+            std::ffi::CString::new(p.as_os_str().as_bytes())
+                .map_err(|_| RemoteError::refused("rename", from, "name holds a NUL byte"))
+        };
+        let (src, dst) = (c(self.full(from))?, c(self.full(to))?);
+        // SAFETY: both are valid NUL-terminated paths; AT_FDCWD with absolute or relative
+        // paths is the plain rename(2) lookup.
+        let rc = unsafe {
+            libc::renameat2(
+                libc::AT_FDCWD,
+                src.as_ptr(),
+                libc::AT_FDCWD,
+                dst.as_ptr(),
+                libc::RENAME_NOREPLACE,
+            )
+        };
+        if rc == 0 {
+            self.forget_dir(from);
+            return Ok(true);
+        }
+        let err = std::io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::EEXIST) => Ok(false),
+            Some(libc::EINVAL) | Some(libc::ENOSYS) => {
+                if self.stat(to)?.is_some() {
+                    return Ok(false);
+                }
+                self.rename(from, to).map(|()| true)
+            }
+            _ => Err(RemoteError::io("rename", from, err)),
+        }
     }
 
     fn remove_file(&self, path: &str) -> Result<()> {
@@ -382,6 +460,49 @@ mod tests {
         assert!(fs.mkdir_all("link/sub").is_err());
         assert!(fs.rename("a", "link/a").is_err());
         assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn rename_new_never_replaces_and_never_follows_a_symlink() {
+        let root = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let fs = LocalFs::new(root.path());
+        std::fs::write(root.path().join("a"), b"new").unwrap();
+        std::fs::write(root.path().join("b"), b"theirs").unwrap();
+        assert!(!fs.rename_new("a", "b").unwrap());
+        assert_eq!(std::fs::read(root.path().join("b")).unwrap(), b"theirs");
+        assert!(fs.rename_new("a", "c").unwrap());
+        assert_eq!(std::fs::read(root.path().join("c")).unwrap(), b"new");
+        assert!(!root.path().join("a").exists());
+        assert!(fs.rename_new("nope", "d").is_err());
+        std::os::unix::fs::symlink(outside.path(), root.path().join("link")).unwrap();
+        assert!(fs.rename_new("c", "link/c").is_err());
+        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn background_sync_is_reported_once_and_then_idle() {
+        let root = tempfile::tempdir().unwrap();
+        let fs = LocalFs::new(root.path());
+        let mut w = fs.open_write("f", 0).unwrap();
+        w.write_all(&[7u8; 1 << 20]).unwrap();
+        assert!(!w.sync_done().unwrap(), "no sync was begun");
+        w.sync_begin().unwrap();
+        w.write_all(b"more").unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !w.sync_done().unwrap() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the sync never finished"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert!(!w.sync_done().unwrap(), "a finished sync is reported once");
+        w.close().unwrap();
+        assert_eq!(
+            std::fs::metadata(root.path().join("f")).unwrap().len(),
+            (1 << 20) + 4
+        );
     }
 
     #[test]
