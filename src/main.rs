@@ -92,7 +92,8 @@ struct MountArgs {
     /// Stay in the foreground (Ctrl-C or SIGTERM unmounts); otherwise detach once mounted
     #[arg(long)]
     foreground: bool,
-    /// Where fetched contents are cached (default: STATE_DIR/mount-cache/JOB)
+    /// Where fetched contents are cached, kept for the next mount (default:
+    /// STATE_DIR/mount-cache/JOB; one mount at a time per folder)
     #[arg(long, value_name = "DIR")]
     cache_dir: Option<PathBuf>,
     /// The cache's bound on disk (least recently used chunks are dropped first)

@@ -1,5 +1,6 @@
-//! `omnisync mount`: real FUSE mounts through the binary, on the local backend and over sftp.
-//! Skipped (with the reason printed) where /dev/fuse is missing or we are not root.
+//! `omnisync mount`: real FUSE mounts through the binary, on every backend (local, and real
+//! sshd, vsftpd and smbd servers through `tests/common`). Skipped (with the reason printed)
+//! where /dev/fuse is missing or we are not root.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -8,8 +9,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-#[path = "common/sshd.rs"]
-mod sshd;
+mod common;
+
+use common::ftp_backend::FtpBackend;
+use common::sftp_backend::SftpBackend;
+use common::smb_backend::SmbBackend;
+use common::{sshd, toml_str, Backend, LocalBackend};
 
 const CHUNK: u64 = 1 << 20;
 
@@ -61,22 +66,30 @@ struct Setup {
     config: PathBuf,
 }
 
-/// A download job `j` whose remote folder is `remote` (on this machine, or the sshd's).
-fn setup(keys: &str, remote: Option<PathBuf>) -> Setup {
+/// A download job `j` whose remote side is `b`'s folder.
+fn setup(b: &dyn Backend) -> Setup {
     let dir = tempfile::tempdir().unwrap();
-    let remote = remote.unwrap_or_else(|| dir.path().join("remote"));
+    let remote = b.remote_root();
     let local = dir.path().join("local");
     let mnt = dir.path().join("mnt");
     for d in [&remote, &local, &mnt] {
         std::fs::create_dir_all(d).unwrap();
     }
     let config = dir.path().join("omnisync.toml");
+    let state = dir.path().join("state");
     std::fs::write(
         &config,
         format!(
-            "[agent]\nstate_dir = {:?}\n\n[[job]]\nname = \"j\"\n{keys}mode = \"download\"\n\
-             local_path = {local:?}\nremote_path = {remote:?}\ntrigger = \"manual\"\n",
-            dir.path().join("state")
+            "[agent]\nstate_dir = {}\n\n{}",
+            toml_str(state.to_str().unwrap()),
+            b.job_toml(
+                "j",
+                "download",
+                &format!(
+                    "local_path = {}\ntrigger = \"manual\"\n",
+                    toml_str(local.to_str().unwrap())
+                )
+            )
         ),
     )
     .unwrap();
@@ -88,8 +101,11 @@ fn setup(keys: &str, remote: Option<PathBuf>) -> Setup {
     }
 }
 
-/// A small tree plus a sparse 256 MiB file with data at a few places.
-fn fill(remote: &Path) {
+/// A small tree plus a sparse 256 MiB file with data at a few places, and (where the backend
+/// shows links as links) three symlinks: relative, up a folder, dangling. All given to the
+/// server's user.
+fn fill(b: &dyn Backend) {
+    let remote = b.remote_root();
     std::fs::create_dir_all(remote.join("sub/deeper")).unwrap();
     std::fs::create_dir_all(remote.join("empty dir")).unwrap();
     std::fs::write(remote.join("a.txt"), b"hello mount\n").unwrap();
@@ -106,6 +122,21 @@ fn fill(remote: &Path) {
         f.write_all(b"marker").unwrap_or(());
     }
     f.set_len(256 * CHUNK).unwrap();
+    if b.remote_symlinks() {
+        std::os::unix::fs::symlink("a.txt", remote.join("link")).unwrap();
+        std::os::unix::fs::symlink("../a.txt", remote.join("sub/up")).unwrap();
+        std::os::unix::fs::symlink("no/such/file", remote.join("dangling")).unwrap();
+    }
+    adopt_tree(b, &remote);
+}
+
+fn adopt_tree(b: &dyn Backend, p: &Path) {
+    b.adopt(p);
+    if std::fs::symlink_metadata(p).unwrap().is_dir() {
+        for e in std::fs::read_dir(p).unwrap() {
+            adopt_tree(b, &e.unwrap().path());
+        }
+    }
 }
 
 /// A mount served by `omnisync mount … --foreground`, unmounted (and killed) when dropped.
@@ -188,9 +219,12 @@ impl Drop for Mounted {
     }
 }
 
-/// path → (is dir, size, mtime in seconds) of everything below `root`, skipping `.omnisync`.
-fn walk(root: &Path) -> BTreeMap<String, (bool, u64, i64)> {
-    fn go(root: &Path, dir: &Path, out: &mut BTreeMap<String, (bool, u64, i64)>) {
+/// One path as `stat` shows it: kind (`d`, `f`, `l`), size, mtime in seconds, link target.
+type Seen = (char, u64, i64, Option<PathBuf>);
+
+/// Everything below `root`, skipping `.omnisync`; never follows a link.
+fn walk(root: &Path) -> BTreeMap<String, Seen> {
+    fn go(root: &Path, dir: &Path, out: &mut BTreeMap<String, Seen>) {
         for e in std::fs::read_dir(dir).unwrap() {
             let e = e.unwrap();
             let p = e.path();
@@ -199,11 +233,17 @@ fn walk(root: &Path) -> BTreeMap<String, (bool, u64, i64)> {
                 continue;
             }
             let m = std::fs::symlink_metadata(&p).unwrap();
-            out.insert(
-                rel,
-                (m.is_dir(), if m.is_dir() { 0 } else { m.len() }, m.mtime()),
-            );
-            if m.is_dir() {
+            let ft = m.file_type();
+            let (kind, link) = if ft.is_symlink() {
+                ('l', Some(std::fs::read_link(&p).unwrap()))
+            } else if ft.is_dir() {
+                ('d', None)
+            } else {
+                ('f', None)
+            };
+            let size = if kind == 'd' { 0 } else { m.len() };
+            out.insert(rel, (kind, size, m.mtime(), link));
+            if kind == 'd' {
                 go(root, &p, out);
             }
         }
@@ -244,25 +284,53 @@ fn remote_reads(mnt: &Path) -> u64 {
     status(mnt)["remote_reads"].parse().unwrap()
 }
 
-/// What both backends must show: the same tree, sizes, mtimes and contents; cached re-reads;
-/// ranged reads of a big file; `.omnisync/status`.
-fn check_view(remote: &Path, mnt: &Path) {
-    let want = walk(remote);
-    let got = walk(mnt);
+/// What every backend must show: the same tree, sizes, mtimes, links and contents; cached
+/// re-reads; ranged reads of a big file; `.omnisync/status`. `links_shown`: the backend reads
+/// symlinks (local, sftp); elsewhere they are left out of the view. `dir_minutes`: the
+/// backend lists folders' mtimes to the minute (FTP `LIST`: `MDTM` is for files).
+fn check_view(remote: &Path, mnt: &Path, links_shown: bool, dir_minutes: bool) {
+    let minutes = |mut t: BTreeMap<String, Seen>| {
+        if dir_minutes {
+            for seen in t.values_mut().filter(|s| s.0 == 'd') {
+                seen.2 -= seen.2.rem_euclid(60);
+            }
+        }
+        t
+    };
+    let mut want = minutes(walk(remote));
+    if !links_shown {
+        want.retain(|_, seen| seen.0 != 'l');
+    }
+    let got = minutes(walk(mnt));
     assert_eq!(
         got, want,
         "tree through the mount differs from the remote's"
     );
-    for (p, (dir, _, _)) in &want {
-        if !dir && p != "sparse.img" {
+    for (p, (kind, ..)) in &want {
+        if *kind == 'f' && p != "sparse.img" {
             assert_eq!(hash(&mnt.join(p)), hash(&remote.join(p)), "content of {p}");
         }
     }
     let st = status(mnt);
     assert_eq!(st["job"], "j");
     assert_eq!(st["files"], "4");
+    assert_eq!(st["symlinks"], if links_shown { "3" } else { "0" });
     assert_eq!(st["last_run"], "never");
     assert_eq!(st["pending_changes"], "0");
+    if links_shown {
+        // The kernel resolves a link's text within the mount, as for any symlink.
+        assert_eq!(std::fs::read(mnt.join("sub/up")).unwrap(), b"hello mount\n");
+        assert_eq!(
+            std::fs::read_link(mnt.join("dangling")).unwrap(),
+            Path::new("no/such/file")
+        );
+        let ls = Command::new("ls").arg("-l").arg(mnt).output().unwrap();
+        let ls = String::from_utf8_lossy(&ls.stdout);
+        assert!(ls.contains("link -> a.txt"), "ls -l shows {ls}");
+        assert!(ls
+            .lines()
+            .any(|l| l.starts_with('l') && l.ends_with("dangling -> no/such/file")));
+    }
 
     // Everything read once is now cached: reading it all again sends nothing to the remote.
     let before = remote_reads(mnt);
@@ -278,13 +346,7 @@ fn check_view(remote: &Path, mnt: &Path) {
 
     // 4 KiB in the middle of 256 MiB fetches the one chunk that holds it (kernel read-ahead
     // may at most touch the next one).
-    let at = 100 * CHUNK + 12_345;
-    let mut f = std::fs::File::open(mnt.join("sparse.img")).unwrap();
-    f.seek(SeekFrom::Start(at)).unwrap();
-    let mut buf = vec![0u8; 4096];
-    f.read_exact(&mut buf).unwrap();
-    assert_eq!(&buf[..8], &at.to_le_bytes());
-    assert_eq!(&buf[8..14], b"marker");
+    read_sparse_middle(mnt);
     let fetched = remote_reads(mnt) - before;
     assert!(
         (1..=2).contains(&fetched),
@@ -292,6 +354,75 @@ fn check_view(remote: &Path, mnt: &Path) {
     );
     let bytes: u64 = status(mnt)["remote_bytes"].parse().unwrap();
     assert!(bytes < 64 * CHUNK, "fetched {bytes} bytes in all");
+}
+
+fn read_sparse_middle(mnt: &Path) {
+    let at = 100 * CHUNK + 12_345;
+    let mut f = std::fs::File::open(mnt.join("sparse.img")).unwrap();
+    f.seek(SeekFrom::Start(at)).unwrap();
+    let mut buf = vec![0u8; 4096];
+    f.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf[..8], &at.to_le_bytes());
+    assert_eq!(&buf[8..14], b"marker");
+}
+
+/// The files the mount's cache folder holds.
+fn cache_files(s: &Setup) -> usize {
+    std::fs::read_dir(s.dir.path().join("state/mount-cache/j"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".chunks")
+        })
+        .count()
+}
+
+/// After `check_view` and an unmount: a.txt changes on the remote; the next mount serves what
+/// the first one read from the cache it left (no remote read), and fetches a.txt anew (its
+/// old chunks dropped).
+fn remount_reuses_the_cache(b: &dyn Backend, s: &Setup) {
+    let sparse = s.remote.join("sparse.img").exists();
+    assert_eq!(cache_files(s), 3, "a.txt, b.bin, sparse.img");
+    std::fs::write(s.remote.join("a.txt"), b"changed, and longer\n").unwrap();
+    b.adopt(&s.remote.join("a.txt"));
+    let m = Mounted::start(s);
+    assert_eq!(
+        cache_files(s),
+        1 + sparse as usize,
+        "a.txt's stale cache kept"
+    );
+    assert_eq!(
+        std::fs::read(s.mnt.join("sub/b.bin")).unwrap(),
+        std::fs::read(s.remote.join("sub/b.bin")).unwrap()
+    );
+    if sparse {
+        read_sparse_middle(&s.mnt);
+    }
+    let st = status(&s.mnt);
+    assert_eq!(st["remote_reads"], "0", "cached before the remount: {st:?}");
+    assert!(st["cache_hits"].parse::<u64>().unwrap() >= 4, "{st:?}");
+    assert_eq!(
+        std::fs::read(s.mnt.join("a.txt")).unwrap(),
+        b"changed, and longer\n"
+    );
+    assert_eq!(remote_reads(&s.mnt), 1);
+    m.terminate();
+}
+
+/// The whole check on backend `b`: view, links, cache; `more` runs while the first mount is
+/// up; then an unmount on SIGTERM and a remount that reuses the cache.
+fn view_on(b: &dyn Backend, links_shown: bool, more: impl FnOnce(&Setup)) {
+    let s = setup(b);
+    fill(b);
+    let m = Mounted::start(&s);
+    check_view(&s.remote, &s.mnt, links_shown, b.name().starts_with("ftp"));
+    expect_erofs("create", std::fs::File::create(s.mnt.join("new")));
+    more(&s);
+    m.terminate();
+    remount_reuses_the_cache(b, &s);
 }
 
 fn expect_erofs(what: &str, r: std::io::Result<impl Sized>) {
@@ -304,11 +435,14 @@ fn expect_erofs(what: &str, r: std::io::Result<impl Sized>) {
 #[test]
 fn local_view_reads_caches_refuses_writes_and_unmounts_on_sigterm() {
     require_fuse!();
-    let s = setup("protocol = \"local\"\n", None);
-    fill(&s.remote);
-    let m = Mounted::start(&s);
-    check_view(&s.remote, &s.mnt);
+    view_on(
+        &LocalBackend::new(),
+        true,
+        refuses_writes_and_reads_enoent_once_removed,
+    );
+}
 
+fn refuses_writes_and_reads_enoent_once_removed(s: &Setup) {
     let mnt = &s.mnt;
     expect_erofs("create", std::fs::File::create(mnt.join("new")));
     expect_erofs(
@@ -363,35 +497,42 @@ fn local_view_reads_caches_refuses_writes_and_unmounts_on_sigterm() {
     let mut buf = [0u8; 16];
     let e = f.read_exact(&mut buf).expect_err("read a removed file");
     assert_eq!(e.raw_os_error(), Some(libc::ENOENT), "{e}");
-    drop(f);
-    m.terminate();
 }
 
 #[test]
-fn sftp_view_matches_the_server_and_unmounts_on_sigterm() {
+fn sftp_view_matches_the_server_and_reuses_its_cache_after_a_remount() {
     require_fuse!();
-    let server = sshd::Sshd::start();
-    let remote = server.data.join("mnt-remote");
-    std::fs::create_dir_all(&remote).unwrap();
-    fill(&remote);
-    server.chown_tree(&remote);
-    let s = setup(&server.job_keys(), Some(remote.clone()));
-    let m = Mounted::start(&s);
-    check_view(&remote, &s.mnt);
-    assert!(status(&s.mnt)["remote"].starts_with("sftp://"));
-    expect_erofs("create", std::fs::File::create(s.mnt.join("new")));
-    m.terminate();
+    view_on(&SftpBackend::start(), true, |s| {
+        assert!(status(&s.mnt)["remote"].starts_with("sftp://"));
+    });
+}
+
+/// vsftpd lists links as links but FTP cannot read their targets: they are left out.
+#[test]
+fn ftp_view_matches_the_server_and_reuses_its_cache_after_a_remount() {
+    require_fuse!();
+    view_on(&FtpBackend::start(false), false, |s| {
+        assert!(status(&s.mnt)["remote"].starts_with("ftp://"));
+    });
+}
+
+/// Samba shows a link as what it points to; none are seeded.
+#[test]
+fn smb_view_matches_the_server_and_reuses_its_cache_after_a_remount() {
+    require_fuse!();
+    view_on(&SmbBackend::start(), false, |s| {
+        assert!(status(&s.mnt)["remote"].starts_with("smb://"));
+    });
 }
 
 #[test]
 fn a_hung_server_gives_eio_after_the_read_timeout_and_never_stalls_the_mount() {
     require_fuse!();
-    let server = sshd::Sshd::start();
-    let remote = server.data.join("mnt-hung");
-    std::fs::create_dir_all(&remote).unwrap();
-    std::fs::write(remote.join("f"), b"never read before").unwrap();
-    server.chown_tree(&remote);
-    let s = setup(&server.job_keys(), Some(remote.clone()));
+    let b = SftpBackend::start();
+    let server = b.sshd();
+    let s = setup(&b);
+    std::fs::write(s.remote.join("f"), b"never read before").unwrap();
+    b.adopt(&s.remote.join("f"));
     let m = Mounted::start_with(&s, &["--read-timeout", "2s"]);
     // Freeze the connection's server side (not the listener): the remote stops answering.
     let sessions = sshd::descendants(server.pid());
@@ -422,7 +563,8 @@ fn a_hung_server_gives_eio_after_the_read_timeout_and_never_stalls_the_mount() {
 #[test]
 fn refresh_shows_remote_changes_and_a_vanished_file_is_enoent() {
     require_fuse!();
-    let s = setup("protocol = \"local\"\n", None);
+    let b = LocalBackend::new();
+    let s = setup(&b);
     std::fs::write(s.remote.join("f"), b"one").unwrap();
     std::fs::write(s.remote.join("gone"), b"bye").unwrap();
     // A run first: the status shows it.
@@ -482,7 +624,8 @@ fn refresh_shows_remote_changes_and_a_vanished_file_is_enoent() {
 #[test]
 fn detached_mount_returns_once_mounted_and_ends_on_unmount() {
     require_fuse!();
-    let s = setup("protocol = \"local\"\n", None);
+    let b = LocalBackend::new();
+    let s = setup(&b);
     std::fs::write(s.remote.join("f"), b"x").unwrap();
     let out = Command::new(bin())
         .arg("--config")

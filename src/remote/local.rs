@@ -224,6 +224,26 @@ impl Remote for LocalFs {
         Ok(out)
     }
 
+    /// The link's own text (`readlink(2)`), never followed; refused below a symlinked folder
+    /// or when `path` is not a link.
+    fn read_link(&self, path: &str) -> Result<String> {
+        self.check_parents("readlink", path)?;
+        let full = self.full(path);
+        match fs::symlink_metadata(&full) {
+            Ok(m) if m.file_type().is_symlink() => {}
+            Ok(_) => return Err(RemoteError::refused("readlink", path, "not a symlink")),
+            Err(e) => return Err(RemoteError::io("readlink", path, e)),
+        }
+        let target = fs::read_link(&full).map_err(|e| RemoteError::io("readlink", path, e))?;
+        target.into_os_string().into_string().map_err(|t| {
+            RemoteError::refused(
+                "readlink",
+                path,
+                format!("the link's target {t:?} is not UTF-8"),
+            )
+        })
+    }
+
     fn stat(&self, path: &str) -> Result<Option<Entry>> {
         match fs::symlink_metadata(self.full(path)) {
             Ok(m) => Ok(Some(entry_from_metadata(&m))),
@@ -503,6 +523,24 @@ mod tests {
             std::fs::metadata(root.path().join("f")).unwrap().len(),
             (1 << 20) + 4
         );
+    }
+
+    #[test]
+    fn read_link_gives_the_text_and_never_follows() {
+        let root = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink("../../etc/x", root.path().join("l")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), root.path().join("out")).unwrap();
+        std::os::unix::fs::symlink("t", outside.path().join("inner")).unwrap();
+        std::fs::write(root.path().join("f"), b"x").unwrap();
+        let fs = LocalFs::new(root.path());
+        assert_eq!(fs.read_link("l").unwrap(), "../../etc/x");
+        // A link below a symlinked folder is not reached through it.
+        let e = fs.read_link("out/inner").unwrap_err().to_string();
+        assert!(e.contains("is a symlink"), "{e}");
+        let e = fs.read_link("f").unwrap_err().to_string();
+        assert!(e.contains("not a symlink"), "{e}");
+        assert!(fs.read_link("missing").unwrap_err().is_not_found());
     }
 
     #[test]

@@ -94,6 +94,16 @@ impl RemoteError {
 
 pub type Result<T> = std::result::Result<T, RemoteError>;
 
+/// The message of [`Remote::read_link`] on a backend that cannot read symlinks.
+pub const READ_LINK_UNSUPPORTED: &str = "reading symlinks is not supported by this backend";
+
+impl RemoteError {
+    /// Did [`Remote::read_link`] fail because the backend cannot read links at all?
+    pub fn is_read_link_unsupported(&self) -> bool {
+        matches!(self, RemoteError::Refused { message, .. } if message == READ_LINK_UNSUPPORTED)
+    }
+}
+
 /// One directory's entries. Names that cannot be represented (not UTF-8) are reported apart,
 /// never guessed at.
 #[derive(Debug, Default)]
@@ -205,6 +215,18 @@ pub trait Remote: Send + Sync {
     /// `transfers` allows for large files. 0 = just `transfers`.
     fn small_file_parallelism(&self) -> usize {
         0
+    }
+
+    /// The target of symlink `path` as the link stores it (text only: never followed,
+    /// resolved or checked). The default refuses with [`READ_LINK_UNSUPPORTED`]; backends whose
+    /// listings cannot describe links (SMB, FTP) keep it. Not used by sync (links are skipped
+    /// there); the mount shows links with it.
+    fn read_link(&self, path: &str) -> Result<String> {
+        Err(RemoteError::refused(
+            "readlink",
+            path,
+            READ_LINK_UNSUPPORTED,
+        ))
     }
 
     /// Which connection the side's operations use now: changes each time it reconnects.

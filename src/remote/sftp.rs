@@ -1814,6 +1814,39 @@ impl Remote for SftpRemote {
         }
     }
 
+    /// READLINK: the server answers with the link's text, never followed here; refused below
+    /// a symlinked folder.
+    fn read_link(&self, path: &str) -> Result<String> {
+        self.check_parents("readlink", path)?;
+        let full = self.full("readlink", path)?;
+        match self.lstat_full("readlink", path, &full)? {
+            None => {
+                return Err(RemoteError::NotFound {
+                    op: "readlink",
+                    path: path.to_string(),
+                })
+            }
+            Some(e) if e.kind != Kind::Symlink => {
+                return Err(RemoteError::refused("readlink", path, "not a symlink"))
+            }
+            Some(_) => {}
+        }
+        let name = self
+            .call(|c| {
+                let full = full.clone();
+                async move { c.sftp().readlink(full).await }
+            })
+            .map_err(|e| sftp_err("readlink", path, e))?;
+        match name.files.into_iter().next() {
+            Some(f) => Ok(f.filename),
+            None => Err(RemoteError::refused(
+                "readlink",
+                path,
+                "the server named no target",
+            )),
+        }
+    }
+
     fn open_read(&self, path: &str, offset: u64) -> Result<Box<dyn Read + Send>> {
         self.check_parents("read", path)?;
         let full = self.full("read", path)?;
