@@ -6,8 +6,10 @@
 //! the `transfers` workers keep several files in flight over one session, each pipelined.
 //!
 //! What this relies on, and why:
-//! - Dialect, signing and encryption are negotiated by `smb2` (SMB 2.0.2–3.1.1; signing when
-//!   the server requires it, encryption when the share or session asks for it).
+//! - Dialect and signing are negotiated by `smb2` (SMB 2.0.2–3.1.1; signing when the server
+//!   requires it). Encryption is not: smb2 0.39 (the newest release) never offers
+//!   SMB2_GLOBAL_CAP_ENCRYPTION, so a server or share that *requires* encryption refuses this
+//!   client, and the refusal says so (exit 3); `desired` servers work, signed and unencrypted.
 //! - Names are `%XX`-encoded for Windows ([`super::smb_names`]); a share name that is no such
 //!   encoding is reported as a bad name and never addressed.
 //! - `rename` replaces in one SET_INFO (`ReplaceIfExists`), so a reader sees the old file or
@@ -129,7 +131,15 @@ fn normalize_root(p: &str) -> String {
 }
 
 /// Why a login failed, in words a user can act on.
-fn login_problem(e: &smb2::Error, user: &str, share: &str, addr: &str) -> String {
+/// Why a client of this build and a server that insists on encryption cannot agree (shown in
+/// the refusal, so the user knows it is the client's limit, not a configuration mistake).
+const ENCRYPTION_GAP: &str = "smb2 0.39, the newest release, never offers \
+     SMB2_GLOBAL_CAP_ENCRYPTION in its NEGOTIATE request and has no option to, so a server that \
+     requires encryption selects no cipher for this client";
+
+/// Why a login failed, in words a user can act on. `no_cipher`: the negotiated connection has
+/// no encryption cipher (so a share that requires encryption is refused).
+fn login_problem(e: &smb2::Error, user: &str, share: &str, addr: &str, no_cipher: bool) -> String {
     let (host, port) = addr.rsplit_once(':').unwrap_or((addr, "445"));
     use smb2::types::status::NtStatus;
     if let smb2::Error::ConnectFailed { attempts, .. } = e {
@@ -177,19 +187,21 @@ fn login_problem(e: &smb2::Error, user: &str, share: &str, addr: &str) -> String
             ) =>
         {
             format!(
-                "the server refused the session for user {user:?} after authentication; it most \
-                 likely requires encryption (Samba: `server smb encrypt = required`), which this \
-                 client cannot negotiate with it (smb2 0.39 gets no cipher from Samba): set \
-                 `smb encrypt = desired` on the server or use a share that allows signed, \
-                 unencrypted sessions"
+                "server requires SMB3 encryption, which this build's smb2 client cannot \
+                 negotiate: the server refused the session for user {user:?} after a successful \
+                 login ({ENCRYPTION_GAP}; Samba: `server smb encrypt = required`). Set \
+                 `server smb encrypt = desired` (or `if_required`) on the server, or reach the \
+                 files through a share that allows signed, unencrypted sessions"
             )
         }
+        (ErrorKind::AccessDenied, _) if no_cipher => format!(
+            "access denied: user {user:?} may not connect to share {share:?}: either the user \
+             is not allowed on it, or the share requires encryption (Samba: `smb encrypt = \
+             required` in the share's section): server requires SMB3 encryption, which this \
+             build's smb2 client cannot negotiate ({ENCRYPTION_GAP})"
+        ),
         (ErrorKind::AccessDenied, _) => {
-            format!(
-                "access denied: user {user:?} may not connect to share {share:?}: the user is not \
-                 allowed on it, or the share requires encryption, which this client cannot \
-                 negotiate with Samba ({e})"
-            )
+            format!("access denied: user {user:?} may not connect to share {share:?} ({e})")
         }
         _ => e.to_string(),
     }
@@ -246,14 +258,15 @@ impl SmbRemote {
         let login = async {
             let mut client = SmbClient::connect(config)
                 .await
-                .map_err(|e| login_problem(&e, &user, &share, &addr))?;
+                .map_err(|e| login_problem(&e, &user, &share, &addr, false))?;
+            let no_cipher = client.params().is_some_and(|p| p.cipher.is_none());
             let tree = client
                 .connect_share(&share)
                 .await
-                .map_err(|e| login_problem(&e, &user, &share, &addr))?;
+                .map_err(|e| login_problem(&e, &user, &share, &addr, no_cipher))?;
             let conn = client
                 .connection_for(&tree)
-                .map_err(|e| login_problem(&e, &user, &share, &addr))?;
+                .map_err(|e| login_problem(&e, &user, &share, &addr, no_cipher))?;
             Ok::<_, String>((client, conn, tree))
         };
         let (client, conn, tree) = rth
