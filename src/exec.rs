@@ -457,7 +457,14 @@ impl<'a> Executor<'a> {
         if !same_file(&s_now, planned) {
             return Err("source changed since it was planned; will retry next run".into());
         }
-        let d_now = dst.stat(path).map_err(|e| e.to_string())?;
+        // A name planned as absent need not be looked up first where the final rename itself
+        // refuses an existing name (`rename_new`): the check moves to the end, atomically.
+        let new_name = a.dst.is_none() && dst.has_rename_new();
+        let d_now = if new_name {
+            None
+        } else {
+            dst.stat(path).map_err(|e| e.to_string())?
+        };
         match (&d_now, &a.dst) {
             (None, _) => {}
             (Some(now), Some(seen)) if same_file(now, seen) => {}
@@ -596,7 +603,20 @@ impl<'a> Executor<'a> {
                 self.trash(dst, path)?;
             }
         }
-        dst.rename(&partial, path).map_err(|e| e.to_string())?;
+        if new_name {
+            match dst.rename_new(&partial, path) {
+                Ok(()) => {}
+                Err(e) if e.is_already_exists() => {
+                    return discard(
+                        "destination changed since it was planned; not overwriting it, will retry"
+                            .into(),
+                    )
+                }
+                Err(e) => return Err(e.to_string()),
+            }
+        } else {
+            dst.rename(&partial, path).map_err(|e| e.to_string())?;
+        }
         self.clear_checkpoint(path, dir)?;
 
         let mut s_entry = s_now;

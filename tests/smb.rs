@@ -194,6 +194,74 @@ fn every_remote_operation_round_trips() {
     assert_eq!(r2.root_status(), RootStatus::NotDir);
 }
 
+/// A new file of up to 1 MiB goes to the server in one compound when it is complete
+/// (CREATE + WRITE + SET_INFO + CLOSE): nothing exists before, a writer dropped unfinished leaves
+/// nothing, the answer describes the file as stored, and it replaces a longer file's content.
+/// Larger files stream. `rename_new` refuses an existing name, atomically, and keeps both files.
+#[test]
+fn small_files_in_one_compound_and_rename_new() {
+    let s = Smbd::start();
+    let local = tempfile::tempdir().unwrap();
+    let root = s.share_dir.join("c");
+    let r = SmbRemote::connect(&smb_job(&s, "/c", local.path())).unwrap();
+    r.create_root().unwrap();
+    let mtime = 1_600_000_000_123_456_700i64;
+
+    let data = pattern(5000, 1);
+    let mut w = r.open_write("f.bin", 0).unwrap();
+    w.write_all(&data[..1000]).unwrap();
+    w.write_all(&data[1000..]).unwrap();
+    assert!(!root.join("f.bin").exists(), "sent before it was complete");
+    let e = w.set_mtime_and_stat(mtime).unwrap().expect("post-queried");
+    assert_eq!((e.kind, e.size, e.mtime), (Kind::File, 5000, mtime));
+    w.close().unwrap();
+    assert!(std::fs::read(root.join("f.bin")).unwrap() == data);
+    assert_eq!(r.stat("f.bin").unwrap().unwrap().mtime, mtime);
+
+    // Rewritten shorter; an unfinished writer leaves nothing behind.
+    let mut w = r.open_write("f.bin", 0).unwrap();
+    w.write_all(b"short").unwrap();
+    w.close().unwrap();
+    assert_eq!(std::fs::read(root.join("f.bin")).unwrap(), b"short");
+    let mut w = r.open_write("gone.bin", 0).unwrap();
+    w.write_all(b"never sent").unwrap();
+    drop(w);
+    let w = r.open_write("empty", 0).unwrap();
+    w.close().unwrap();
+    assert_eq!(std::fs::read(root.join("empty")).unwrap().len(), 0);
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(!root.join("gone.bin").exists());
+
+    // A folder at the name is refused, and stays a folder.
+    r.mkdir_all("d").unwrap();
+    let mut w = r.open_write("d", 0).unwrap();
+    w.write_all(b"x").unwrap();
+    assert!(w.set_mtime_and_stat(mtime).is_err());
+    assert!(root.join("d").is_dir());
+
+    // Over 1 MiB: streamed; the engine sets the mtime by path.
+    let big = pattern((1 << 20) + 1, 2);
+    let mut w = r.open_write("big.bin", 0).unwrap();
+    w.write_all(&big[..1 << 19]).unwrap();
+    w.write_all(&big[1 << 19..]).unwrap();
+    assert!(w.set_mtime_and_stat(mtime).unwrap().is_none());
+    w.close().unwrap();
+    assert!(std::fs::read(root.join("big.bin")).unwrap() == big);
+
+    assert!(r.has_rename_new());
+    let err = r.rename_new("empty", "f.bin").unwrap_err();
+    assert!(err.is_already_exists(), "{err}");
+    assert_eq!(std::fs::read(root.join("f.bin")).unwrap(), b"short");
+    assert!(root.join("empty").exists());
+    let err = r.rename_new("empty", "d").unwrap_err();
+    assert!(
+        root.join("d").is_dir() && root.join("empty").exists(),
+        "{err}"
+    );
+    r.rename_new("empty", "new").unwrap();
+    assert!(root.join("new").exists() && !root.join("empty").exists());
+}
+
 /// Killing the server's session process under a live remote: the next calls connect the share
 /// again by themselves and work.
 #[test]

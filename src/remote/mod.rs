@@ -90,6 +90,12 @@ impl RemoteError {
     pub fn is_not_found(&self) -> bool {
         matches!(self, RemoteError::NotFound { .. })
     }
+
+    /// Something already holds the name (see [`Remote::rename_new`]).
+    pub fn is_already_exists(&self) -> bool {
+        matches!(self, RemoteError::Io { source, .. }
+            if source.kind() == std::io::ErrorKind::AlreadyExists)
+    }
 }
 
 pub type Result<T> = std::result::Result<T, RemoteError>;
@@ -155,6 +161,24 @@ pub trait Remote: Send + Sync {
 
     /// Rename, replacing a file at `to` atomically where it exists.
     fn rename(&self, from: &str, to: &str) -> Result<()>;
+
+    /// Whether [`Remote::rename_new`] is there: the server itself refuses a rename onto an
+    /// existing name, atomically. A transfer to a name planned as absent then needs no stat
+    /// beforehand (on SMB that stat is a round trip and a scan of the whole folder).
+    fn has_rename_new(&self) -> bool {
+        false
+    }
+
+    /// Rename `from` to `to` only if nothing holds `to` (decided by the server); an error that
+    /// [`RemoteError::is_already_exists`] when something does, and nothing is renamed.
+    fn rename_new(&self, from: &str, to: &str) -> Result<()> {
+        let _ = to;
+        Err(RemoteError::refused(
+            "rename",
+            from,
+            "renaming only onto a free name is not supported",
+        ))
+    }
 
     fn remove_file(&self, path: &str) -> Result<()>;
 
