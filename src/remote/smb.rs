@@ -25,8 +25,8 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::io::Read;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use smb2::client::{Connection, FileWriter, WriteCheckpoint};
@@ -46,6 +46,8 @@ use crate::model::{Entry, Kind};
 const READ_BLOCK: u64 = 1 << 20;
 /// Reads in flight per open file: 8 MiB on the wire, about a loopback Samba's sweet spot.
 const READS_IN_FLIGHT: usize = 8;
+/// At most this many connections to the share, however many `transfers`.
+const MAX_CONNECTIONS: usize = 8;
 /// TCP connect, per attempt.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// Negotiate, session setup and tree connect together.
@@ -57,8 +59,8 @@ pub struct SmbRemote {
     /// `Some` until drop.
     rt: Option<tokio::runtime::Runtime>,
     rth: tokio::runtime::Handle,
-    /// The session, shared with the writers (which commit small files after `open_write`).
-    link: Arc<Link>,
+    /// The sessions, shared with the writers (which commit small files after `open_write`).
+    links: Links,
     /// `remote_path` inside the share, without leading or trailing slashes (`""` = the share).
     root: String,
     label: String,
@@ -252,43 +254,56 @@ impl SmbRemote {
             ..Default::default()
         };
         let prefix = format!("{user}@{addr}");
-        let login = async {
-            let mut client = SmbClient::connect(config)
-                .await
-                .map_err(|e| login_problem(&e, &user, &share, &addr, false))?;
-            let no_cipher = client.params().is_some_and(|p| p.cipher.is_none());
-            let tree = client
-                .connect_share(&share)
-                .await
-                .map_err(|e| login_problem(&e, &user, &share, &addr, no_cipher))?;
-            let conn = client
-                .connection_for(&tree)
-                .map_err(|e| login_problem(&e, &user, &share, &addr, no_cipher))?;
-            Ok::<_, String>((client, conn, tree))
-        };
-        let (client, conn, tree) = rth
-            .block_on(async { tokio::time::timeout(LOGIN_TIMEOUT, login).await })
-            .map_err(|_| {
-                conn_err(format!(
-                    "{prefix}: negotiate, login and share connect did not finish within {}s",
-                    LOGIN_TIMEOUT.as_secs()
-                ))
-            })?
+        let first = rth
+            .block_on(Link::open(rth.clone(), config.clone(), share.clone()))
             .map_err(|m| conn_err(format!("{prefix}: {m}")))?;
+        // One connection per file in flight: Samba serves each connection from one
+        // single-threaded process, so this is what lets the server work on several files at
+        // once (and use more than one core). The first is opened here, the others when a
+        // transfer thread first needs one.
+        let extra = (1..job.transfers.clamp(1, MAX_CONNECTIONS))
+            .map(|_| OnceLock::new())
+            .collect();
         Ok(SmbRemote {
             rt: Some(rt),
             rth: rth.clone(),
-            link: Arc::new(Link {
-                rth: rth.clone(),
-                client: tokio::sync::Mutex::new(client),
-                current: Mutex::new((conn, Arc::new(tree))),
+            links: Links {
+                first: Arc::new(first),
+                extra,
+                config,
                 share,
-            }),
+            },
             root,
             label,
             server_copy: AtomicBool::new(true),
             checked_dirs: CheckedDirs::default(),
         })
+    }
+
+    /// The connection this thread works through: threads are spread over the connections
+    /// round-robin, each keeping its own, so a transfer uses one connection throughout.
+    fn link(&self) -> Arc<Link> {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        thread_local!(static SLOT: usize = NEXT.fetch_add(1, Ordering::Relaxed));
+        let l = &self.links;
+        let k = SLOT.with(|s| *s) % (l.extra.len() + 1);
+        if k == 0 {
+            return l.first.clone();
+        }
+        l.extra[k - 1]
+            .get_or_init(|| {
+                let open = Link::open(self.rth.clone(), l.config.clone(), l.share.clone());
+                match self.rth.block_on(open) {
+                    Ok(link) => Some(Arc::new(link)),
+                    Err(e) => {
+                        // The server may limit connections per client; the first one serves.
+                        tracing::debug!("smb: extra connection refused ({e}); sharing the first");
+                        None
+                    }
+                }
+            })
+            .clone()
+            .unwrap_or_else(|| l.first.clone())
     }
 
     /// The path on the share of a relative path (names encoded), after validating it.
@@ -303,6 +318,15 @@ impl SmbRemote {
     }
 }
 
+/// The connections to the share: the first, and up to `transfers - 1` more opened on demand
+/// (`None`: the server refused one).
+struct Links {
+    first: Arc<Link>,
+    extra: Vec<OnceLock<Option<Arc<Link>>>>,
+    config: ClientConfig,
+    share: String,
+}
+
 /// The session and the share's tree connection, and how to revive them.
 struct Link {
     rth: tokio::runtime::Handle,
@@ -314,6 +338,45 @@ struct Link {
 }
 
 impl Link {
+    /// Connect, negotiate, log in and connect the share, within [`LOGIN_TIMEOUT`]; the error
+    /// says why in words (never with a secret).
+    async fn open(
+        rth: tokio::runtime::Handle,
+        config: ClientConfig,
+        share: String,
+    ) -> std::result::Result<Link, String> {
+        let (user, addr) = (config.username.clone(), config.addr.clone());
+        let login = async {
+            let mut client = SmbClient::connect(config)
+                .await
+                .map_err(|e| login_problem(&e, &user, &share, &addr, false))?;
+            let no_cipher = client.params().is_some_and(|p| p.cipher.is_none());
+            let tree = client
+                .connect_share(&share)
+                .await
+                .map_err(|e| login_problem(&e, &user, &share, &addr, no_cipher))?;
+            let conn = client
+                .connection_for(&tree)
+                .map_err(|e| login_problem(&e, &user, &share, &addr, no_cipher))?;
+            Ok::<_, String>((client, conn, tree))
+        };
+        let (client, conn, tree) =
+            tokio::time::timeout(LOGIN_TIMEOUT, login)
+                .await
+                .map_err(|_| {
+                    format!(
+                        "negotiate, login and share connect did not finish within {}s",
+                        LOGIN_TIMEOUT.as_secs()
+                    )
+                })??;
+        Ok(Link {
+            rth,
+            client: tokio::sync::Mutex::new(client),
+            current: Mutex::new((conn, Arc::new(tree))),
+            share,
+        })
+    }
+
     fn session(&self) -> (Connection, Arc<Tree>) {
         let g = self.current.lock().unwrap();
         (g.0.clone(), g.1.clone())
@@ -370,7 +433,7 @@ impl Link {
 impl SmbRemote {
     fn stat_full(&self, op: &'static str, path: &str, full: &str) -> Result<Option<Entry>> {
         let full = full.to_string();
-        let r = self.link.call(true, |mut conn, tree| {
+        let r = self.link().call(true, |mut conn, tree| {
             let full = full.clone();
             async move { tree.stat(&mut conn, &full).await }
         });
@@ -392,7 +455,7 @@ impl SmbRemote {
     /// Create one directory, tolerating one that already exists as a directory.
     fn mkdir_one(&self, op: &'static str, rel: &str, full: &str) -> Result<()> {
         let f = full.to_string();
-        let r = self.link.call(true, |mut conn, tree| {
+        let r = self.link().call(true, |mut conn, tree| {
             let f = f.clone();
             async move { tree.create_directory(&mut conn, &f).await }
         });
@@ -413,7 +476,7 @@ impl SmbRemote {
     fn set_times_full(&self, path: &str, full: &str, mtime_ns: i64) -> Result<()> {
         let full = full.to_string();
         let times = FileTimes::new().set_modified(filetime_from_ns(mtime_ns));
-        self.link
+        self.link()
             .call(true, |mut conn, tree| {
                 let full = full.clone();
                 async move { tree.set_times(&mut conn, &full, times).await }
@@ -427,7 +490,7 @@ impl SmbRemote {
     /// server refuses an existing `to` (STATUS_OBJECT_NAME_COLLISION).
     fn rename_opt(&self, from: &str, to: &str, replace: bool) -> Result<()> {
         let (f, t) = (self.full("rename", from)?, self.full("rename", to)?);
-        self.link
+        self.link()
             .call(false, |mut conn, tree| {
                 let (f, t) = (f.clone(), t.clone());
                 async move {
@@ -448,14 +511,17 @@ impl SmbRemote {
 
 impl Drop for SmbRemote {
     fn drop(&mut self) {
-        let rth = self.rth.clone();
-        let client = &self.link.client;
-        let _ = rth.block_on(async {
-            let client = client.lock().await;
-            let tree = self.link.current.lock().unwrap().1.clone();
+        let l = &self.links;
+        let links: Vec<Arc<Link>> = std::iter::once(l.first.clone())
+            .chain(l.extra.iter().filter_map(|x| x.get().cloned().flatten()))
+            .collect();
+        let _ = self.rth.block_on(async {
             tokio::time::timeout(Duration::from_secs(2), async {
-                let mut client = client;
-                let _ = client.disconnect_share(&tree).await;
+                for link in links {
+                    let tree = link.current.lock().unwrap().1.clone();
+                    let mut client = link.client.lock().await;
+                    let _ = client.disconnect_share(&tree).await;
+                }
             })
             .await
         });
@@ -853,7 +919,7 @@ impl Remote for SmbRemote {
 
     fn root_status(&self) -> RootStatus {
         let root = self.root.clone();
-        let r = self.link.call(true, |mut conn, tree| {
+        let r = self.link().call(true, |mut conn, tree| {
             let root = root.clone();
             async move { tree.stat(&mut conn, &root).await }
         });
@@ -865,7 +931,7 @@ impl Remote for SmbRemote {
             Err(e) => return RootStatus::Unreadable(smb_err("stat", "", e).to_string()),
         }
         let root = self.root.clone();
-        let opened = self.link.call(true, |conn, tree| {
+        let opened = self.link().call(true, |conn, tree| {
             let root = root.clone();
             async move {
                 let mut reader = tree.open_directory_reader(conn, &root).await?;
@@ -893,7 +959,7 @@ impl Remote for SmbRemote {
     fn list(&self, dir: &str) -> Result<Listing> {
         let full = self.full("list", dir)?;
         let entries = self
-            .link
+            .link()
             .call(true, |mut conn, tree| {
                 let full = full.clone();
                 async move { tree.list_directory(&mut conn, &full).await }
@@ -931,7 +997,7 @@ impl Remote for SmbRemote {
     fn open_read(&self, path: &str, offset: u64) -> Result<Box<dyn Read + Send>> {
         let full = self.full("read", path)?;
         let file = self
-            .link
+            .link()
             .call(true, |conn, tree| {
                 let full = full.clone();
                 async move { tree.open_file_reader(conn, &full).await }
@@ -961,7 +1027,7 @@ impl Remote for SmbRemote {
         let full = self.full("write", path)?;
         let mut w = SmbWriter {
             rth: self.rth.clone(),
-            link: self.link.clone(),
+            link: self.link(),
             state: WriteState::Done,
             path: path.to_string(),
             full: full.clone(),
@@ -972,7 +1038,7 @@ impl Remote for SmbRemote {
             // larger one opens a handle once it outgrows the buffer. No stat first either: the
             // CREATE opens files only (FILE_NON_DIRECTORY_FILE), so the server refuses a folder.
             w.state = WriteState::Buffered(Vec::new());
-            if self.link.session().1.is_dfs {
+            if self.link().session().1.is_dfs {
                 // The compound addresses names as a plain share does; a DFS share's need its
                 // prefix, which `smb2`'s own writer adds.
                 w.stream()?;
@@ -982,7 +1048,7 @@ impl Remote for SmbRemote {
         // Resuming through a checkpoint that names this very file makes `finish` cut off
         // whatever lies past the last byte written (the trait's "drops anything after").
         let writer = self
-            .link
+            .link()
             .call(false, |mut conn, tree| {
                 let full = full.clone();
                 async move {
@@ -1018,7 +1084,7 @@ impl Remote for SmbRemote {
 
     fn remove_file(&self, path: &str) -> Result<()> {
         let full = self.full("remove", path)?;
-        self.link
+        self.link()
             .call(false, |mut conn, tree| {
                 let full = full.clone();
                 async move { tree.delete_file(&mut conn, &full).await }
@@ -1028,7 +1094,7 @@ impl Remote for SmbRemote {
 
     fn remove_dir(&self, path: &str) -> Result<()> {
         let full = self.full("rmdir", path)?;
-        self.link
+        self.link()
             .call(false, |mut conn, tree| {
                 let full = full.clone();
                 async move { tree.delete_directory(&mut conn, &full).await }
@@ -1078,7 +1144,7 @@ impl Remote for SmbRemote {
                 ));
             }
         }
-        let r = self.link.call(false, |mut conn, tree| {
+        let r = self.link().call(false, |mut conn, tree| {
             let (f, t) = (f.clone(), t.clone());
             async move { tree.server_side_copy_file(&mut conn, &f, &t).await }
         });
