@@ -194,6 +194,71 @@ fn every_remote_operation_round_trips() {
     assert_eq!(r2.root_status(), RootStatus::NotDir);
 }
 
+/// A new file of up to 1 MiB goes to the server in one compound when it is complete
+/// (CREATE + WRITE + SET_INFO + CLOSE): nothing exists before, a writer dropped unfinished leaves
+/// nothing, the answer describes the file as stored, and it replaces a longer file's content.
+/// Larger files stream. `rename_new` refuses an existing name, atomically, and keeps both files.
+#[test]
+fn small_files_in_one_compound_and_rename_new() {
+    let s = Smbd::start();
+    let local = tempfile::tempdir().unwrap();
+    let root = s.share_dir.join("c");
+    let r = SmbRemote::connect(&smb_job(&s, "/c", local.path())).unwrap();
+    r.create_root().unwrap();
+    let mtime = 1_600_000_000_123_456_700i64;
+
+    let data = pattern(5000, 1);
+    let mut w = r.open_write("f.bin", 0).unwrap();
+    w.write_all(&data[..1000]).unwrap();
+    w.write_all(&data[1000..]).unwrap();
+    assert!(!root.join("f.bin").exists(), "sent before it was complete");
+    let e = w.set_mtime_and_stat(mtime).unwrap().expect("post-queried");
+    assert_eq!((e.kind, e.size, e.mtime), (Kind::File, 5000, mtime));
+    w.close().unwrap();
+    assert!(std::fs::read(root.join("f.bin")).unwrap() == data);
+    assert_eq!(r.stat("f.bin").unwrap().unwrap().mtime, mtime);
+
+    // Rewritten shorter; an unfinished writer leaves nothing behind.
+    let mut w = r.open_write("f.bin", 0).unwrap();
+    w.write_all(b"short").unwrap();
+    w.close().unwrap();
+    assert_eq!(std::fs::read(root.join("f.bin")).unwrap(), b"short");
+    let mut w = r.open_write("gone.bin", 0).unwrap();
+    w.write_all(b"never sent").unwrap();
+    drop(w);
+    let w = r.open_write("empty", 0).unwrap();
+    w.close().unwrap();
+    assert_eq!(std::fs::read(root.join("empty")).unwrap().len(), 0);
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(!root.join("gone.bin").exists());
+
+    // A folder at the name is refused, and stays a folder.
+    r.mkdir_all("d").unwrap();
+    let mut w = r.open_write("d", 0).unwrap();
+    w.write_all(b"x").unwrap();
+    assert!(w.set_mtime_and_stat(mtime).is_err());
+    assert!(root.join("d").is_dir());
+
+    // Over 1 MiB: streamed; the engine sets the mtime by path.
+    let big = pattern((1 << 20) + 1, 2);
+    let mut w = r.open_write("big.bin", 0).unwrap();
+    w.write_all(&big[..1 << 19]).unwrap();
+    w.write_all(&big[1 << 19..]).unwrap();
+    assert!(w.set_mtime_and_stat(mtime).unwrap().is_none());
+    w.close().unwrap();
+    assert!(std::fs::read(root.join("big.bin")).unwrap() == big);
+
+    assert!(!r.rename_new("empty", "f.bin").unwrap());
+    assert_eq!(std::fs::read(root.join("f.bin")).unwrap(), b"short");
+    assert!(root.join("empty").exists());
+    // Onto a folder: refused (as taken, or as an error), and nothing moves.
+    let onto_dir = r.rename_new("empty", "d");
+    assert!(!matches!(onto_dir, Ok(true)), "{onto_dir:?}");
+    assert!(root.join("d").is_dir() && root.join("empty").exists());
+    assert!(r.rename_new("empty", "new").unwrap());
+    assert!(root.join("new").exists() && !root.join("empty").exists());
+}
+
 /// Killing the server's session process under a live remote: the next calls connect the share
 /// again by themselves and work.
 #[test]
@@ -407,20 +472,68 @@ fn signing_required_by_the_server() {
     assert!(std::fs::read(t.remote.join("signed.bin")).unwrap() == data);
 }
 
-/// Encryption required by the server is refused by Samba 4.17 for smb2 0.39: its NEGOTIATE
-/// leaves out SMB2_GLOBAL_CAP_ENCRYPTION, comes back without a cipher (smbclient gets
-/// AES-128-GCM from the same server) and the session setup is denied ("reject session with
-/// dialect[0x0311] as encryption is required" in smbd's log). At least the refusal must say what
-/// is going on (exit 3). When smb2 sends the flag, turn this into a transfer that succeeds.
+/// Encryption required by the server is refused by Samba 4.17 for smb2 0.39 (the newest
+/// release): its NEGOTIATE leaves out SMB2_GLOBAL_CAP_ENCRYPTION and offers no way to add it, so
+/// Samba selects no cipher (smbclient gets AES-128-GCM from the same server) and denies the
+/// session ("reject session with dialect[0x0311] as encryption is required" in smbd's log). The
+/// refusal must say what is going on (exit 3), for `test` and for `run`, and nothing is written.
+/// When smb2 sends the flag, turn this into an upload + download that succeed.
 #[test]
 fn encryption_required_is_refused_with_a_reason() {
+    const WHY: &str =
+        "server requires SMB3 encryption, which this build's smb2 client cannot negotiate";
     let s = Smbd::start_with("  server smb encrypt = required\n", "");
+    let t = Setup::with(s, "upload", "");
+    std::fs::write(t.local.join("secret.txt"), b"not in the clear").unwrap();
+    let out = t.omnisync(&["test", "j"], &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{err}");
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains(WHY), "{err}");
+    assert!(err.contains("SMB2_GLOBAL_CAP_ENCRYPTION"), "{err}");
+    let (code, _, err) = t.run(&[]);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains(WHY), "{err}");
+    assert!(!t.remote.exists() || std::fs::read_dir(&t.remote).unwrap().count() == 0);
+}
+
+/// The same limit when only the share requires encryption (`smb encrypt = required` in its
+/// section): the session is set up, the tree connect is denied, and the message names both
+/// possible causes (Samba answers ACCESS_DENIED to either) with the encryption limit spelled out.
+#[test]
+fn encryption_required_by_the_share_is_refused_with_a_reason() {
+    let s = Smbd::start_with("", "  smb encrypt = required\n");
     let t = Setup::with(s, "upload", "");
     let out = t.omnisync(&["test", "j"], &[]);
     let err = String::from_utf8_lossy(&out.stderr);
     eprintln!("{err}");
     assert_eq!(out.status.code(), Some(3), "{err}");
-    assert!(err.contains("encryption"), "{err}");
+    assert!(err.contains("access denied"), "{err}");
+    assert!(
+        err.contains(
+            "server requires SMB3 encryption, which this build's smb2 client cannot \
+             negotiate"
+        ),
+        "{err}"
+    );
+}
+
+/// `server smb encrypt = desired`: Samba would encrypt for a client that offers it; this one
+/// does not, so the session is signed and unencrypted, and a transfer works both ways.
+#[test]
+fn encryption_desired_works_unencrypted() {
+    let s = Smbd::start_with("  server smb encrypt = desired\n", "");
+    let t = Setup::with(s, "bidirectional", "");
+    let data = pattern(1 << 20 | 3, 9);
+    std::fs::write(t.local.join("up.bin"), &data).unwrap();
+    let back = pattern(70_001, 10);
+    std::fs::create_dir_all(&t.remote).unwrap();
+    std::fs::write(t.remote.join("down.bin"), &back).unwrap();
+    chown_tree(&t.remote);
+    let (code, recs, err) = t.run(&[]);
+    assert_eq!(code, 0, "{err}\n{recs:?}");
+    assert!(std::fs::read(t.remote.join("up.bin")).unwrap() == data);
+    assert!(std::fs::read(t.local.join("down.bin")).unwrap() == back);
 }
 
 /// Every character Windows forbids and the reserved device names upload `%XX`-encoded (as the

@@ -90,6 +90,12 @@ impl RemoteError {
     pub fn is_not_found(&self) -> bool {
         matches!(self, RemoteError::NotFound { .. })
     }
+
+    /// Something already holds the name (see [`Remote::rename_new`]).
+    pub fn is_already_exists(&self) -> bool {
+        matches!(self, RemoteError::Io { source, .. }
+            if source.kind() == std::io::ErrorKind::AlreadyExists)
+    }
 }
 
 pub type Result<T> = std::result::Result<T, RemoteError>;

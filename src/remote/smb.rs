@@ -6,8 +6,10 @@
 //! the `transfers` workers keep several files in flight over one session, each pipelined.
 //!
 //! What this relies on, and why:
-//! - Dialect, signing and encryption are negotiated by `smb2` (SMB 2.0.2–3.1.1; signing when
-//!   the server requires it, encryption when the share or session asks for it).
+//! - Dialect and signing are negotiated by `smb2` (SMB 2.0.2–3.1.1; signing when the server
+//!   requires it). Encryption is not: smb2 0.39 (the newest release) never offers
+//!   SMB2_GLOBAL_CAP_ENCRYPTION, so a server or share that *requires* encryption refuses this
+//!   client, and the refusal says so (exit 3); `desired` servers work, signed and unencrypted.
 //! - Names are `%XX`-encoded for Windows ([`super::smb_names`]); a share name that is no such
 //!   encoding is reported as a bad name and never addressed.
 //! - `rename` replaces in one SET_INFO (`ReplaceIfExists`), so a reader sees the old file or
@@ -23,8 +25,8 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::io::Read;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use smb2::client::{Connection, FileWriter, WriteCheckpoint};
@@ -44,6 +46,8 @@ use crate::model::{Entry, Kind};
 const READ_BLOCK: u64 = 1 << 20;
 /// Reads in flight per open file: 8 MiB on the wire, about a loopback Samba's sweet spot.
 const READS_IN_FLIGHT: usize = 8;
+/// At most this many connections to the share, however many `transfers`.
+const MAX_CONNECTIONS: usize = 8;
 /// TCP connect, per attempt.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// Negotiate, session setup and tree connect together.
@@ -55,11 +59,8 @@ pub struct SmbRemote {
     /// `Some` until drop.
     rt: Option<tokio::runtime::Runtime>,
     rth: tokio::runtime::Handle,
-    /// Held only to connect the share again after a revival.
-    client: tokio::sync::Mutex<SmbClient>,
-    /// The session's connection and the share's tree connection, both cheap to clone.
-    current: Mutex<(Connection, Arc<Tree>)>,
-    share: String,
+    /// The sessions, shared with the writers (which commit small files after `open_write`).
+    links: Links,
     /// `remote_path` inside the share, without leading or trailing slashes (`""` = the share).
     root: String,
     label: String,
@@ -129,7 +130,15 @@ fn normalize_root(p: &str) -> String {
 }
 
 /// Why a login failed, in words a user can act on.
-fn login_problem(e: &smb2::Error, user: &str, share: &str, addr: &str) -> String {
+/// Why a client of this build and a server that insists on encryption cannot agree (shown in
+/// the refusal, so the user knows it is the client's limit, not a configuration mistake).
+const ENCRYPTION_GAP: &str = "smb2 0.39, the newest release, never offers \
+     SMB2_GLOBAL_CAP_ENCRYPTION in its NEGOTIATE request and has no option to, so a server that \
+     requires encryption selects no cipher for this client";
+
+/// Why a login failed, in words a user can act on. `no_cipher`: the negotiated connection has
+/// no encryption cipher (so a share that requires encryption is refused).
+fn login_problem(e: &smb2::Error, user: &str, share: &str, addr: &str, no_cipher: bool) -> String {
     let (host, port) = addr.rsplit_once(':').unwrap_or((addr, "445"));
     use smb2::types::status::NtStatus;
     if let smb2::Error::ConnectFailed { attempts, .. } = e {
@@ -177,19 +186,21 @@ fn login_problem(e: &smb2::Error, user: &str, share: &str, addr: &str) -> String
             ) =>
         {
             format!(
-                "the server refused the session for user {user:?} after authentication; it most \
-                 likely requires encryption (Samba: `server smb encrypt = required`), which this \
-                 client cannot negotiate with it (smb2 0.39 gets no cipher from Samba): set \
-                 `smb encrypt = desired` on the server or use a share that allows signed, \
-                 unencrypted sessions"
+                "server requires SMB3 encryption, which this build's smb2 client cannot \
+                 negotiate: the server refused the session for user {user:?} after a successful \
+                 login ({ENCRYPTION_GAP}; Samba: `server smb encrypt = required`). Set \
+                 `server smb encrypt = desired` (or `if_required`) on the server, or reach the \
+                 files through a share that allows signed, unencrypted sessions"
             )
         }
+        (ErrorKind::AccessDenied, _) if no_cipher => format!(
+            "access denied: user {user:?} may not connect to share {share:?}: either the user \
+             is not allowed on it, or the share requires encryption (Samba: `smb encrypt = \
+             required` in the share's section): server requires SMB3 encryption, which this \
+             build's smb2 client cannot negotiate ({ENCRYPTION_GAP})"
+        ),
         (ErrorKind::AccessDenied, _) => {
-            format!(
-                "access denied: user {user:?} may not connect to share {share:?}: the user is not \
-                 allowed on it, or the share requires encryption, which this client cannot \
-                 negotiate with Samba ({e})"
-            )
+            format!("access denied: user {user:?} may not connect to share {share:?} ({e})")
         }
         _ => e.to_string(),
     }
@@ -243,39 +254,56 @@ impl SmbRemote {
             ..Default::default()
         };
         let prefix = format!("{user}@{addr}");
-        let login = async {
-            let mut client = SmbClient::connect(config)
-                .await
-                .map_err(|e| login_problem(&e, &user, &share, &addr))?;
-            let tree = client
-                .connect_share(&share)
-                .await
-                .map_err(|e| login_problem(&e, &user, &share, &addr))?;
-            let conn = client
-                .connection_for(&tree)
-                .map_err(|e| login_problem(&e, &user, &share, &addr))?;
-            Ok::<_, String>((client, conn, tree))
-        };
-        let (client, conn, tree) = rth
-            .block_on(async { tokio::time::timeout(LOGIN_TIMEOUT, login).await })
-            .map_err(|_| {
-                conn_err(format!(
-                    "{prefix}: negotiate, login and share connect did not finish within {}s",
-                    LOGIN_TIMEOUT.as_secs()
-                ))
-            })?
+        let first = rth
+            .block_on(Link::open(rth.clone(), config.clone(), share.clone()))
             .map_err(|m| conn_err(format!("{prefix}: {m}")))?;
+        // One connection per file in flight: Samba serves each connection from one
+        // single-threaded process, so this is what lets the server work on several files at
+        // once (and use more than one core). The first is opened here, the others when a
+        // transfer thread first needs one.
+        let extra = (1..job.transfers.clamp(1, MAX_CONNECTIONS))
+            .map(|_| OnceLock::new())
+            .collect();
         Ok(SmbRemote {
             rt: Some(rt),
-            rth,
-            client: tokio::sync::Mutex::new(client),
-            current: Mutex::new((conn, Arc::new(tree))),
-            share,
+            rth: rth.clone(),
+            links: Links {
+                first: Arc::new(first),
+                extra,
+                config,
+                share,
+            },
             root,
             label,
             server_copy: AtomicBool::new(true),
             checked_dirs: CheckedDirs::default(),
         })
+    }
+
+    /// The connection this thread works through: threads are spread over the connections
+    /// round-robin, each keeping its own, so a transfer uses one connection throughout.
+    fn link(&self) -> Arc<Link> {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        thread_local!(static SLOT: usize = NEXT.fetch_add(1, Ordering::Relaxed));
+        let l = &self.links;
+        let k = SLOT.with(|s| *s) % (l.extra.len() + 1);
+        if k == 0 {
+            return l.first.clone();
+        }
+        l.extra[k - 1]
+            .get_or_init(|| {
+                let open = Link::open(self.rth.clone(), l.config.clone(), l.share.clone());
+                match self.rth.block_on(open) {
+                    Ok(link) => Some(Arc::new(link)),
+                    Err(e) => {
+                        // The server may limit connections per client; the first one serves.
+                        tracing::debug!("smb: extra connection refused ({e}); sharing the first");
+                        None
+                    }
+                }
+            })
+            .clone()
+            .unwrap_or_else(|| l.first.clone())
     }
 
     /// The path on the share of a relative path (names encoded), after validating it.
@@ -286,6 +314,66 @@ impl SmbRemote {
             (true, _) => enc,
             (false, true) => self.root.clone(),
             (false, false) => format!("{}/{enc}", self.root),
+        })
+    }
+}
+
+/// The connections to the share: the first, and up to `transfers - 1` more opened on demand
+/// (`None`: the server refused one).
+struct Links {
+    first: Arc<Link>,
+    extra: Vec<OnceLock<Option<Arc<Link>>>>,
+    config: ClientConfig,
+    share: String,
+}
+
+/// The session and the share's tree connection, and how to revive them.
+struct Link {
+    rth: tokio::runtime::Handle,
+    /// Held only to connect the share again after a revival.
+    client: tokio::sync::Mutex<SmbClient>,
+    /// The session's connection and the share's tree connection, both cheap to clone.
+    current: Mutex<(Connection, Arc<Tree>)>,
+    share: String,
+}
+
+impl Link {
+    /// Connect, negotiate, log in and connect the share, within [`LOGIN_TIMEOUT`]; the error
+    /// says why in words (never with a secret).
+    async fn open(
+        rth: tokio::runtime::Handle,
+        config: ClientConfig,
+        share: String,
+    ) -> std::result::Result<Link, String> {
+        let (user, addr) = (config.username.clone(), config.addr.clone());
+        let login = async {
+            let mut client = SmbClient::connect(config)
+                .await
+                .map_err(|e| login_problem(&e, &user, &share, &addr, false))?;
+            let no_cipher = client.params().is_some_and(|p| p.cipher.is_none());
+            let tree = client
+                .connect_share(&share)
+                .await
+                .map_err(|e| login_problem(&e, &user, &share, &addr, no_cipher))?;
+            let conn = client
+                .connection_for(&tree)
+                .map_err(|e| login_problem(&e, &user, &share, &addr, no_cipher))?;
+            Ok::<_, String>((client, conn, tree))
+        };
+        let (client, conn, tree) =
+            tokio::time::timeout(LOGIN_TIMEOUT, login)
+                .await
+                .map_err(|_| {
+                    format!(
+                        "negotiate, login and share connect did not finish within {}s",
+                        LOGIN_TIMEOUT.as_secs()
+                    )
+                })??;
+        Ok(Link {
+            rth,
+            client: tokio::sync::Mutex::new(client),
+            current: Mutex::new((conn, Arc::new(tree))),
+            share,
         })
     }
 
@@ -340,10 +428,12 @@ impl SmbRemote {
             other => other,
         }
     }
+}
 
+impl SmbRemote {
     fn stat_full(&self, op: &'static str, path: &str, full: &str) -> Result<Option<Entry>> {
         let full = full.to_string();
-        let r = self.call(true, |mut conn, tree| {
+        let r = self.link().call(true, |mut conn, tree| {
             let full = full.clone();
             async move { tree.stat(&mut conn, &full).await }
         });
@@ -365,7 +455,7 @@ impl SmbRemote {
     /// Create one directory, tolerating one that already exists as a directory.
     fn mkdir_one(&self, op: &'static str, rel: &str, full: &str) -> Result<()> {
         let f = full.to_string();
-        let r = self.call(true, |mut conn, tree| {
+        let r = self.link().call(true, |mut conn, tree| {
             let f = f.clone();
             async move { tree.create_directory(&mut conn, &f).await }
         });
@@ -386,24 +476,52 @@ impl SmbRemote {
     fn set_times_full(&self, path: &str, full: &str, mtime_ns: i64) -> Result<()> {
         let full = full.to_string();
         let times = FileTimes::new().set_modified(filetime_from_ns(mtime_ns));
-        self.call(true, |mut conn, tree| {
-            let full = full.clone();
-            async move { tree.set_times(&mut conn, &full, times).await }
-        })
-        .map_err(|e| smb_err("set mtime", path, e))
+        self.link()
+            .call(true, |mut conn, tree| {
+                let full = full.clone();
+                async move { tree.set_times(&mut conn, &full, times).await }
+            })
+            .map_err(|e| smb_err("set mtime", path, e))
+    }
+}
+
+impl SmbRemote {
+    /// One compound CREATE + SET_INFO(FileRenameInformation) + CLOSE; with `replace` false the
+    /// server refuses an existing `to` (STATUS_OBJECT_NAME_COLLISION).
+    fn rename_opt(&self, from: &str, to: &str, replace: bool) -> Result<()> {
+        let (f, t) = (self.full("rename", from)?, self.full("rename", to)?);
+        self.link()
+            .call(false, |mut conn, tree| {
+                let (f, t) = (f.clone(), t.clone());
+                async move {
+                    tree.rename_with(
+                        &mut conn,
+                        &f,
+                        &t,
+                        RenameOptions::new().replace_if_exists(replace),
+                    )
+                    .await
+                }
+            })
+            .map_err(|e| smb_err("rename", from, e))?;
+        self.checked_dirs.forget(from);
+        Ok(())
     }
 }
 
 impl Drop for SmbRemote {
     fn drop(&mut self) {
-        let rth = self.rth.clone();
-        let client = &self.client;
-        let _ = rth.block_on(async {
-            let client = client.lock().await;
-            let tree = self.current.lock().unwrap().1.clone();
+        let l = &self.links;
+        let links: Vec<Arc<Link>> = std::iter::once(l.first.clone())
+            .chain(l.extra.iter().filter_map(|x| x.get().cloned().flatten()))
+            .collect();
+        let _ = self.rth.block_on(async {
             tokio::time::timeout(Duration::from_secs(2), async {
-                let mut client = client;
-                let _ = client.disconnect_share(&tree).await;
+                for link in links {
+                    let tree = link.current.lock().unwrap().1.clone();
+                    let mut client = link.client.lock().await;
+                    let _ = client.disconnect_share(&tree).await;
+                }
             })
             .await
         });
@@ -501,28 +619,221 @@ impl Drop for SmbReader {
     }
 }
 
-/// Writes a file from an offset through `smb2`'s pipelined writer.
+/// How a [`SmbWriter`] writes.
+enum WriteState {
+    /// A new file not sent yet: the bytes so far (at most [`SMALL_FILE`]). Nothing is on the
+    /// server until the writer finishes, so a small file is written in one round trip (see
+    /// [`write_small`]); growing past the limit or a `sync` switches to `Stream`.
+    Buffered(Vec<u8>),
+    /// `smb2`'s pipelined writer on an open handle.
+    Stream(Box<FileWriter>),
+    /// Finished (closed, or written whole by `set_mtime_and_stat`).
+    Done,
+}
+
+/// Writes a file from an offset: a small new file in one compound at the end, anything else
+/// through `smb2`'s pipelined writer.
 struct SmbWriter {
     rth: tokio::runtime::Handle,
-    writer: Option<FileWriter>,
+    link: Arc<Link>,
+    state: WriteState,
     path: String,
+    /// The file's path on the share.
+    full: String,
     /// Opened at an offset through a checkpoint: `finish` trims the tail.
     trim: bool,
 }
 
+/// Up to this size a new file is kept in memory and sent whole in one round trip; about
+/// Samba's default `aio write size` worth of credits (16) per file in flight.
+const SMALL_FILE: usize = 1 << 20;
+/// MS-FSCC 2.4.7 FileBasicInformation (the info class SET_INFO takes for times).
+const FILE_BASIC_INFORMATION: u8 = 4;
+/// MS-SMB2 2.2.13 CreateOptions: the name must not be a directory.
+const FILE_NON_DIRECTORY_FILE: u32 = 0x40;
+
+/// Write `data` as the whole content of `full` (created or truncated), optionally set its
+/// modification time, and close it, in ONE compound request: CREATE, WRITE, SET_INFO(basic),
+/// and CLOSE with POSTQUERY_ATTRIB, whose answer carries the size and times as the server now
+/// has them. Safe to repeat (it rewrites the same bytes). Samba runs a WRITE inside a compound
+/// synchronously, so nothing goes async before the end of the chain (MS-SMB2 3.3.5.2.7).
+/// Returns the file's size and mtime, or `None` when the server did not post-query.
+async fn write_small(
+    conn: Connection,
+    tree: Arc<Tree>,
+    full: String,
+    data: Arc<Vec<u8>>,
+    mtime: Option<FileTime>,
+) -> std::result::Result<Option<(u64, FileTime)>, smb2::Error> {
+    use smb2::msg::close::{CloseRequest, CloseResponse, SMB2_CLOSE_FLAG_POSTQUERY_ATTRIB};
+    use smb2::msg::create::{
+        CreateDisposition, CreateRequest, CreateResponse, ImpersonationLevel, ShareAccess,
+    };
+    use smb2::msg::set_info::{InfoType, SetInfoRequest};
+    use smb2::msg::write::WriteRequest;
+    use smb2::pack::{ReadCursor, Unpack};
+    use smb2::types::flags::{FileAccessMask, FileAttributes};
+    use smb2::types::status::NtStatus;
+    use smb2::types::{Command, CreditCharge, FileId, OplockLevel};
+    use smb2::CompoundOp;
+
+    let create = CreateRequest {
+        requested_oplock_level: OplockLevel::None,
+        impersonation_level: ImpersonationLevel::Impersonation,
+        desired_access: FileAccessMask::new(
+            FileAccessMask::FILE_WRITE_DATA
+                | FileAccessMask::FILE_READ_ATTRIBUTES
+                | FileAccessMask::FILE_WRITE_ATTRIBUTES
+                | FileAccessMask::SYNCHRONIZE,
+        ),
+        file_attributes: FileAttributes::NORMAL,
+        share_access: ShareAccess(0),
+        create_disposition: CreateDisposition::FileOverwriteIf,
+        create_options: FILE_NON_DIRECTORY_FILE,
+        name: full.replace('/', "\\"),
+        create_contexts: vec![],
+    };
+    let write = WriteRequest {
+        // The data follows the 64-byte header and the 48-byte WRITE body.
+        data_offset: 0x70,
+        offset: 0,
+        file_id: FileId::SENTINEL,
+        channel: 0,
+        remaining_bytes: 0,
+        write_channel_info_offset: 0,
+        write_channel_info_length: 0,
+        flags: 0,
+        data: data.to_vec(),
+    };
+    // FileBasicInformation: creation, access, write, change time, attributes, reserved; a zero
+    // leaves that field as it is.
+    let mut basic = vec![0u8; 40];
+    if let Some(t) = mtime {
+        basic[16..24].copy_from_slice(&t.0.to_le_bytes());
+    }
+    let set_times = SetInfoRequest {
+        info_type: InfoType::File,
+        file_info_class: FILE_BASIC_INFORMATION,
+        additional_information: 0,
+        file_id: FileId::SENTINEL,
+        buffer: basic,
+    };
+    let close = CloseRequest {
+        flags: SMB2_CLOSE_FLAG_POSTQUERY_ATTRIB,
+        file_id: FileId::SENTINEL,
+    };
+    let tid = Some(tree.tree_id);
+    let op = |command, body, credits: usize| CompoundOp {
+        command,
+        body,
+        tree_id: tid,
+        credit_charge: CreditCharge(credits.max(1) as u16),
+    };
+    let mut ops = vec![op(Command::Create, &create as &dyn smb2::pack::Pack, 1)];
+    if !data.is_empty() {
+        // One credit per 64 KiB started (MS-SMB2 3.1.5.2).
+        ops.push(op(Command::Write, &write, data.len().div_ceil(65536)));
+    }
+    if mtime.is_some() {
+        ops.push(op(Command::SetInfo, &set_times, 1));
+    }
+    ops.push(op(Command::Close, &close, 1));
+    let frames = conn.execute_compound(&ops).await?;
+    let mut frames = frames.into_iter();
+    let create_frame = frames
+        .next()
+        .ok_or_else(|| smb2::Error::invalid_data("no CREATE answer"))??;
+    if create_frame.header.status != NtStatus::SUCCESS {
+        return Err(smb2::Error::Protocol {
+            status: create_frame.header.status,
+            command: Command::Create,
+        });
+    }
+    let file_id = CreateResponse::unpack(&mut ReadCursor::new(&create_frame.body))?.file_id;
+    let mut failed = None;
+    let mut post = None;
+    let mut closed = false;
+    for (frame, op) in frames.zip(ops[1..].iter()) {
+        match frame {
+            Ok(f) if f.header.status == NtStatus::SUCCESS => {
+                if op.command == Command::Close {
+                    closed = true;
+                    let r = CloseResponse::unpack(&mut ReadCursor::new(&f.body))?;
+                    if r.flags & SMB2_CLOSE_FLAG_POSTQUERY_ATTRIB != 0 {
+                        post = Some((r.end_of_file, r.last_write_time));
+                    }
+                }
+            }
+            Ok(f) => {
+                failed.get_or_insert(smb2::Error::Protocol {
+                    status: f.header.status,
+                    command: op.command,
+                });
+            }
+            Err(e) => {
+                failed.get_or_insert(e);
+            }
+        }
+    }
+    if !closed {
+        let _ = tree.close_handle(&mut conn.clone(), file_id).await;
+    }
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(post),
+    }
+}
+
 impl SmbWriter {
-    fn writer(&mut self) -> Result<&mut FileWriter> {
-        self.writer
-            .as_mut()
-            .ok_or_else(|| RemoteError::refused("write", &self.path, "file is closed"))
+    /// Switch a buffered writer to a handle on the server (creating the file) and send what
+    /// was buffered.
+    fn stream(&mut self) -> Result<&mut FileWriter> {
+        if let WriteState::Buffered(buf) = &mut self.state {
+            let buf = std::mem::take(buf);
+            let full = self.full.clone();
+            let mut w = self
+                .link
+                .call(false, |conn, tree| {
+                    let full = full.clone();
+                    async move { tree.create_file_writer(conn, &full).await }
+                })
+                .map_err(|e| smb_err("open", &self.path, e))?;
+            if !buf.is_empty() {
+                self.rth
+                    .block_on(w.write_chunk(&buf))
+                    .map_err(|e| smb_err("write", &self.path, e))?;
+            }
+            self.state = WriteState::Stream(Box::new(w));
+        }
+        match &mut self.state {
+            WriteState::Stream(w) => Ok(w),
+            _ => Err(RemoteError::refused("write", &self.path, "file is closed")),
+        }
+    }
+
+    /// Send a buffered file whole (see [`write_small`]).
+    fn commit(&mut self, buf: Vec<u8>, mtime: Option<FileTime>) -> Result<Option<(u64, FileTime)>> {
+        self.state = WriteState::Done;
+        let (full, data) = (self.full.clone(), Arc::new(buf));
+        self.link
+            .call(true, |conn, tree| {
+                write_small(conn, tree, full.clone(), data.clone(), mtime)
+            })
+            .map_err(|e| smb_err("write", &self.path, e))
     }
 }
 
 impl WriteHandle for SmbWriter {
     fn write_all(&mut self, data: &[u8]) -> Result<()> {
+        if let WriteState::Buffered(buf) = &mut self.state {
+            if buf.len() + data.len() <= SMALL_FILE {
+                buf.extend_from_slice(data);
+                return Ok(());
+            }
+        }
         let rth = self.rth.clone();
         let path = self.path.clone();
-        let w = self.writer()?;
+        let w = self.stream()?;
         rth.block_on(w.write_chunk(data))
             .map_err(|e| smb_err("write", &path, e))
     }
@@ -530,19 +841,39 @@ impl WriteHandle for SmbWriter {
     fn sync(&mut self) -> Result<()> {
         let rth = self.rth.clone();
         let path = self.path.clone();
-        let w = self.writer()?;
+        let w = self.stream()?;
         rth.block_on(w.flush_checkpoint())
             .map(|_| ())
             .map_err(|e| smb_err("flush", &path, e))
     }
 
+    fn set_mtime_and_stat(&mut self, mtime_ns: i64) -> Result<Option<Entry>> {
+        // A streamed file keeps the engine's path: mtime by path, then one stat.
+        let WriteState::Buffered(buf) = &mut self.state else {
+            return Ok(None);
+        };
+        let buf = std::mem::take(buf);
+        Ok(self
+            .commit(buf, Some(filetime_from_ns(mtime_ns)))?
+            .map(|(size, mtime)| Entry {
+                kind: Kind::File,
+                size,
+                mtime: ns_from_filetime(mtime),
+                inode: None,
+                hash: None,
+            }))
+    }
+
     fn close(mut self: Box<Self>) -> Result<()> {
-        let Some(mut w) = self.writer.take() else {
-            return Ok(());
+        let w = match std::mem::replace(&mut self.state, WriteState::Done) {
+            WriteState::Done => return Ok(()),
+            WriteState::Buffered(buf) => return self.commit(buf, None).map(|_| ()),
+            WriteState::Stream(w) => w,
         };
         let (path, trim) = (self.path.clone(), self.trim);
         self.rth
             .block_on(async move {
+                let mut w = *w;
                 if trim {
                     // A resumed writer cuts off what lies past its last byte in `finish`.
                     return w.finish().await.map(|_| ());
@@ -560,7 +891,8 @@ impl WriteHandle for SmbWriter {
 
 impl Drop for SmbWriter {
     fn drop(&mut self) {
-        if let Some(w) = self.writer.take() {
+        // A buffered file that was never finished never reached the server.
+        if let WriteState::Stream(w) = std::mem::replace(&mut self.state, WriteState::Done) {
             self.rth.spawn(async move {
                 let _ = w.abort().await;
             });
@@ -587,7 +919,7 @@ impl Remote for SmbRemote {
 
     fn root_status(&self) -> RootStatus {
         let root = self.root.clone();
-        let r = self.call(true, |mut conn, tree| {
+        let r = self.link().call(true, |mut conn, tree| {
             let root = root.clone();
             async move { tree.stat(&mut conn, &root).await }
         });
@@ -599,7 +931,7 @@ impl Remote for SmbRemote {
             Err(e) => return RootStatus::Unreadable(smb_err("stat", "", e).to_string()),
         }
         let root = self.root.clone();
-        let opened = self.call(true, |conn, tree| {
+        let opened = self.link().call(true, |conn, tree| {
             let root = root.clone();
             async move {
                 let mut reader = tree.open_directory_reader(conn, &root).await?;
@@ -627,6 +959,7 @@ impl Remote for SmbRemote {
     fn list(&self, dir: &str) -> Result<Listing> {
         let full = self.full("list", dir)?;
         let entries = self
+            .link()
             .call(true, |mut conn, tree| {
                 let full = full.clone();
                 async move { tree.list_directory(&mut conn, &full).await }
@@ -664,6 +997,7 @@ impl Remote for SmbRemote {
     fn open_read(&self, path: &str, offset: u64) -> Result<Box<dyn Read + Send>> {
         let full = self.full("read", path)?;
         let file = self
+            .link()
             .call(true, |conn, tree| {
                 let full = full.clone();
                 async move { tree.open_file_reader(conn, &full).await }
@@ -690,18 +1024,32 @@ impl Remote for SmbRemote {
     }
 
     fn open_write(&self, path: &str, offset: u64) -> Result<Box<dyn WriteHandle>> {
-        // No stat first: the CREATE opens files only (FILE_NON_DIRECTORY_FILE), so a folder at
-        // `path` is refused by the server, and a round trip per file is saved.
         let full = self.full("write", path)?;
-        let writer = if offset == 0 {
-            self.call(false, |conn, tree| {
-                let full = full.clone();
-                async move { tree.create_file_writer(conn, &full).await }
-            })
-        } else {
-            // Resuming through a checkpoint that names this very file makes `finish` cut off
-            // whatever lies past the last byte written (the trait's "drops anything after").
-            self.call(false, |mut conn, tree| {
+        let mut w = SmbWriter {
+            rth: self.rth.clone(),
+            link: self.link(),
+            state: WriteState::Done,
+            path: path.to_string(),
+            full: full.clone(),
+            trim: offset > 0,
+        };
+        if offset == 0 {
+            // Nothing is sent yet: a small file goes in one compound when it is complete, a
+            // larger one opens a handle once it outgrows the buffer. No stat first either: the
+            // CREATE opens files only (FILE_NON_DIRECTORY_FILE), so the server refuses a folder.
+            w.state = WriteState::Buffered(Vec::new());
+            if self.link().session().1.is_dfs {
+                // The compound addresses names as a plain share does; a DFS share's need its
+                // prefix, which `smb2`'s own writer adds.
+                w.stream()?;
+            }
+            return Ok(Box::new(w));
+        }
+        // Resuming through a checkpoint that names this very file makes `finish` cut off
+        // whatever lies past the last byte written (the trait's "drops anything after").
+        let writer = self
+            .link()
+            .call(false, |mut conn, tree| {
                 let full = full.clone();
                 async move {
                     let (_, identity) = tree.stat_with_identity(&mut conn, &full).await?;
@@ -717,51 +1065,42 @@ impl Remote for SmbRemote {
                     }
                 }
             })
-        }
-        .map_err(|e| smb_err("open", path, e))?;
-        Ok(Box::new(SmbWriter {
-            rth: self.rth.clone(),
-            writer: Some(writer),
-            path: path.to_string(),
-            trim: offset > 0,
-        }))
+            .map_err(|e| smb_err("open", path, e))?;
+        w.state = WriteState::Stream(Box::new(writer));
+        Ok(Box::new(w))
     }
 
     fn rename(&self, from: &str, to: &str) -> Result<()> {
-        let (f, t) = (self.full("rename", from)?, self.full("rename", to)?);
-        self.call(false, |mut conn, tree| {
-            let (f, t) = (f.clone(), t.clone());
-            async move {
-                tree.rename_with(
-                    &mut conn,
-                    &f,
-                    &t,
-                    RenameOptions::new().replace_if_exists(true),
-                )
-                .await
-            }
-        })
-        .map_err(|e| smb_err("rename", from, e))?;
-        self.checked_dirs.forget(from);
-        Ok(())
+        self.rename_opt(from, to, true)
+    }
+
+    /// SMB2 SET_INFO rename with ReplaceIfExists off: the server refuses an existing name.
+    fn rename_new(&self, from: &str, to: &str) -> Result<bool> {
+        match self.rename_opt(from, to, false) {
+            Ok(()) => Ok(true),
+            Err(e) if e.is_already_exists() => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     fn remove_file(&self, path: &str) -> Result<()> {
         let full = self.full("remove", path)?;
-        self.call(false, |mut conn, tree| {
-            let full = full.clone();
-            async move { tree.delete_file(&mut conn, &full).await }
-        })
-        .map_err(|e| smb_err("remove", path, e))
+        self.link()
+            .call(false, |mut conn, tree| {
+                let full = full.clone();
+                async move { tree.delete_file(&mut conn, &full).await }
+            })
+            .map_err(|e| smb_err("remove", path, e))
     }
 
     fn remove_dir(&self, path: &str) -> Result<()> {
         let full = self.full("rmdir", path)?;
-        self.call(false, |mut conn, tree| {
-            let full = full.clone();
-            async move { tree.delete_directory(&mut conn, &full).await }
-        })
-        .map_err(|e| smb_err("rmdir", path, e))?;
+        self.link()
+            .call(false, |mut conn, tree| {
+                let full = full.clone();
+                async move { tree.delete_directory(&mut conn, &full).await }
+            })
+            .map_err(|e| smb_err("rmdir", path, e))?;
         self.checked_dirs.forget(path);
         Ok(())
     }
@@ -806,7 +1145,7 @@ impl Remote for SmbRemote {
                 ));
             }
         }
-        let r = self.call(false, |mut conn, tree| {
+        let r = self.link().call(false, |mut conn, tree| {
             let (f, t) = (f.clone(), t.clone());
             async move { tree.server_side_copy_file(&mut conn, &f, &t).await }
         });
