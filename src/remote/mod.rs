@@ -337,6 +337,34 @@ impl CheckedDirs {
     }
 }
 
+/// What a server-side copy needs before it asks the server: `from` (as stat'ed) is a regular
+/// file, and `to` is absent or a regular file. Returns the source's entry.
+pub fn copy_preconditions(
+    from: &str,
+    src: Option<Entry>,
+    to: &str,
+    dst: Option<Entry>,
+) -> Result<Entry> {
+    let src = match src {
+        Some(e) if e.is_file() => e,
+        Some(_) => return Err(RemoteError::refused("copy", from, "not a regular file")),
+        None => {
+            return Err(RemoteError::NotFound {
+                op: "copy",
+                path: from.to_string(),
+            })
+        }
+    };
+    match dst {
+        Some(e) if !e.is_file() => Err(RemoteError::refused(
+            "copy",
+            to,
+            format!("exists and is a {}", e.kind.as_str()),
+        )),
+        _ => Ok(src),
+    }
+}
+
 /// Is `name` a single, harmless path component? A server that returns `..`, `/x`, `a/b` or
 /// names with NUL cannot make us address anything outside the job's folders.
 pub fn check_name(name: &str) -> std::result::Result<(), String> {

@@ -41,8 +41,8 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
 use super::{
-    check_rel_path, read_secret, Capabilities, Listing, Remote, RemoteError, Result, RootStatus,
-    WriteHandle,
+    check_rel_path, copy_preconditions, read_secret, Capabilities, Listing, Remote, RemoteError,
+    Result, RootStatus, WriteHandle,
 };
 use crate::job::Job;
 use crate::model::{Entry, Kind};
@@ -2046,25 +2046,12 @@ impl Remote for SftpRemote {
         self.check_parents("copy", from)?;
         self.check_parents("copy", to)?;
         let (f, t) = (self.full("copy", from)?, self.full("copy", to)?);
-        let src = match self.lstat_full("copy", from, &f)? {
-            Some(e) if e.is_file() => e,
-            Some(_) => return Err(RemoteError::refused("copy", from, "not a regular file")),
-            None => {
-                return Err(RemoteError::NotFound {
-                    op: "copy",
-                    path: from.to_string(),
-                })
-            }
-        };
-        if let Some(e) = self.lstat_full("copy", to, &t)? {
-            if !e.is_file() {
-                return Err(RemoteError::refused(
-                    "copy",
-                    to,
-                    format!("exists and is a {}", e.kind.as_str()),
-                ));
-            }
-        }
+        let src = copy_preconditions(
+            from,
+            self.lstat_full("copy", from, &f)?,
+            to,
+            self.lstat_full("copy", to, &t)?,
+        )?;
         self.call(|c| copy_data(c, f.clone(), t.clone()))
             .map_err(|e| sftp_err("copy", from, e))?;
         // A copy looks like its source: same modification time.

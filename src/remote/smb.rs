@@ -36,8 +36,8 @@ use tokio::task::JoinHandle;
 
 use super::smb_names::{decode_name, encode_path};
 use super::{
-    check_rel_path, read_secret, Capabilities, CheckedDirs, Listing, Remote, RemoteError, Result,
-    RootStatus, WriteHandle,
+    check_rel_path, copy_preconditions, read_secret, Capabilities, CheckedDirs, Listing, Remote,
+    RemoteError, Result, RootStatus, WriteHandle,
 };
 use crate::job::Job;
 use crate::model::{Entry, Kind};
@@ -1126,25 +1126,12 @@ impl Remote for SmbRemote {
             ));
         }
         let (f, t) = (self.full("copy", from)?, self.full("copy", to)?);
-        let src = match self.stat_full("copy", from, &f)? {
-            Some(e) if e.is_file() => e,
-            Some(_) => return Err(RemoteError::refused("copy", from, "not a regular file")),
-            None => {
-                return Err(RemoteError::NotFound {
-                    op: "copy",
-                    path: from.to_string(),
-                })
-            }
-        };
-        if let Some(e) = self.stat_full("copy", to, &t)? {
-            if !e.is_file() {
-                return Err(RemoteError::refused(
-                    "copy",
-                    to,
-                    format!("exists and is a {}", e.kind.as_str()),
-                ));
-            }
-        }
+        let src = copy_preconditions(
+            from,
+            self.stat_full("copy", from, &f)?,
+            to,
+            self.stat_full("copy", to, &t)?,
+        )?;
         let r = self.link().call(false, |mut conn, tree| {
             let (f, t) = (f.clone(), t.clone());
             async move { tree.server_side_copy_file(&mut conn, &f, &t).await }
