@@ -2,6 +2,8 @@
 //! connection is refused (exit 3), a server that cannot set mtimes, a transfer cut mid-way that
 //! resumes; and against a scripted fake server, hostile names in a listing.
 
+#[path = "common/checkpoint.rs"]
+mod checkpoint;
 #[path = "common/sshd.rs"]
 mod sshd;
 #[path = "common/vsftpd.rs"]
@@ -559,19 +561,14 @@ fn download_cut_mid_way_resumes() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let len = std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0);
-        if len >= 96 << 20 {
-            assert!(t.s.kill_sessions() >= 1, "no session process to kill");
-            break;
-        }
-        if let Some(st) = child.try_wait().unwrap() {
-            panic!("the run ended before the cut ({st})");
-        }
-        assert!(Instant::now() < deadline, "download did not progress");
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    // Past the first checkpoint: the local side records it once its background fsync (begun
+    // at 64 MiB) has finished, so the partial's size alone does not say that one exists.
+    checkpoint::wait_for_checkpoint(
+        &mut child,
+        &t.dir.path().join("state/omnisync.db"),
+        64 << 20,
+    );
+    assert!(t.s.kill_sessions() >= 1, "no session process to kill");
     let out = child.wait_with_output().unwrap();
     assert_ne!(
         out.status.code(),
