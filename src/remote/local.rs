@@ -448,9 +448,11 @@ impl Remote for LocalFs {
 
 /// blake3 of a whole file, read in large blocks (the SIMD kernels want big inputs).
 pub fn hash_file(mut f: File) -> std::io::Result<[u8; 32]> {
-    // One buffer per thread, not a fresh zeroed MiB per file (40% of scan+hash time).
+    // One buffer per thread, not a fresh zeroed one per file (40% of scan+hash time). 256 KiB
+    // stays in this CPU's 1 MiB L2 between the kernel's copy and the hash; a 1 MiB buffer
+    // took 0.39 s of CPU for 1 GiB against 0.32 s (best of 10, one pinned core).
     thread_local! {
-        static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; 1 << 20]);
+        static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; 1 << 18]);
     }
     BUF.with(|b| {
         let mut buf = b.borrow_mut();
