@@ -23,12 +23,40 @@ pub const TRASH_DIR: &str = ".omnisync/trash";
 pub const PARTIAL_SUFFIX: &str = ".omnisync-partial";
 /// Resume checkpoints are at most this far apart (or `chunk_size` apart when it is larger).
 pub const CHECKPOINT_MIN: u64 = 64 << 20;
+/// After a checkpoint's sync that took `t`, the next may begin `SYNC_SPACING * t` later at the
+/// earliest, so syncs run at most a fifth of a transfer's time. Where the network outruns the
+/// disk, back-to-back syncs of a large file made the transfer disk-bound (an SFTP upload of
+/// 1 GiB took 6.5 s against 3.5 s with no sync); where the disk keeps up, each sync is short
+/// and checkpoints stay `CHECKPOINT_MIN` apart.
+pub const SYNC_SPACING: u32 = 4;
 /// Transfers of at most this many bytes count as small: they may run beyond `transfers` at
 /// once where a side says it can keep many in flight ([`Remote::small_file_parallelism`]).
 pub const SMALL_FILE: u64 = 1 << 20;
 /// Times one transfer is retried after its side reconnected (each retry resumes from the
 /// last checkpoint), so a flapping connection cannot keep a worker busy forever.
 pub const TRANSFER_RECONNECTS: u32 = 3;
+
+/// When a checkpoint's sync may begin: [`SYNC_SPACING`] times the last sync's duration after
+/// it finished, at the earliest.
+#[derive(Debug, Clone, Copy)]
+struct SyncPacer {
+    next: Instant,
+}
+
+impl SyncPacer {
+    fn new(now: Instant) -> Self {
+        SyncPacer { next: now }
+    }
+
+    fn may_begin(&self, now: Instant) -> bool {
+        now >= self.next
+    }
+
+    /// A sync begun at `began` finished at `now`.
+    fn done(&mut self, began: Instant, now: Instant) {
+        self.next = now + now.saturating_duration_since(began) * SYNC_SPACING;
+    }
+}
 
 /// What one action did.
 #[derive(Debug, Clone)]
@@ -745,8 +773,10 @@ impl<'a> Executor<'a> {
         let chunk = self.job.chunk_size.clamp(1, 4 << 20);
         let checkpoint_every = self.job.chunk_size.max(CHECKPOINT_MIN);
         let mut since_checkpoint = 0u64;
-        // The offset a background sync began at, recorded as a checkpoint when it is done.
-        let mut syncing: Option<u64> = None;
+        // The offset a background sync began at (and when), recorded as a checkpoint when it
+        // is done.
+        let mut syncing: Option<(u64, Instant)> = None;
+        let mut pacer = SyncPacer::new(Instant::now());
         let mut reader = src.open_read(path, offset).map_err(|e| e.to_string())?;
         let mut writer = dst.open_write(partial, offset).map_err(|e| e.to_string())?;
         let buf_len = chunk.min(size.saturating_sub(offset)).max(1) as usize;
@@ -799,21 +829,55 @@ impl<'a> Executor<'a> {
                     (offset, size),
                 );
             }
-            if offset < size && since_checkpoint >= checkpoint_every && syncing.is_none() {
+            if offset < size
+                && since_checkpoint >= checkpoint_every
+                && syncing.is_none()
+                && pacer.may_begin(Instant::now())
+            {
+                let began = Instant::now();
                 writer.sync_begin().map_err(|e| e.to_string())?;
-                syncing = Some(offset);
+                syncing = Some((offset, began));
                 since_checkpoint = 0;
             }
-            if let Some(at) = syncing {
+            if let Some((at, began)) = syncing {
                 if writer.sync_done().map_err(|e| e.to_string())? {
                     // Durable first, then claimed: a checkpoint never points past real data.
                     self.put_checkpoint(path, dir, checkpoint_at(at))?;
                     syncing = None;
+                    pacer.done(began, Instant::now());
                 }
             }
         }
         // A source that grew is caught by the stat after reading. The caller closes the
         // writer (after setting the mtime through it).
         Ok((offset - start, writer))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn the_first_sync_may_begin_at_once() {
+        let t0 = Instant::now();
+        assert!(SyncPacer::new(t0).may_begin(t0));
+    }
+
+    #[test]
+    fn a_sync_is_followed_by_spacing_times_its_duration() {
+        let t0 = Instant::now();
+        let mut p = SyncPacer::new(t0);
+        // A sync of 100 ms: the next may not begin for 400 ms after it ended.
+        let ended = t0 + Duration::from_millis(100);
+        p.done(t0, ended);
+        assert!(!p.may_begin(ended));
+        assert!(!p.may_begin(ended + Duration::from_millis(399)));
+        assert!(p.may_begin(ended + Duration::from_millis(400)));
+        // A quick sync keeps checkpoints close together.
+        let t1 = ended + Duration::from_millis(400);
+        p.done(t1, t1 + Duration::from_millis(1));
+        assert!(p.may_begin(t1 + Duration::from_millis(5)));
     }
 }
