@@ -18,6 +18,7 @@
 //!    where the remote can copy (`PlanOptions::server_copy`).
 //! 4. Guards: `max_delete` (counted after moves) and the emptied/missing root checks.
 
+use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::job::{Compare, ConflictPolicy, MaxDelete, Mode};
@@ -721,18 +722,43 @@ fn union3<'a>(l: &'a TreeView<'_>, r: &'a TreeView<'_>, b: &'a BaseView<'_>) -> 
     let mut bi = b.iter().peekable();
     let mut out = Vec::with_capacity(l.len_hint().max(r.len_hint()).max(b.len_hint()));
     loop {
-        let next: Option<&'a String> = [
+        // The smallest of the three next keys and which maps hold it, in at most two
+        // comparisons (string comparisons were most of the planner's time).
+        let mut key: Option<&'a String> = None;
+        let mut has = [false; 3];
+        let peeks = [
             li.peek().map(|(k, _)| *k),
             ri.peek().map(|(k, _)| *k),
             bi.peek().map(|(k, _)| *k),
-        ]
-        .into_iter()
-        .flatten()
-        .min();
-        let Some(key) = next else { break };
-        let lv = li.next_if(|(k, _)| *k == key).map(|(_, v)| v);
-        let rv = ri.next_if(|(k, _)| *k == key).map(|(_, v)| v);
-        let bv = bi.next_if(|(k, _)| *k == key).map(|(_, v)| v);
+        ];
+        for (i, k) in peeks.into_iter().enumerate() {
+            let Some(k) = k else { continue };
+            match key.map(|m| k.as_str().cmp(m.as_str())) {
+                None | Some(Ordering::Less) => {
+                    key = Some(k);
+                    has = [false; 3];
+                    has[i] = true;
+                }
+                Some(Ordering::Equal) => has[i] = true,
+                Some(Ordering::Greater) => {}
+            }
+        }
+        let Some(key) = key else { break };
+        let lv = if has[0] {
+            li.next().map(|(_, v)| v)
+        } else {
+            None
+        };
+        let rv = if has[1] {
+            ri.next().map(|(_, v)| v)
+        } else {
+            None
+        };
+        let bv = if has[2] {
+            bi.next().map(|(_, v)| v)
+        } else {
+            None
+        };
         out.push((key.as_str(), lv, rv, bv));
     }
     out
@@ -1244,14 +1270,22 @@ fn not_in_base<'a>(
     let mut bi = base.iter().peekable();
     let mut out = Vec::new();
     for (p, e) in tree.iter() {
-        while bi.next_if(|(k, _)| k.as_str() < p.as_str()).is_some() {}
-        let known = bi.peek().is_some_and(|(k, row)| {
-            *k == p
-                && match side {
-                    Side::Local => row.local.is_some(),
-                    Side::Remote => row.remote.is_some(),
+        let mut known = false;
+        while let Some((k, row)) = bi.peek() {
+            match k.as_str().cmp(p.as_str()) {
+                Ordering::Less => {
+                    bi.next();
                 }
-        });
+                Ordering::Equal => {
+                    known = match side {
+                        Side::Local => row.local.is_some(),
+                        Side::Remote => row.remote.is_some(),
+                    };
+                    break;
+                }
+                Ordering::Greater => break,
+            }
+        }
         if !known {
             out.push((p, e));
         }
