@@ -31,6 +31,9 @@ const WRITE_BLOCK: usize = 1 << 20;
 /// this 2-core loopback, 4 to 32 MiB measured within the noise of a shared machine (2.3–3.6 s
 /// per GiB); 16 MiB leaves room for a slower server's disk.
 const WRITE_WINDOW: u64 = 16 << 20;
+/// Answered WRITE buffers a [`Pipe`] keeps for reuse: in a full window each new WRITE follows
+/// an answer, so one or two are always at hand.
+const SPARE_BUFFERS: usize = 2;
 /// MS-FSCC 2.4.7 FileBasicInformation (the info class SET_INFO takes for times).
 const FILE_BASIC_INFORMATION: u8 = 4;
 /// MS-FSCC 2.4.14 FileEndOfFileInformation (a file's length).
@@ -182,6 +185,9 @@ pub(super) async fn write_small(
     settle(&conn, &tree, file_id, &ops[1..], frames).await
 }
 
+/// One WRITE on the wire: its answer, and its buffer back.
+type WriteTask = JoinHandle<(Vec<u8>, SmbResult<()>)>;
+
 /// A checkpoint's FLUSH, from [`Pipe::sync_begin`] to [`Pipe::sync_done`].
 enum Flush {
     Idle,
@@ -209,8 +215,13 @@ pub(super) struct Pipe {
     file_id: FileId,
     /// Where the next WRITE lands.
     offset: u64,
-    /// WRITEs whose answer has not been taken, oldest first, with their lengths.
-    in_flight: VecDeque<(u64, JoinHandle<SmbResult<()>>)>,
+    /// WRITEs whose answer has not been taken, oldest first, with their lengths. Each hands
+    /// its buffer back for the next WRITE to fill.
+    in_flight: VecDeque<(u64, WriteTask)>,
+    /// Buffers of answered WRITEs (at most [`SPARE_BUFFERS`]): refilling one costs a copy, a
+    /// fresh 1 MiB allocation also faults in and zeroes new pages, ~8% of a 1 GiB upload's
+    /// CPU (the client's minor faults per GiB went from 207k–286k to 75k–192k with reuse).
+    spare: Vec<Vec<u8>>,
     in_flight_bytes: u64,
     /// WRITEs sent, and WRITEs answered (each of the first `answered` succeeded).
     sent: u64,
@@ -270,6 +281,7 @@ impl Pipe {
             file_id,
             offset,
             in_flight: VecDeque::new(),
+            spare: Vec::new(),
             in_flight_bytes: 0,
             sent: 0,
             answered: 0,
@@ -285,6 +297,9 @@ impl Pipe {
             while !self.in_flight.is_empty() && self.in_flight_bytes + len > WRITE_WINDOW {
                 self.take_oldest()?;
             }
+            let mut data = self.spare.pop().unwrap_or_default();
+            data.clear();
+            data.extend_from_slice(piece);
             let req = WriteRequest {
                 // The data follows the 64-byte header and the 48-byte WRITE body.
                 data_offset: 0x70,
@@ -295,23 +310,26 @@ impl Pipe {
                 write_channel_info_offset: 0,
                 write_channel_info_length: 0,
                 flags: 0,
-                data: piece.to_vec(),
+                data,
             };
             let (conn, tid) = (self.conn.clone(), self.tree.tree_id);
             let task = self.rth.spawn(async move {
-                let f = conn
-                    .execute_with_credits(Command::Write, &req, Some(tid), charge(req.data.len()))
-                    .await?;
-                success(&f, Command::Write)?;
-                let count = WriteResponse::unpack(&mut ReadCursor::new(&f.body))?.count;
-                if count as usize != req.data.len() {
-                    return Err(smb2::Error::invalid_data(format!(
-                        "the server wrote {count} of {} bytes at offset {}",
-                        req.data.len(),
-                        req.offset
-                    )));
-                }
-                Ok(())
+                let len = req.data.len();
+                let sent = conn
+                    .execute_with_credits(Command::Write, &req, Some(tid), charge(len))
+                    .await;
+                let answer = sent.and_then(|f| {
+                    success(&f, Command::Write)?;
+                    let count = WriteResponse::unpack(&mut ReadCursor::new(&f.body))?.count;
+                    if count as usize != len {
+                        return Err(smb2::Error::invalid_data(format!(
+                            "the server wrote {count} of {len} bytes at offset {}",
+                            req.offset
+                        )));
+                    }
+                    Ok(())
+                });
+                (req.data, answer)
             });
             self.in_flight.push_back((len, task));
             self.in_flight_bytes += len;
@@ -329,7 +347,17 @@ impl Pipe {
             return Ok(());
         };
         self.in_flight_bytes -= len;
-        joined(self.rth.block_on(task))?;
+        let (buf, answer) = match self.rth.block_on(task) {
+            Ok(done) => done,
+            Err(e) => (
+                Vec::new(),
+                Err(smb2::Error::invalid_data(format!("SMB task failed: {e}"))),
+            ),
+        };
+        if buf.capacity() > 0 && self.spare.len() < SPARE_BUFFERS {
+            self.spare.push(buf);
+        }
+        answer?;
         self.answered += 1;
         Ok(())
     }
