@@ -9,6 +9,7 @@
 #   TMPDIR        where the temp data and the share go (default /var/tmp)
 #   BENCH_SCALE   "small" shrinks every workload 10x
 #   BENCH_RUNS    runs per tool and workload, best one kept (default 2)
+#   BENCH_ONLY    the workloads to run, of "big mid small" (default all three)
 #
 # Targets from the issue: single large file >= 0.9x smbclient; small files faster than smbclient.
 # omnisync runs mode = "mirror-upload" with a fresh state folder and an empty remote folder every
@@ -111,16 +112,22 @@ SMBC=(smbclient "//127.0.0.1/share" -p "$PORT" -U "$USER_NAME%$PW" -m SMB3)
 # --- sources ---
 step "creating sources"
 SRC="$WORK/src"
+WORKLOADS="${BENCH_ONLY:-big mid small}"
+wants() { [[ " $WORKLOADS " == *" $1 "* ]]; }
 mkdir -p "$SRC/big" "$SRC/mid" "$SRC/small"
-head -c "$BIG_BYTES" /dev/urandom >"$SRC/big/big.bin"
-for i in $(seq -w 1 "$MID_FILES"); do head -c 1048576 /dev/urandom >"$SRC/mid/m$i.bin"; done
-python3 - "$SRC/small" "$SMALL_FILES" <<'EOF'
+if wants big; then head -c "$BIG_BYTES" /dev/urandom >"$SRC/big/big.bin"; fi
+if wants mid; then
+  for i in $(seq -w 1 "$MID_FILES"); do head -c 1048576 /dev/urandom >"$SRC/mid/m$i.bin"; done
+fi
+if wants small; then
+  python3 - "$SRC/small" "$SMALL_FILES" <<'EOF'
 import os, sys
 d, n = sys.argv[1], int(sys.argv[2])
 for i in range(n):
     with open(os.path.join(d, f"s{i:05d}.dat"), "wb") as f:
         f.write(os.urandom(4096))
 EOF
+fi
 sync
 
 fresh_remote() { rm -rf "$D/share/$1"; mkdir "$D/share/$1"; chown $USER_NAME:$USER_NAME "$D/share/$1"; }
@@ -184,7 +191,7 @@ verify() { # workload
 }
 
 printf '\n%-22s %12s %12s %10s %10s %8s\n' workload "omnisync s" "smbclient s" "omni MiB/s" "smbc MiB/s" ratio
-for w in big mid small; do
+for w in $WORKLOADS; do
   case $w in
     big) label="1 x $((BIG_BYTES >> 20)) MiB"; bytes=$BIG_BYTES ;;
     mid) label="$MID_FILES x 1 MiB"; bytes=$((MID_FILES * 1048576)) ;;

@@ -9,6 +9,9 @@ mod sshd;
 #[path = "common/smbd.rs"]
 mod smbd;
 
+#[path = "common/checkpoint.rs"]
+mod checkpoint;
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -239,14 +242,19 @@ fn small_files_in_one_compound_and_rename_new() {
     assert!(w.set_mtime_and_stat(mtime).is_err());
     assert!(root.join("d").is_dir());
 
-    // Over 1 MiB: streamed; the engine sets the mtime by path.
+    // Over 1 MiB: streamed through an open handle, whose CLOSE reports the file as stored.
     let big = pattern((1 << 20) + 1, 2);
     let mut w = r.open_write("big.bin", 0).unwrap();
     w.write_all(&big[..1 << 19]).unwrap();
     w.write_all(&big[1 << 19..]).unwrap();
-    assert!(w.set_mtime_and_stat(mtime).unwrap().is_none());
+    let e = w.set_mtime_and_stat(mtime).unwrap().expect("post-queried");
+    assert_eq!(
+        (e.kind, e.size, e.mtime),
+        (Kind::File, big.len() as u64, mtime)
+    );
     w.close().unwrap();
     assert!(std::fs::read(root.join("big.bin")).unwrap() == big);
+    assert_eq!(r.stat("big.bin").unwrap().unwrap().mtime, mtime);
 
     assert!(!r.rename_new("empty", "f.bin").unwrap());
     assert_eq!(std::fs::read(root.join("f.bin")).unwrap(), b"short");
@@ -257,6 +265,77 @@ fn small_files_in_one_compound_and_rename_new() {
     assert!(root.join("d").is_dir() && root.join("empty").exists());
     assert!(r.rename_new("empty", "new").unwrap());
     assert!(root.join("new").exists() && !root.join("empty").exists());
+}
+
+/// A checkpoint's FLUSH (`sync_begin`) runs while writing goes on: `sync_done` says so once,
+/// when it has finished; `sync` waits. A lost session makes the checkpoint fail, never report
+/// done. A writer opened at an offset keeps the bytes before it and drops the rest, and one
+/// past the end of the file is refused (it would leave a hole).
+#[test]
+fn checkpoints_flush_in_the_background_and_resume_at_an_offset() {
+    const MIB: usize = 1 << 20;
+    let s = Smbd::start();
+    let local = tempfile::tempdir().unwrap();
+    let root = s.share_dir.join("k");
+    let r = SmbRemote::connect(&smb_job(&s, "/k", local.path())).unwrap();
+    r.create_root().unwrap();
+
+    let data = pattern(40 * MIB, 3);
+    let mut w = r.open_write("p.bin", 0).unwrap();
+    assert!(!w.sync_done().unwrap(), "no sync was begun");
+    w.write_all(&data[..8 * MIB]).unwrap();
+    w.sync_begin().unwrap();
+    let mut done = false;
+    for piece in data[8 * MIB..].chunks(MIB) {
+        w.write_all(piece).unwrap();
+        done = done || w.sync_done().unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done {
+        assert!(Instant::now() < deadline, "the FLUSH never finished");
+        std::thread::sleep(Duration::from_millis(1));
+        done = w.sync_done().unwrap();
+    }
+    assert!(!w.sync_done().unwrap(), "a finished sync is reported once");
+    w.sync_begin().unwrap();
+    w.sync().unwrap();
+    w.close().unwrap();
+    assert!(std::fs::read(root.join("p.bin")).unwrap() == data);
+
+    let other = pattern(40 * MIB, 4);
+    let mut w = r.open_write("p.bin", 10 * MIB as u64).unwrap();
+    w.write_all(&other[10 * MIB..20 * MIB]).unwrap();
+    w.close().unwrap();
+    let got = std::fs::read(root.join("p.bin")).unwrap();
+    assert_eq!(got.len(), 20 * MIB);
+    assert!(
+        got[..10 * MIB] == data[..10 * MIB],
+        "the kept prefix changed"
+    );
+    assert!(got[10 * MIB..] == other[10 * MIB..20 * MIB]);
+    assert!(r.open_write("p.bin", 30 * MIB as u64).is_err());
+    assert_eq!(
+        std::fs::metadata(root.join("p.bin")).unwrap().len(),
+        20 * MIB as u64
+    );
+
+    let mut w = r.open_write("q.bin", 0).unwrap();
+    w.write_all(&data[..4 * MIB]).unwrap();
+    assert!(s.kill_sessions() >= 1, "no session process to kill");
+    std::thread::sleep(Duration::from_millis(200));
+    let outcome = (|| -> Result<bool, RemoteError> {
+        w.write_all(&data[4 * MIB..8 * MIB])?;
+        w.sync_begin()?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if w.sync_done()? {
+                return Ok(true);
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Ok(false)
+    })();
+    assert!(outcome.is_err(), "{outcome:?}");
 }
 
 /// Killing the server's session process under a live remote: the next calls connect the share
@@ -709,10 +788,16 @@ fn upload_cut_mid_way_resumes() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    // Past the first checkpoint (every 64 MiB, recorded once its FLUSH on the server, which
+    // runs while the writing goes on, has finished).
+    checkpoint::wait_for_checkpoint(
+        &mut child,
+        &t.dir.path().join("state/omnisync.db"),
+        64 << 20,
+    );
     let deadline = Instant::now() + Duration::from_secs(120);
     let cut_at = loop {
         let len = std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0);
-        // Past the first checkpoint (every 64 MiB, after a FLUSH on the server).
         if len >= 96 << 20 {
             let n = t.s.kill_sessions();
             assert!(n >= 1, "no session process to kill");

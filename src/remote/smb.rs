@@ -15,6 +15,11 @@
 //! - `rename` replaces in one SET_INFO (`ReplaceIfExists`), so a reader sees the old file or
 //!   the new one. A server-side copy is FSCTL_SRV_COPYCHUNK; a server without it makes the
 //!   copy capability false for the rest of the run and the engine uploads instead.
+//! - A file larger than 1 MiB is written through a handle of our own with its WRITEs
+//!   pipelined ([`write::Pipe`]). A checkpoint's FLUSH (Samba's fsync) goes out on that handle
+//!   once the WRITEs before it are answered, and the WRITEs after it go on meanwhile: Samba runs
+//!   the fsync in its thread pool. A resume opens the partial, cuts it at the checkpoint and
+//!   refuses one shorter than that.
 //! - A dropped session is revived by `smb2` in place (`auto_reconnect`); the share's tree
 //!   connection died with it, so the first call that meets a stale tree connects the share
 //!   again and repeats itself once when repeating cannot change what it asked for (listings,
@@ -29,10 +34,13 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use smb2::client::{Connection, FileWriter, WriteCheckpoint};
+use smb2::client::Connection;
 use smb2::pack::FileTime;
 use smb2::{ClientConfig, ErrorKind, FileReader, FileTimes, RenameOptions, SmbClient, Tree};
+
+mod write;
 use tokio::task::JoinHandle;
+use write::{write_small, Pipe, SMALL_FILE};
 
 use super::smb_names::{decode_name, encode_path};
 use super::{
@@ -625,185 +633,37 @@ enum WriteState {
     /// server until the writer finishes, so a small file is written in one round trip (see
     /// [`write_small`]); growing past the limit or a `sync` switches to `Stream`.
     Buffered(Vec<u8>),
-    /// `smb2`'s pipelined writer on an open handle.
-    Stream(Box<FileWriter>),
+    /// An open handle with WRITEs pipelined.
+    Stream(Box<Pipe>),
     /// Finished (closed, or written whole by `set_mtime_and_stat`).
     Done,
 }
 
 /// Writes a file from an offset: a small new file in one compound at the end, anything else
-/// through `smb2`'s pipelined writer.
+/// through a [`Pipe`].
 struct SmbWriter {
-    rth: tokio::runtime::Handle,
     link: Arc<Link>,
     state: WriteState,
     path: String,
     /// The file's path on the share.
     full: String,
-    /// Opened at an offset through a checkpoint: `finish` trims the tail.
-    trim: bool,
-}
-
-/// Up to this size a new file is kept in memory and sent whole in one round trip; about
-/// Samba's default `aio write size` worth of credits (16) per file in flight.
-const SMALL_FILE: usize = 1 << 20;
-/// MS-FSCC 2.4.7 FileBasicInformation (the info class SET_INFO takes for times).
-const FILE_BASIC_INFORMATION: u8 = 4;
-/// MS-SMB2 2.2.13 CreateOptions: the name must not be a directory.
-const FILE_NON_DIRECTORY_FILE: u32 = 0x40;
-
-/// Write `data` as the whole content of `full` (created or truncated), optionally set its
-/// modification time, and close it, in ONE compound request: CREATE, WRITE, SET_INFO(basic),
-/// and CLOSE with POSTQUERY_ATTRIB, whose answer carries the size and times as the server now
-/// has them. Safe to repeat (it rewrites the same bytes). Samba runs a WRITE inside a compound
-/// synchronously, so nothing goes async before the end of the chain (MS-SMB2 3.3.5.2.7).
-/// Returns the file's size and mtime, or `None` when the server did not post-query.
-async fn write_small(
-    conn: Connection,
-    tree: Arc<Tree>,
-    full: String,
-    data: Arc<Vec<u8>>,
-    mtime: Option<FileTime>,
-) -> std::result::Result<Option<(u64, FileTime)>, smb2::Error> {
-    use smb2::msg::close::{CloseRequest, CloseResponse, SMB2_CLOSE_FLAG_POSTQUERY_ATTRIB};
-    use smb2::msg::create::{
-        CreateDisposition, CreateRequest, CreateResponse, ImpersonationLevel, ShareAccess,
-    };
-    use smb2::msg::set_info::{InfoType, SetInfoRequest};
-    use smb2::msg::write::WriteRequest;
-    use smb2::pack::{ReadCursor, Unpack};
-    use smb2::types::flags::{FileAccessMask, FileAttributes};
-    use smb2::types::status::NtStatus;
-    use smb2::types::{Command, CreditCharge, FileId, OplockLevel};
-    use smb2::CompoundOp;
-
-    let create = CreateRequest {
-        requested_oplock_level: OplockLevel::None,
-        impersonation_level: ImpersonationLevel::Impersonation,
-        desired_access: FileAccessMask::new(
-            FileAccessMask::FILE_WRITE_DATA
-                | FileAccessMask::FILE_READ_ATTRIBUTES
-                | FileAccessMask::FILE_WRITE_ATTRIBUTES
-                | FileAccessMask::SYNCHRONIZE,
-        ),
-        file_attributes: FileAttributes::NORMAL,
-        share_access: ShareAccess(0),
-        create_disposition: CreateDisposition::FileOverwriteIf,
-        create_options: FILE_NON_DIRECTORY_FILE,
-        name: full.replace('/', "\\"),
-        create_contexts: vec![],
-    };
-    let write = WriteRequest {
-        // The data follows the 64-byte header and the 48-byte WRITE body.
-        data_offset: 0x70,
-        offset: 0,
-        file_id: FileId::SENTINEL,
-        channel: 0,
-        remaining_bytes: 0,
-        write_channel_info_offset: 0,
-        write_channel_info_length: 0,
-        flags: 0,
-        data: data.to_vec(),
-    };
-    // FileBasicInformation: creation, access, write, change time, attributes, reserved; a zero
-    // leaves that field as it is.
-    let mut basic = vec![0u8; 40];
-    if let Some(t) = mtime {
-        basic[16..24].copy_from_slice(&t.0.to_le_bytes());
-    }
-    let set_times = SetInfoRequest {
-        info_type: InfoType::File,
-        file_info_class: FILE_BASIC_INFORMATION,
-        additional_information: 0,
-        file_id: FileId::SENTINEL,
-        buffer: basic,
-    };
-    let close = CloseRequest {
-        flags: SMB2_CLOSE_FLAG_POSTQUERY_ATTRIB,
-        file_id: FileId::SENTINEL,
-    };
-    let tid = Some(tree.tree_id);
-    let op = |command, body, credits: usize| CompoundOp {
-        command,
-        body,
-        tree_id: tid,
-        credit_charge: CreditCharge(credits.max(1) as u16),
-    };
-    let mut ops = vec![op(Command::Create, &create as &dyn smb2::pack::Pack, 1)];
-    if !data.is_empty() {
-        // One credit per 64 KiB started (MS-SMB2 3.1.5.2).
-        ops.push(op(Command::Write, &write, data.len().div_ceil(65536)));
-    }
-    if mtime.is_some() {
-        ops.push(op(Command::SetInfo, &set_times, 1));
-    }
-    ops.push(op(Command::Close, &close, 1));
-    let frames = conn.execute_compound(&ops).await?;
-    let mut frames = frames.into_iter();
-    let create_frame = frames
-        .next()
-        .ok_or_else(|| smb2::Error::invalid_data("no CREATE answer"))??;
-    if create_frame.header.status != NtStatus::SUCCESS {
-        return Err(smb2::Error::Protocol {
-            status: create_frame.header.status,
-            command: Command::Create,
-        });
-    }
-    let file_id = CreateResponse::unpack(&mut ReadCursor::new(&create_frame.body))?.file_id;
-    let mut failed = None;
-    let mut post = None;
-    let mut closed = false;
-    for (frame, op) in frames.zip(ops[1..].iter()) {
-        match frame {
-            Ok(f) if f.header.status == NtStatus::SUCCESS => {
-                if op.command == Command::Close {
-                    closed = true;
-                    let r = CloseResponse::unpack(&mut ReadCursor::new(&f.body))?;
-                    if r.flags & SMB2_CLOSE_FLAG_POSTQUERY_ATTRIB != 0 {
-                        post = Some((r.end_of_file, r.last_write_time));
-                    }
-                }
-            }
-            Ok(f) => {
-                failed.get_or_insert(smb2::Error::Protocol {
-                    status: f.header.status,
-                    command: op.command,
-                });
-            }
-            Err(e) => {
-                failed.get_or_insert(e);
-            }
-        }
-    }
-    if !closed {
-        let _ = tree.close_handle(&mut conn.clone(), file_id).await;
-    }
-    match failed {
-        Some(e) => Err(e),
-        None => Ok(post),
-    }
 }
 
 impl SmbWriter {
-    /// Switch a buffered writer to a handle on the server (creating the file) and send what
-    /// was buffered.
-    fn stream(&mut self) -> Result<&mut FileWriter> {
+    /// Open a handle on the server at `offset` (creating the file) and send what was buffered.
+    fn open_at(&mut self, offset: u64) -> Result<&mut Pipe> {
         if let WriteState::Buffered(buf) = &mut self.state {
             let buf = std::mem::take(buf);
-            let full = self.full.clone();
-            let mut w = self
+            let (full, rth) = (self.full.clone(), self.link.rth.clone());
+            let mut pipe = self
                 .link
                 .call(false, |conn, tree| {
-                    let full = full.clone();
-                    async move { tree.create_file_writer(conn, &full).await }
+                    Pipe::open(rth.clone(), conn, tree, full.clone(), offset)
                 })
                 .map_err(|e| smb_err("open", &self.path, e))?;
-            if !buf.is_empty() {
-                self.rth
-                    .block_on(w.write_chunk(&buf))
-                    .map_err(|e| smb_err("write", &self.path, e))?;
-            }
-            self.state = WriteState::Stream(Box::new(w));
+            pipe.write(&buf)
+                .map_err(|e| smb_err("write", &self.path, e))?;
+            self.state = WriteState::Stream(Box::new(pipe));
         }
         match &mut self.state {
             WriteState::Stream(w) => Ok(w),
@@ -821,6 +681,18 @@ impl SmbWriter {
             })
             .map_err(|e| smb_err("write", &self.path, e))
     }
+
+    /// Close the file, setting its mtime first when asked; its size and mtime as the server
+    /// reported them on closing.
+    fn finish(&mut self, mtime: Option<FileTime>) -> Result<Option<(u64, FileTime)>> {
+        match std::mem::replace(&mut self.state, WriteState::Done) {
+            WriteState::Done => Ok(None),
+            WriteState::Buffered(buf) => self.commit(buf, mtime),
+            WriteState::Stream(mut w) => {
+                w.finish(mtime).map_err(|e| smb_err("close", &self.path, e))
+            }
+        }
+    }
 }
 
 impl WriteHandle for SmbWriter {
@@ -831,30 +703,41 @@ impl WriteHandle for SmbWriter {
                 return Ok(());
             }
         }
-        let rth = self.rth.clone();
         let path = self.path.clone();
-        let w = self.stream()?;
-        rth.block_on(w.write_chunk(data))
+        self.open_at(0)?
+            .write(data)
             .map_err(|e| smb_err("write", &path, e))
     }
 
     fn sync(&mut self) -> Result<()> {
-        let rth = self.rth.clone();
         let path = self.path.clone();
-        let w = self.stream()?;
-        rth.block_on(w.flush_checkpoint())
-            .map(|_| ())
+        self.open_at(0)?
+            .sync()
             .map_err(|e| smb_err("flush", &path, e))
     }
 
+    /// The FLUSH goes out on the file's handle once every WRITE sent so far is answered (see
+    /// [`Pipe`]), and the WRITEs after it go on meanwhile.
+    fn sync_begin(&mut self) -> Result<()> {
+        let path = self.path.clone();
+        self.open_at(0)?
+            .sync_begin()
+            .map_err(|e| smb_err("flush", &path, e))
+    }
+
+    fn sync_done(&mut self) -> Result<bool> {
+        match &mut self.state {
+            WriteState::Stream(w) => w.sync_done().map_err(|e| smb_err("flush", &self.path, e)),
+            _ => Ok(false),
+        }
+    }
+
+    /// Through the open handle either way: a small file in its one compound, a streamed one in
+    /// a SET_INFO + CLOSE compound; the CLOSE reports the size and mtime, so the engine needs
+    /// no stat by path.
     fn set_mtime_and_stat(&mut self, mtime_ns: i64) -> Result<Option<Entry>> {
-        // A streamed file keeps the engine's path: mtime by path, then one stat.
-        let WriteState::Buffered(buf) = &mut self.state else {
-            return Ok(None);
-        };
-        let buf = std::mem::take(buf);
         Ok(self
-            .commit(buf, Some(filetime_from_ns(mtime_ns)))?
+            .finish(Some(filetime_from_ns(mtime_ns)))?
             .map(|(size, mtime)| Entry {
                 kind: Kind::File,
                 size,
@@ -865,38 +748,7 @@ impl WriteHandle for SmbWriter {
     }
 
     fn close(mut self: Box<Self>) -> Result<()> {
-        let w = match std::mem::replace(&mut self.state, WriteState::Done) {
-            WriteState::Done => return Ok(()),
-            WriteState::Buffered(buf) => return self.commit(buf, None).map(|_| ()),
-            WriteState::Stream(w) => w,
-        };
-        let (path, trim) = (self.path.clone(), self.trim);
-        self.rth
-            .block_on(async move {
-                let mut w = *w;
-                if trim {
-                    // A resumed writer cuts off what lies past its last byte in `finish`.
-                    return w.finish().await.map(|_| ());
-                }
-                // `finish` would FLUSH first: an fsync on the server (Samba's `strict sync`), which
-                // made 4 KiB files 3x slower than smbclient's put. Like the local and sftp backends,
-                // close makes no durability promise (`sync` does, before each checkpoint): wait for
-                // every WRITE's answer (an empty SET_INFO does exactly that), then CLOSE.
-                w.set_times(FileTimes::new()).await?;
-                w.abort().await.map(|_| ())
-            })
-            .map_err(|e| smb_err("close", &path, e))
-    }
-}
-
-impl Drop for SmbWriter {
-    fn drop(&mut self) {
-        // A buffered file that was never finished never reached the server.
-        if let WriteState::Stream(w) = std::mem::replace(&mut self.state, WriteState::Done) {
-            self.rth.spawn(async move {
-                let _ = w.abort().await;
-            });
-        }
+        self.finish(None).map(|_| ())
     }
 }
 
@@ -1026,47 +878,19 @@ impl Remote for SmbRemote {
     fn open_write(&self, path: &str, offset: u64) -> Result<Box<dyn WriteHandle>> {
         let full = self.full("write", path)?;
         let mut w = SmbWriter {
-            rth: self.rth.clone(),
             link: self.link(),
-            state: WriteState::Done,
+            state: WriteState::Buffered(Vec::new()),
             path: path.to_string(),
-            full: full.clone(),
-            trim: offset > 0,
+            full,
         };
-        if offset == 0 {
-            // Nothing is sent yet: a small file goes in one compound when it is complete, a
-            // larger one opens a handle once it outgrows the buffer. No stat first either: the
-            // CREATE opens files only (FILE_NON_DIRECTORY_FILE), so the server refuses a folder.
-            w.state = WriteState::Buffered(Vec::new());
-            if self.link().session().1.is_dfs {
-                // The compound addresses names as a plain share does; a DFS share's need its
-                // prefix, which `smb2`'s own writer adds.
-                w.stream()?;
-            }
-            return Ok(Box::new(w));
+        // A new file is not sent yet: a small one goes in one compound when it is complete, a
+        // larger one opens a handle once it outgrows the buffer. No stat first either: the
+        // CREATE opens files only (FILE_NON_DIRECTORY_FILE), so the server refuses a folder.
+        // The compound addresses names as a plain share does; a DFS share's need its prefix,
+        // which `smb2`'s open adds, so there a handle is opened at once (as for a resume).
+        if offset > 0 || w.link.session().1.is_dfs {
+            w.open_at(offset)?;
         }
-        // Resuming through a checkpoint that names this very file makes `finish` cut off
-        // whatever lies past the last byte written (the trait's "drops anything after").
-        let writer = self
-            .link()
-            .call(false, |mut conn, tree| {
-                let full = full.clone();
-                async move {
-                    let (_, identity) = tree.stat_with_identity(&mut conn, &full).await?;
-                    let checkpoint = WriteCheckpoint::new(offset, identity);
-                    match tree
-                        .resume_file_writer(conn.clone(), &full, &checkpoint)
-                        .await
-                    {
-                        Err(e) if e.kind() == ErrorKind::ResumeRefused => {
-                            tree.create_file_writer_at(conn, &full, offset).await
-                        }
-                        other => other,
-                    }
-                }
-            })
-            .map_err(|e| smb_err("open", path, e))?;
-        w.state = WriteState::Stream(Box::new(writer));
         Ok(Box::new(w))
     }
 
