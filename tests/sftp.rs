@@ -1064,3 +1064,98 @@ fn throughput_backend_read_write() {
         256.0 / rt.as_secs_f64()
     );
 }
+
+/// Every entry below the root as the scanner would see it: (path, kind, size, mtime), and the
+/// names that could not be read, both sorted.
+type Walked = (Vec<(String, String, u64, i64)>, Vec<String>);
+
+fn walk_remote(r: &SftpRemote) -> Walked {
+    let (mut seen, mut bad) = (Vec::new(), Vec::new());
+    let mut dirs = vec![String::new()];
+    while let Some(d) = dirs.pop() {
+        let l = r.list(&d).unwrap();
+        bad.extend(l.bad_names.into_iter().map(|n| format!("{d}/{n}")));
+        for (name, e) in l.entries {
+            let p = if d.is_empty() {
+                name
+            } else {
+                format!("{d}/{name}")
+            };
+            if e.kind == Kind::Dir {
+                dirs.push(p.clone());
+            }
+            seen.push((p, format!("{:?}", e.kind), e.size, e.mtime));
+        }
+    }
+    seen.sort();
+    bad.sort();
+    (seen, bad)
+}
+
+#[test]
+fn find_listing_matches_sftp_listing_and_falls_back() {
+    let s = Sshd::start();
+    let local = tempfile::tempdir().unwrap();
+    let root = s.data.join("tree");
+    std::fs::create_dir_all(root.join("dir/sub/deeper")).unwrap();
+    std::fs::create_dir_all(root.join("empty")).unwrap();
+    for (name, len) in [
+        ("top.txt", 5usize),
+        ("dir/a b", 0),
+        ("dir/it's \"q\"", 17),
+        ("dir/new\nline", 3),
+        ("dir/sub/ünï €", 1000),
+        ("dir/sub/deeper/-rf", 2),
+        ("dir/$(touch pwned)", 1),
+    ] {
+        std::fs::write(root.join(name), vec![b'x'; len]).unwrap();
+    }
+    filetime::set_file_mtime(
+        root.join("top.txt"),
+        filetime::FileTime::from_unix_time(1_600_000_000, 987_654_321),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("top.txt", root.join("link")).unwrap();
+    std::os::unix::fs::symlink("/nowhere", root.join("dir/dangling")).unwrap();
+    let fifo = std::ffi::CString::new(root.join("fifo").as_os_str().as_bytes()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+    let bad = std::ffi::OsStr::from_bytes(b"bad\xffname");
+    std::fs::write(root.join("dir").join(bad), b"b").unwrap();
+    s.chown_tree(&root);
+
+    let by_find = SftpRemote::connect(&sftp_job(&s, &root, local.path())).unwrap();
+    let with_find = walk_remote(&by_find);
+    assert!(
+        by_find.listed_by_find(),
+        "the server runs find: one command for the tree"
+    );
+    let by_sftp = SftpRemote::connect(&sftp_job(&s, &root, local.path())).unwrap();
+    by_sftp.use_find_listing(false);
+    let with_sftp = walk_remote(&by_sftp);
+    assert!(!by_sftp.listed_by_find());
+    assert_eq!(with_find, with_sftp);
+    assert!(!s.data.join("tree/pwned").exists() && !Path::new("pwned").exists());
+    assert_eq!(
+        with_find.1.len(),
+        1,
+        "the non-UTF-8 name is reported: {:?}",
+        with_find.1
+    );
+    assert!(with_find
+        .0
+        .iter()
+        .any(|e| e.0 == "top.txt" && e.3 == 1_600_000_000_000_000_000));
+    assert!(with_find.0.iter().any(|e| e.0 == "empty" && e.1 == "Dir"));
+    assert!(!with_find.0.iter().any(|e| e.0 == "fifo"));
+
+    // A folder the login may not read makes find fail: the walk falls back to SFTP listings,
+    // which report that folder's listing as failed, and everything else as before.
+    let locked = root.join("dir/sub");
+    std::fs::set_permissions(&locked, std::os::unix::fs::PermissionsExt::from_mode(0o000)).unwrap();
+    let fallback = SftpRemote::connect(&sftp_job(&s, &root, local.path())).unwrap();
+    let top = fallback.list("").unwrap();
+    assert!(!fallback.listed_by_find());
+    assert!(top.entries.iter().any(|(n, _)| n == "top.txt"));
+    assert!(fallback.list("dir/sub").is_err());
+    std::fs::set_permissions(&locked, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+}

@@ -15,6 +15,7 @@ pub mod ftp;
 pub mod ftp_list;
 pub mod local;
 pub mod sftp;
+pub mod sftp_find;
 pub mod smb;
 pub mod smb_names;
 

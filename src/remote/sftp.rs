@@ -143,11 +143,36 @@ type DirTask = JoinHandle<std::result::Result<Vec<russh_sftp::protocol::File>, S
 struct Listings {
     pending: Mutex<std::collections::HashMap<String, DirTask>>,
     slots: Arc<Semaphore>,
+    /// Listings from one `find` of the whole tree (see [`super::sftp_find`]), by relative
+    /// folder, with when they were made: each used at most once, dropped with the rest on a
+    /// change, and not used after [`TREE_LISTING_TTL`].
+    tree: Mutex<
+        Option<(
+            std::time::Instant,
+            std::collections::HashMap<String, Listing>,
+        )>,
+    >,
+    /// 0: not tried yet; 1: the server runs our `find`; 2: it does not (SFTP listings only).
+    exec: std::sync::atomic::AtomicU8,
 }
+
+/// How long listings from a `find` of the tree are trusted: a scan takes them within a
+/// second; a mount browsing later must not see an old tree.
+const TREE_LISTING_TTL: Duration = Duration::from_secs(20);
 
 impl Listings {
     fn take(&self, full: &str) -> Option<DirTask> {
         self.pending.lock().unwrap().remove(full)
+    }
+
+    fn take_tree(&self, rel: &str) -> Option<Listing> {
+        let mut t = self.tree.lock().unwrap();
+        let (made, map) = t.as_mut()?;
+        if made.elapsed() > TREE_LISTING_TTL {
+            *t = None;
+            return None;
+        }
+        map.remove(rel)
     }
 
     /// Call before a change made through this remote; the listings are dropped now and again
@@ -159,6 +184,7 @@ impl Listings {
     }
 
     fn clear(&self) {
+        *self.tree.lock().unwrap() = None;
         let mut p = self.pending.lock().unwrap();
         if !p.is_empty() {
             for (_, t) in p.drain() {
@@ -548,6 +574,8 @@ impl SftpRemote {
             listings: Listings {
                 pending: Mutex::new(std::collections::HashMap::new()),
                 slots: Arc::new(Semaphore::new(PREFETCH_DIRS)),
+                tree: Mutex::new(None),
+                exec: std::sync::atomic::AtomicU8::new(0),
             },
         })
     }
@@ -641,6 +669,66 @@ impl SftpRemote {
     }
 
     /// The server path of a relative path.
+    /// Whether a walk from the root may list the whole tree with one `find` (the default) or
+    /// must use SFTP listings only.
+    pub fn use_find_listing(&self, on: bool) {
+        self.listings
+            .exec
+            .store(if on { 0 } else { 2 }, Ordering::Relaxed);
+    }
+
+    /// Did the last walk from the root get its listings from `find`?
+    pub fn listed_by_find(&self) -> bool {
+        self.listings.exec.load(Ordering::Relaxed) == 1
+    }
+
+    /// The folders of a listing are real folders (READDIR and `find` report lstat's type):
+    /// later checks of paths below them need no LSTAT.
+    fn note_dirs(&self, dir: &str, l: &Listing) {
+        for (name, e) in &l.entries {
+            if e.kind == Kind::Dir {
+                self.checked_dirs.insert(super::join(dir, name));
+            }
+        }
+    }
+
+    /// Every folder's listing below `full` (relative `rel`) from one `find` through an exec
+    /// channel; `None` when the server will not run it or its answer is not complete, and
+    /// the caller lists by SFTP. See [`super::sftp_find`].
+    fn find_tree(
+        &self,
+        rel: &str,
+        full: &str,
+    ) -> Option<std::collections::HashMap<String, Listing>> {
+        let conn = self.conn();
+        let cmd = super::sftp_find::command(full);
+        let out = self.run(async {
+            tokio::time::timeout(Duration::from_secs(REQUEST_TIMEOUT_SECS), async {
+                let mut ch = conn.ssh.channel_open_session().await.ok()?;
+                ch.exec(true, cmd).await.ok()?;
+                // Nothing to read from us: a server that runs something else (a forced
+                // sftp-server) sees end of input and ends instead of waiting.
+                ch.eof().await.ok()?;
+                let mut out = Vec::new();
+                let mut status = None;
+                while let Some(msg) = ch.wait().await {
+                    match msg {
+                        russh::ChannelMsg::Data { data } => out.extend_from_slice(&data),
+                        russh::ChannelMsg::ExitStatus { exit_status } => status = Some(exit_status),
+                        russh::ChannelMsg::Failure => return None,
+                        russh::ChannelMsg::Close => break,
+                        _ => {}
+                    }
+                }
+                (status == Some(0)).then_some(out)
+            })
+            .await
+            .ok()
+            .flatten()
+        })?;
+        super::sftp_find::parse(rel, &out)
+    }
+
     fn full(&self, op: &'static str, path: &str) -> Result<String> {
         check_rel_path(path).map_err(|e| RemoteError::refused(op, path, e))?;
         Ok(if path.is_empty() {
@@ -1754,6 +1842,21 @@ impl Remote for SftpRemote {
     fn list(&self, dir: &str) -> Result<Listing> {
         self.check_parents("list", &super::join(dir, "x"))?;
         let full = self.full("list", dir)?;
+        if let Some(l) = self.listings.take_tree(dir) {
+            self.note_dirs(dir, &l);
+            return Ok(l);
+        }
+        // A walk from the root: try the whole tree in one command first.
+        if dir.is_empty() && self.listings.exec.load(Ordering::Relaxed) != 2 {
+            if let Some(mut tree) = self.find_tree(dir, &full) {
+                self.listings.exec.store(1, Ordering::Relaxed);
+                let own = tree.remove(dir).unwrap_or_default();
+                *self.listings.tree.lock().unwrap() = Some((std::time::Instant::now(), tree));
+                self.note_dirs(dir, &own);
+                return Ok(own);
+            }
+            self.listings.exec.store(2, Ordering::Relaxed);
+        }
         let ahead = self.listings.take(&full).and_then(|task| {
             let conn = self.conn();
             // A listing that failed (lost connection included) is simply asked for again.
