@@ -18,6 +18,8 @@
 #   BENCH_RCLONE    0 skips rclone (its first upload of 10,000 files takes ~40 s)
 #   BENCH_ONLY      workloads to run, comma-separated: big, small (first upload and the 1%
 #                   re-run), noop (default: all three)
+#   BENCH_OMNI_WRAP a command put before every omnisync run, to profile it (e.g.
+#                   "perf record -g -o /tmp/omni.perf"; each run overwrites the last)
 #
 # Workloads and targets:
 #   single 1 GiB upload            omnisync throughput >= 0.9 x `ssh host 'cat > /dev/null'`
@@ -204,7 +206,8 @@ ${4:-}
 EOF
   echo "$WORK/$1.toml"
 }
-omni() { "$OMNI" --config "$1" run bench; }
+# shellcheck disable=SC2086
+omni() { ${BENCH_OMNI_WRAP:-} "$OMNI" --config "$1" run bench; }
 # shellcheck disable=SC2086
 rsync_up() { rsync -a -e "ssh $SSH_OPTS" "$1/" "$DEST:$2/"; }
 # shellcheck disable=SC2086
