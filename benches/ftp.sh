@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# FTP benchmark: first upload with omnisync vs `lftp mirror -R`, same parallelism, same vsftpd on
-# 127.0.0.1, same run (issue 5, "Performance"; target: at least as fast as lftp).
+# FTP benchmark: first upload with omnisync vs `lftp mirror -R` and `rclone sync` (where
+# installed), same parallelism, same vsftpd on 127.0.0.1, same run (issue 5, "Performance";
+# target: at least as fast as lftp).
 #
 #   benches/ftp.sh                     # 1,000 x 1 MiB and 10,000 x 4 KiB, plain FTP
 #   BENCH_TLS=1 benches/ftp.sh         # the same over explicit FTPS (AUTH TLS)
@@ -9,7 +10,9 @@
 # Environment:
 #   TMPDIR           where the temp data goes (default /var/tmp)
 #   BENCH_RUNS       runs per tool and workload, taking turns, best one kept (default 3)
-#   BENCH_PARALLEL   files in flight: omnisync `transfers`, lftp `mirror --parallel` (default 4)
+#   BENCH_PARALLEL   files in flight: omnisync `transfers`, lftp `mirror --parallel`, rclone
+#                    `--transfers` (default 4)
+#   BENCH_RCLONE     0 = leave rclone out (default: compared when `rclone` is on the PATH)
 #   BENCH_TLS        1 = explicit FTPS with a self-signed certificate (both tools verify it)
 #   BENCH_COUNT      1 = instead of timing, upload 1,000 x 4 KiB once per tool with vsftpd's
 #                    protocol log on (log_ftp_protocol) and print the commands (= round trips)
@@ -20,7 +23,13 @@
 # `omnitest`, whose password the test harnesses reset while they run), vsftpd, lftp and
 # openssl (scripts/apt-packages.txt). vsftpd runs in the foreground from a temp config on a free
 # port and is stopped by its PID. Every run uploads into a fresh, empty server folder; omnisync
-# gets a fresh state folder each time. Both tools read a warm page cache.
+# gets a fresh state folder each time. All tools read a warm page cache.
+#
+# What each tool does per new file differs, so the times are not of equal work: omnisync writes
+# NAME.omnisync-partial, sets its mtime and renames it into place only when nothing appeared at
+# NAME; lftp writes NAME itself; rclone writes NAME itself and sets no mtime (vsftpd offers no
+# MFMT). Over FTPS omnisync and lftp verify the server's certificate; rclone 1.60 has no option
+# for a CA file, so it runs with no_check_certificate.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -180,6 +189,28 @@ lftp_run() { # src dst-folder-name [download: remote folder name -> local folder
     -e "$tls_cmds set net:max-retries 1; $how; quit" \
     127.0.0.1 >/dev/null
 }
+RCLONE=0
+if [[ "${BENCH_RCLONE:-1}" != 0 ]]; then
+  if command -v rclone >/dev/null 2>&1; then RCLONE=1; else echo "== rclone is not installed: left out (apt-get install -y rclone)"; fi
+fi
+rclone_run() { # src dst-folder-name: the remote `bench` from environment variables, no config file
+  local tls_env=()
+  # rclone 1.60 (Go crypto/tls) over TLS 1.3 cannot log in to vsftpd 3.0.3 at all: the server
+  # answers the handshake with an "illegal parameter" alert. Over TLS 1.2 it works, as for
+  # lftp above (disable_tls13 is rclone's own workaround for such servers).
+  [[ "$TLS" == 1 ]] && tls_env=(RCLONE_CONFIG_BENCH_EXPLICIT_TLS=true RCLONE_CONFIG_BENCH_NO_CHECK_CERTIFICATE=true
+    RCLONE_CONFIG_BENCH_DISABLE_TLS13=true)
+  env RCLONE_CONFIG_BENCH_TYPE=ftp RCLONE_CONFIG_BENCH_HOST=127.0.0.1 RCLONE_CONFIG_BENCH_PORT="$PORT" \
+    RCLONE_CONFIG_BENCH_USER="$BUSER" RCLONE_CONFIG_BENCH_PASS="$RCLONE_PASS" "${tls_env[@]}" \
+    rclone --config "$WORK/rclone.conf" sync "$1" "bench:$WORK/srv/$2" \
+    --transfers "$PAR" --checkers "$PAR" 2>"$WORK/rclone.err" >/dev/null ||
+    die "rclone failed: $(tail -5 "$WORK/rclone.err")"
+}
+if ((RCLONE)); then
+  : >"$WORK/rclone.conf"
+  RCLONE_PASS=$(rclone obscure "$PW")
+fi
+
 # Files and bytes of a tree: a run counts only when both match the source (a tool that gave up
 # on a file may leave it short).
 count() { find "$1" -type f ! -path '*/.omnisync/*' -printf '%s\n' | awk '{ n++; b += $1 } END { print n + 0, b + 0 }'; }
@@ -211,7 +242,9 @@ if [[ "$COUNT" == 1 ]]; then
       awk -v n="$n" -v t="$1 $2" '{ total += $1; by = by sprintf(" %s %.2f", $2, $1 / n) }
         END { printf "%-14s %6.2f per file:%s\n", t, total / n, by }'
   }
-  for tool in omni lftp; do
+  uploaders="omni lftp"
+  ((RCLONE)) && uploaders+=" rclone"
+  for tool in $uploaders; do
     : >"$WORK/vsftpd.log"
     "${tool}_run" "$WORK/count" "count-$tool"
     [[ $(count "$WORK/srv/count-$tool") == $(count "$WORK/count") ]] || die "$tool: count-$tool is incomplete"
@@ -226,12 +259,14 @@ if [[ "$COUNT" == 1 ]]; then
   exit 0
 fi
 
-echo "== $(lftp --version | head -1); omnisync $("$OMNI" --version | awk '{ print $2 }'); $scheme; parallel $PAR; best of $RUNS"
+rclone_v=""
+((RCLONE)) && rclone_v="; $(rclone version | head -1)"
+echo "== $(lftp --version | head -1)$rclone_v; omnisync $("$OMNI" --version | awk '{ print $2 }'); $scheme; parallel $PAR; best of $RUNS"
 echo "== load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 results=()
 for w in big small; do
   step "workload $w"
-  o="" l=""
+  o="" l="" r=""
   # The tools take turns, so that the other load on the machine falls on both alike.
   for ((i = 1; i <= RUNS; i++)); do
     t=$(timed_run omni "$WORK/$w" "$w-omni-$i")
@@ -240,15 +275,22 @@ for w in big small; do
     t=$(timed_run lftp "$WORK/$w" "$w-lftp-$i")
     printf '   lftp     run %d: %.2f s\n' "$i" "$t" >&2
     l=$(min "$t" "$l")
+    if ((RCLONE)); then
+      t=$(timed_run rclone "$WORK/$w" "$w-rclone-$i")
+      printf '   rclone   run %d: %.2f s\n' "$i" "$t" >&2
+      r=$(min "$t" "$r")
+    fi
   done
-  results+=("$w $o $l")
+  results+=("$w $o $l ${r:--}")
 done
 echo "== load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 echo
-printf '%-28s %12s %12s %18s\n' "first upload ($scheme, x$PAR)" "omnisync s" "lftp s" "omnisync/lftp"
-for r in "${results[@]}"; do
-  read -r w o l <<<"$r"
+ratio() { if [[ $2 == - ]]; then echo -; else awk -v o="$1" -v l="$2" 'BEGIN { printf "%.2f", o / l }'; fi; }
+printf '%-28s %11s %8s %9s %14s %16s\n' "first upload ($scheme, x$PAR)" "omnisync s" "lftp s" "rclone s" "omnisync/lftp" "omnisync/rclone"
+for res in "${results[@]}"; do
+  read -r w o l r <<<"$res"
   if [[ $w == big ]]; then name="$BIG_FILES x 1 MiB"; else name="$SMALL_FILES x 4 KiB"; fi
-  printf '%-28s %12.2f %12.2f %18.2f\n' "$name" "$o" "$l" "$(awk -v o="$o" -v l="$l" 'BEGIN { print o / l }')"
+  [[ $r == - ]] || r=$(printf '%.2f' "$r")
+  printf '%-28s %11.2f %8.2f %9s %14s %16s\n' "$name" "$o" "$l" "$r" "$(ratio "$o" "$l")" "$(ratio "$o" "$r")"
 done

@@ -226,6 +226,76 @@ fn every_remote_operation_round_trips() {
     }
 }
 
+/// A new file's upload the way the engine does it (write the partial, set its time, rename it
+/// into place with `rename_new`), plain and FTPS: after the run's first upload the time travels
+/// with the rename (pipelined on plain FTP), and the rename still refuses a file that appeared
+/// at the final name, still sets every time, and a time never followed by a rename is set when
+/// the remote is dropped.
+#[test]
+fn new_files_get_their_time_and_never_replace_one_that_appeared() {
+    use omnisync::model::Kind;
+    use omnisync::remote::ftp::FtpRemote;
+    use omnisync::remote::Remote;
+    for tls in [false, true] {
+        let s = Vsftpd::start(Options {
+            tls,
+            ..Options::default()
+        });
+        let local = tempfile::tempdir().unwrap();
+        let root = s.data.join("root");
+        let mtime = |p: &str| {
+            let m = std::fs::metadata(root.join(p)).unwrap();
+            filetime::FileTime::from_last_modification_time(&m).unix_seconds()
+        };
+        {
+            let r = FtpRemote::connect(&ftp_job(&s, &root, local.path())).unwrap();
+            r.create_root().unwrap();
+            r.mkdir_all("d").unwrap();
+            r.list("d").unwrap(); // the engine knows the folder from its scan
+            let upload = |name: &str, secs: i64| -> bool {
+                let partial = format!("d/{name}.omnisync-partial");
+                let mut w = r.open_write(&partial, 0).unwrap();
+                w.write_all(name.as_bytes()).unwrap();
+                let e = w.set_mtime_and_stat(secs * 1_000_000_000).unwrap().unwrap();
+                assert_eq!(
+                    (e.kind, e.size, e.mtime),
+                    (Kind::File, name.len() as u64, secs * 1_000_000_000)
+                );
+                w.close().unwrap();
+                let placed = r.rename_new(&partial, &format!("d/{name}")).unwrap();
+                if !placed {
+                    r.remove_file(&partial).unwrap();
+                }
+                placed
+            };
+            for (i, name) in ["first", "second", "third"].iter().enumerate() {
+                let secs = 1_500_000_000 + i as i64 * 1000;
+                assert!(upload(name, secs), "{name}");
+                assert_eq!(
+                    std::fs::read(root.join("d").join(name)).unwrap(),
+                    name.as_bytes()
+                );
+                assert_eq!(mtime(&format!("d/{name}")), secs, "{name}");
+            }
+            // Something appeared at the final name since the scan: left alone.
+            std::fs::write(root.join("d/theirs"), b"not ours").unwrap();
+            assert!(!upload("theirs", 1_500_100_000));
+            assert_eq!(std::fs::read(root.join("d/theirs")).unwrap(), b"not ours");
+            assert!(!root.join("d/theirs.omnisync-partial").exists());
+            // A written partial that is never renamed (a run cut short).
+            let mut w = r.open_write("d/left.omnisync-partial", 0).unwrap();
+            w.write_all(b"left").unwrap();
+            w.set_mtime_and_stat(1_500_200_000_000_000_000).unwrap();
+            w.close().unwrap();
+        }
+        assert_eq!(
+            mtime("d/left.omnisync-partial"),
+            1_500_200_000,
+            "set on drop"
+        );
+    }
+}
+
 #[test]
 fn wrong_password_is_exit_3_without_the_secret() {
     let t = Setup::new(Options::default(), "upload", "");
