@@ -1147,6 +1147,12 @@ fn find_listing_matches_sftp_listing_and_falls_back() {
         .any(|e| e.0 == "top.txt" && e.3 == 1_600_000_000_000_000_000));
     assert!(with_find.0.iter().any(|e| e.0 == "empty" && e.1 == "Dir"));
     assert!(!with_find.0.iter().any(|e| e.0 == "fifo"));
+    // A root that is a symlink to the folder is followed, as OPENDIR follows it.
+    let link_root = s.data.join("tree-link");
+    std::os::unix::fs::symlink(&root, &link_root).unwrap();
+    let via_link = SftpRemote::connect(&sftp_job(&s, &link_root, local.path())).unwrap();
+    assert_eq!(walk_remote(&via_link), with_sftp);
+    assert!(via_link.listed_by_find());
 
     // A folder the login may not read makes find fail: the walk falls back to SFTP listings,
     // which report that folder's listing as failed, and everything else as before.

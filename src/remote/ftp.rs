@@ -1235,6 +1235,17 @@ fn on_runtime<T: Send + 'static>(
         .map_err(|e| FtpError::ConnectionError(std::io::Error::other(format!("FTP task: {e}"))))
 }
 
+/// The result of a task that took the connection's lease along ([`on_runtime`]): the lease goes
+/// back to `conn` when the task gave it back (a failed task leaves `conn` empty).
+fn keep_lease<T>(
+    conn: &mut Option<Lease>,
+    r: std::result::Result<(Lease, std::result::Result<T, FtpError>), FtpError>,
+) -> std::result::Result<T, FtpError> {
+    let (lease, r) = r?;
+    *conn = Some(lease);
+    r
+}
+
 /// A download: one control connection and its data connection, from `RETR` (after `REST`).
 struct FtpReader {
     rth: tokio::runtime::Handle,
@@ -1377,13 +1388,7 @@ impl FtpWriter {
             .await;
             (lease, r)
         });
-        let r = match r {
-            Ok((lease, r)) => {
-                self.conn = Some(lease);
-                r
-            }
-            Err(e) => Err(e),
-        };
+        let r = keep_lease(&mut self.conn, r);
         match r {
             Ok(s) => {
                 self.stream = Some(s);
@@ -1510,13 +1515,7 @@ impl WriteHandle for FtpWriter {
             .await;
             (lease, r)
         });
-        let r = match r {
-            Ok((lease, r)) => {
-                self.conn = Some(lease);
-                r
-            }
-            Err(e) => Err(e),
-        };
+        let r = keep_lease(&mut self.conn, r);
         match r {
             Ok(None) => Ok(None),
             Ok(Some((held, t, agrees))) => {

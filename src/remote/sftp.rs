@@ -453,6 +453,22 @@ const S_IFREG: u32 = 0o100000;
 const S_IFLNK: u32 = 0o120000;
 
 /// An entry from LSTAT-style attributes; `None` for sockets, devices, FIFOs.
+/// Do two listings of one folder hold the same names with the same type, size and mtime?
+fn same_listing(a: &Listing, b: &Listing) -> bool {
+    let key = |l: &Listing| {
+        let mut v: Vec<(String, Kind, u64, i64)> = l
+            .entries
+            .iter()
+            .map(|(n, e)| (n.clone(), e.kind, e.size, e.mtime))
+            .collect();
+        v.sort_by(|x, y| x.0.cmp(&y.0));
+        let mut bad = l.bad_names.clone();
+        bad.sort();
+        (v, bad)
+    };
+    key(a) == key(b)
+}
+
 fn entry_from_attrs(a: &FileAttributes) -> Option<Entry> {
     let kind = match a.permissions.map(|p| p & S_IFMT) {
         Some(S_IFDIR) => Kind::Dir,
@@ -680,6 +696,61 @@ impl SftpRemote {
     /// Did the last walk from the root get its listings from `find`?
     pub fn listed_by_find(&self) -> bool {
         self.listings.exec.load(Ordering::Relaxed) == 1
+    }
+
+    /// One folder's listing by SFTP (OPENDIR, READDIRs, CLOSE), or the one requested ahead;
+    /// with `prefetch`, the listings of its subfolders are requested ahead of the walk.
+    fn list_sftp(&self, dir: &str, full: &str, prefetch: bool) -> Result<Listing> {
+        let full = full.to_string();
+        let ahead = self.listings.take(&full).and_then(|task| {
+            let conn = self.conn();
+            // A listing that failed (lost connection included) is simply asked for again.
+            self.run(conn.guard(async { task.await.map_err(|_| SftpError::Timeout)? }))
+                .ok()
+        });
+        let files = match ahead {
+            Some(f) => f,
+            None => self
+                .call(|c| read_dir(c, full.clone()))
+                .map_err(|e| sftp_err("list", dir, e))?,
+        };
+        let mut out = Listing::default();
+        for f in files {
+            let name = f.filename;
+            if name == "." || name == ".." {
+                continue;
+            }
+            if name.contains('\u{FFFD}') {
+                // Not UTF-8 on the server (decoded lossily on the way): cannot be addressed.
+                out.bad_names.push(name);
+                continue;
+            }
+            if let Some(e) = entry_from_attrs(&f.attrs) {
+                out.entries.push((name, e));
+            }
+        }
+        // READDIR attributes are LSTAT's: the folders listed here are real folders, so the
+        // scan descending into them costs no extra LSTAT per folder.
+        self.note_dirs(dir, &out);
+        if !prefetch {
+            return Ok(out);
+        }
+        let conn = self.conn();
+        let mut pending = self.listings.pending.lock().unwrap();
+        for (name, e) in &out.entries {
+            if e.kind == Kind::Dir {
+                let sub = format!("{full}/{name}");
+                let (c, slots, path) = (conn.clone(), self.listings.slots.clone(), sub.clone());
+                let task = self.rth.spawn(async move {
+                    let _slot = slots.acquire_owned().await;
+                    c.guard(read_dir(c.clone(), path)).await
+                });
+                if let Some(old) = pending.insert(sub, task) {
+                    old.abort();
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// The folders of a listing are real folders (READDIR and `find` report lstat's type):
@@ -1846,63 +1917,23 @@ impl Remote for SftpRemote {
             self.note_dirs(dir, &l);
             return Ok(l);
         }
-        // A walk from the root: try the whole tree in one command first.
+        // A walk from the root: try the whole tree in one command first. The shell may see
+        // another tree than SFTP does (a server whose SFTP side is a virtual filesystem): the
+        // root's listing must be the same both ways, or `find` is not used at all.
         if dir.is_empty() && self.listings.exec.load(Ordering::Relaxed) != 2 {
             if let Some(mut tree) = self.find_tree(dir, &full) {
-                self.listings.exec.store(1, Ordering::Relaxed);
                 let own = tree.remove(dir).unwrap_or_default();
-                *self.listings.tree.lock().unwrap() = Some((std::time::Instant::now(), tree));
-                self.note_dirs(dir, &own);
-                return Ok(own);
+                let by_sftp = self.list_sftp(dir, &full, false)?;
+                if same_listing(&own, &by_sftp) {
+                    self.listings.exec.store(1, Ordering::Relaxed);
+                    *self.listings.tree.lock().unwrap() =
+                        Some((std::time::Instant::now(), tree));
+                    return Ok(by_sftp);
+                }
             }
             self.listings.exec.store(2, Ordering::Relaxed);
         }
-        let ahead = self.listings.take(&full).and_then(|task| {
-            let conn = self.conn();
-            // A listing that failed (lost connection included) is simply asked for again.
-            self.run(conn.guard(async { task.await.map_err(|_| SftpError::Timeout)? }))
-                .ok()
-        });
-        let files = match ahead {
-            Some(f) => f,
-            None => self
-                .call(|c| read_dir(c, full.clone()))
-                .map_err(|e| sftp_err("list", dir, e))?,
-        };
-        let mut out = Listing::default();
-        for f in files {
-            let name = f.filename;
-            if name == "." || name == ".." {
-                continue;
-            }
-            if name.contains('\u{FFFD}') {
-                // Not UTF-8 on the server (decoded lossily on the way): cannot be addressed.
-                out.bad_names.push(name);
-                continue;
-            }
-            if let Some(e) = entry_from_attrs(&f.attrs) {
-                out.entries.push((name, e));
-            }
-        }
-        // READDIR attributes are LSTAT's: the folders listed here are real folders, so the
-        // scan descending into them costs no extra LSTAT per folder.
-        let conn = self.conn();
-        let mut pending = self.listings.pending.lock().unwrap();
-        for (name, e) in &out.entries {
-            if e.kind == Kind::Dir {
-                self.checked_dirs.insert(super::join(dir, name));
-                let sub = format!("{full}/{name}");
-                let (c, slots, path) = (conn.clone(), self.listings.slots.clone(), sub.clone());
-                let task = self.rth.spawn(async move {
-                    let _slot = slots.acquire_owned().await;
-                    c.guard(read_dir(c.clone(), path)).await
-                });
-                if let Some(old) = pending.insert(sub, task) {
-                    old.abort();
-                }
-            }
-        }
-        Ok(out)
+        self.list_sftp(dir, &full, true)
     }
 
     fn stat(&self, path: &str) -> Result<Option<Entry>> {

@@ -20,7 +20,9 @@ pub fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
-/// The command that lists everything below `dir` (a path as the SFTP server takes it). The
+/// The command that lists everything below `dir` (a path as the SFTP server takes it). `-H`
+/// follows `dir` itself when it is a symlink to a folder, as SFTP's OPENDIR does (and nothing
+/// below it, as READDIR's lstat attributes do not). The
 /// head and tail markers tell a complete answer from the output of anything else; `&&` drops
 /// the tail when `find` fails anywhere (exit status 1 for an unreadable folder).
 pub fn command(dir: &str) -> String {
@@ -31,7 +33,7 @@ pub fn command(dir: &str) -> String {
         dir.to_string()
     };
     format!(
-        "printf 'omnisync-find-1\\n' && env LC_ALL=C find {} -mindepth 1 \
+        "printf 'omnisync-find-1\\n' && env LC_ALL=C find -H {} -mindepth 1 \
          -printf '%P\\0%y\\0%s\\0%T@\\0' && printf 'omnisync-find-end\\n'",
         shell_quote(&dir)
     )
