@@ -297,7 +297,7 @@ if [[ "$WITH_RCLONE" == 1 ]]; then
   echo "   rclone sync     $t_c s"
   rm -rf "$SRV/big-rclone"
 fi
-mibs() { awk -v s="$1" -v m="$BIG_MIB" 'BEGIN { if (s > 0) printf "%.0f", m / s; else print "n/a" }'; }
+mibs() { awk -v s="$1" -v m="$BIG_MIB" 'BEGIN { if (s + 0 > 0) printf "%.0f", m / s; else print "n/a" }'; }
 ratio=$(fdiv "$best_p" "$best_o")
 row "$name" "$best_o" "ssh cat pipe $best_p" "$ratio" "speed/pipe's >= 0.9" "$(verdict_ge "$ratio" 0.9)" \
   "MiB/s: omnisync $(mibs "$best_o"), pipe $(mibs "$best_p"), rsync $(mibs "$best_r"), sftp $(mibs "$t_s"), rclone $(mibs "$t_c")"
