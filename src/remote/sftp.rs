@@ -1926,8 +1926,7 @@ impl Remote for SftpRemote {
                 let by_sftp = self.list_sftp(dir, &full, false)?;
                 if same_listing(&own, &by_sftp) {
                     self.listings.exec.store(1, Ordering::Relaxed);
-                    *self.listings.tree.lock().unwrap() =
-                        Some((std::time::Instant::now(), tree));
+                    *self.listings.tree.lock().unwrap() = Some((std::time::Instant::now(), tree));
                     return Ok(by_sftp);
                 }
             }
