@@ -2197,6 +2197,32 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_find_listing_is_trusted_only_when_it_equals_the_sftp_one() {
+        let l = |entries: Vec<(&str, Entry)>, bad: Vec<&str>| Listing {
+            entries: entries
+                .into_iter()
+                .map(|(n, e)| (n.to_string(), e))
+                .collect(),
+            bad_names: bad.into_iter().map(String::from).collect(),
+        };
+        let f = |size, mtime| Entry::file(size, mtime);
+        let a = l(vec![("x", f(1, 5)), ("d", Entry::dir(7))], vec!["b?"]);
+        // Order does not matter.
+        let same = l(vec![("d", Entry::dir(7)), ("x", f(1, 5))], vec!["b?"]);
+        assert!(same_listing(&a, &same));
+        for other in [
+            l(vec![("x", f(2, 5)), ("d", Entry::dir(7))], vec!["b?"]),
+            l(vec![("x", f(1, 6)), ("d", Entry::dir(7))], vec!["b?"]),
+            l(vec![("x", f(1, 5)), ("d", f(0, 7))], vec!["b?"]),
+            l(vec![("x", f(1, 5))], vec!["b?"]),
+            l(vec![("x", f(1, 5)), ("d", Entry::dir(7))], vec![]),
+            l(vec![], vec![]),
+        ] {
+            assert!(!same_listing(&a, &other), "{other:?}");
+        }
+    }
+
+    #[test]
     fn roots_are_normalized() {
         assert_eq!(normalize_root("/srv/x/"), "/srv/x");
         assert_eq!(normalize_root("/"), "/");
