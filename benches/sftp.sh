@@ -18,6 +18,7 @@
 #   BENCH_RCLONE    0 skips rclone (its first upload of 10,000 files takes ~40 s)
 #   BENCH_ONLY      workloads to run, comma-separated: big, small (first upload and the 1%
 #                   re-run), noop (default: all three)
+#   OMNISYNC_BIN    a built omnisync to use instead of `cargo build --release`
 #   BENCH_OMNI_WRAP a command put before every omnisync run, to profile it (e.g.
 #                   "perf record -g -o /tmp/omni.perf"; each run overwrites the last)
 #
@@ -59,11 +60,15 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-step "building omnisync (cargo build --release)"
-(cd "$REPO" && cargo build --release --quiet) || die "cargo build --release failed"
-TARGET_DIR="${CARGO_TARGET_DIR:-$REPO/target}"
-[[ "$TARGET_DIR" = /* ]] || TARGET_DIR="$REPO/$TARGET_DIR"
-OMNI="$TARGET_DIR/release/omnisync"
+if [[ -n "${OMNISYNC_BIN:-}" ]]; then
+  OMNI="$OMNISYNC_BIN"
+else
+  step "building omnisync (cargo build --release)"
+  (cd "$REPO" && cargo build --release --quiet) || die "cargo build --release failed"
+  TARGET_DIR="${CARGO_TARGET_DIR:-$REPO/target}"
+  [[ "$TARGET_DIR" = /* ]] || TARGET_DIR="$REPO/$TARGET_DIR"
+  OMNI="$TARGET_DIR/release/omnisync"
+fi
 [[ -x "$OMNI" ]] || die "no binary at $OMNI"
 
 BASE_TMP="${TMPDIR:-/var/tmp}"

@@ -15,7 +15,7 @@ use std::time::Instant;
 use crate::job::{Compare, Job};
 use crate::model::{ActionKind, BaseRow, Entry, Kind, Side};
 use crate::plan::Action;
-use crate::remote::{file_name, join, parent, Remote, RemoteError};
+use crate::remote::{file_name, join, parent, PutNew, Remote, RemoteError};
 use crate::state::{BaseUpdate, Checkpoint, Store};
 
 /// Where trash lives on each side, relative to the root.
@@ -145,6 +145,28 @@ fn direction(kind: ActionKind) -> &'static str {
     } else {
         "down"
     }
+}
+
+/// The base row a finished transfer leaves: the source as it was sent, the destination as it
+/// now is, both with the content hash where one was computed.
+fn record_transfer(out: &mut Outcome, mut src: Entry, mut dst: Entry, hash: Option<[u8; 32]>) {
+    src.hash = hash.map(Box::new);
+    dst.hash = hash.map(Box::new);
+    let row = if out.action.kind == ActionKind::Upload {
+        BaseRow {
+            local: Some(src),
+            remote: Some(dst),
+        }
+    } else {
+        BaseRow {
+            local: Some(dst),
+            remote: Some(src),
+        }
+    };
+    out.base.push(BaseUpdate {
+        path: out.action.path.clone(),
+        row: Some(row),
+    });
 }
 
 /// Same file as planned? Size and mtime (and inode where known) must match.
@@ -609,6 +631,17 @@ impl<'a> Executor<'a> {
             }
         }
 
+        // A new small file is read whole and handed over in one call, which a network side
+        // pipelines (`Remote::put_new`). Where the side can hash what it stored, secure mode
+        // takes the chunked path below, which checks that hash before the rename.
+        if a.dst.is_none()
+            && offset == 0
+            && size <= SMALL_FILE
+            && !(hasher.is_some() && dst.capabilities().content_hash)
+        {
+            return self.put_small(out, src, dst, s_now, hasher);
+        }
+
         let result = self.copy_chunks(src, dst, path, &partial, dir, &s_now, offset, &mut hasher);
         let (sent, mut writer) = match result {
             Ok(done) => done,
@@ -657,7 +690,7 @@ impl<'a> Executor<'a> {
             Some(e) => Some(e),
             None => dst.stat(&partial).map_err(|e| e.to_string())?,
         };
-        let mut d_final = match p_now {
+        let d_final = match p_now {
             Some(e) if e.is_file() && e.size == size => e,
             other => {
                 return discard(format!(
@@ -698,31 +731,64 @@ impl<'a> Executor<'a> {
             dst.rename(&partial, path).map_err(|e| e.to_string())?;
         }
         self.clear_checkpoint(path, dir)?;
-
-        let mut s_entry = s_now;
-        s_entry.hash = hash.map(Box::new);
-        d_final.hash = hash.map(Box::new);
-        let row = if up {
-            BaseRow {
-                local: Some(s_entry),
-                remote: Some(d_final),
-            }
-        } else {
-            BaseRow {
-                local: Some(d_final),
-                remote: Some(s_entry),
-            }
-        };
-        out.base.push(BaseUpdate {
-            path: path.to_string(),
-            row: Some(row),
-        });
+        record_transfer(out, s_now, d_final, hash);
         if resumed_at > 0 {
             out.note = Some(format!(
                 "resumed at byte {resumed_at} of {size}; sent {sent} bytes"
             ));
         }
         Ok(())
+    }
+
+    /// A new file of at most [`SMALL_FILE`] bytes: read whole, checked against the source
+    /// (still the planned version, and its planned hash in secure mode) before anything is
+    /// written, then written, verified and renamed into place by [`Remote::put_new`].
+    fn put_small(
+        &self,
+        out: &mut Outcome,
+        src: &dyn Remote,
+        dst: &dyn Remote,
+        s_now: Entry,
+        hasher: Option<blake3::Hasher>,
+    ) -> Result<(), String> {
+        let path = out.action.path.clone();
+        let size = s_now.size;
+        let mut data = Vec::with_capacity(size as usize);
+        src.open_read(&path, 0)
+            .map_err(|e| e.to_string())?
+            .take(size)
+            .read_to_end(&mut data)
+            .map_err(|e| format!("read {path:?}: {e}"))?;
+        if (data.len() as u64) < size {
+            return Err("source is shorter than planned (changed while read); will retry".into());
+        }
+        let s_after = src.stat(&path).map_err(|e| e.to_string())?;
+        if !s_after.as_ref().is_some_and(|e| same_file(e, &s_now)) {
+            return Err("source changed while it was read; not committed, will retry".into());
+        }
+        let hash = hasher.map(|mut h| *h.update(&data).finalize().as_bytes());
+        let planned = out.action.src.as_ref().and_then(|e| e.hash.as_deref());
+        if let (Some(got), Some(want)) = (&hash, planned) {
+            if got != want {
+                return Err("source content differs from the planned hash; will retry".into());
+            }
+        }
+        let mtime = dst.capabilities().set_mtime.then_some(s_now.mtime);
+        let put = dst
+            .put_new(&path, &partial_name(&path), &data, mtime)
+            .map_err(|e| e.to_string())?;
+        out.bytes = size;
+        self.progress_bytes.fetch_add(size, Ordering::Relaxed);
+        match put {
+            PutNew::Done(d_final) => {
+                record_transfer(out, s_now, d_final, hash);
+                Ok(())
+            }
+            PutNew::Short(n) => Err(format!("verification failed: wrote {n} of {size} bytes")),
+            PutNew::Appeared => Err(
+                "destination appeared since it was planned; not overwriting it, will retry".into(),
+            ),
+        }
     }
 
     /// [`Self::copy_chunks_inner`], keeping the transfer board (if any) up to date.

@@ -16,6 +16,7 @@ pub mod ftp_list;
 pub mod local;
 pub mod sftp;
 pub mod sftp_find;
+pub mod sftp_pipe;
 pub mod smb;
 pub mod smb_names;
 
@@ -194,6 +195,21 @@ pub trait Remote: Send + Sync {
             return Ok(false);
         }
         self.rename(from, to).map(|()| true)
+    }
+
+    /// Write `data`, the whole content of a new small file, to `partial`; give it `mtime_ns`
+    /// (where `Some`); check that the side kept every byte; then rename it to `path` unless
+    /// something exists there by now (as [`Self::rename_new`]). Unless the file is in place,
+    /// the partial is removed: a short or failed write never stays under either name. The
+    /// default takes the steps one at a time; a network side overrides it to pipeline them.
+    fn put_new(
+        &self,
+        path: &str,
+        partial: &str,
+        data: &[u8],
+        mtime_ns: Option<i64>,
+    ) -> Result<PutNew> {
+        put_new_steps(self, path, partial, data, mtime_ns)
     }
 
     fn remove_file(&self, path: &str) -> Result<()>;
@@ -393,6 +409,60 @@ pub fn check_rel_path(path: &str) -> std::result::Result<(), String> {
         check_name(part).map_err(|e| format!("path {path:?}: {e}"))?;
     }
     Ok(())
+}
+
+/// What [`Remote::put_new`] did.
+#[derive(Debug)]
+pub enum PutNew {
+    /// The file is in place; this is its stat (a rename keeps size, mtime and inode).
+    Done(Entry),
+    /// The side kept only this many bytes; the partial was removed.
+    Short(u64),
+    /// Something appeared at the path meanwhile; it was left alone and the partial removed.
+    Appeared,
+}
+
+/// [`Remote::put_new`] through the side's other operations: open, write, set the mtime
+/// through the handle (or by path), close, stat, `rename_new`.
+pub fn put_new_steps<R: Remote + ?Sized>(
+    r: &R,
+    path: &str,
+    partial: &str,
+    data: &[u8],
+    mtime_ns: Option<i64>,
+) -> Result<PutNew> {
+    let put = || -> Result<PutNew> {
+        let mut w = r.open_write(partial, 0)?;
+        let written = w.write_all(data).and_then(|()| match mtime_ns {
+            Some(t) => w.set_mtime_and_stat(t),
+            None => Ok(None),
+        });
+        let closed = w.close();
+        let finished = written?;
+        closed?;
+        if let (Some(t), None) = (mtime_ns, &finished) {
+            r.set_mtime(partial, t)?;
+        }
+        let now = match finished {
+            Some(e) => Some(e),
+            None => r.stat(partial)?,
+        };
+        Ok(match now {
+            Some(e) if e.is_file() && e.size == data.len() as u64 => {
+                if r.rename_new(partial, path)? {
+                    PutNew::Done(e)
+                } else {
+                    PutNew::Appeared
+                }
+            }
+            other => PutNew::Short(other.map_or(0, |e| e.size)),
+        })
+    };
+    let res = put();
+    if !matches!(res, Ok(PutNew::Done(_))) {
+        let _ = r.remove_file(partial);
+    }
+    res
 }
 
 /// `a/b/c` → `a/b`; `c` → `""`.

@@ -41,8 +41,8 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
 use super::{
-    check_rel_path, copy_preconditions, read_secret, Capabilities, Listing, Remote, RemoteError,
-    Result, RootStatus, WriteHandle,
+    check_rel_path, copy_preconditions, read_secret, Capabilities, Listing, PutNew, Remote,
+    RemoteError, Result, RootStatus, WriteHandle,
 };
 use crate::job::Job;
 use crate::model::{Entry, Kind};
@@ -969,6 +969,116 @@ async fn read_dir(
     Ok(files)
 }
 
+/// What [`put_new_on`] found, before the mapping to [`PutNew`].
+enum PutRaw {
+    Done(Entry),
+    Short(u64),
+    Appeared,
+    /// The exclusive OPEN was refused (a partial left by an earlier run, most likely).
+    Refused,
+}
+
+/// A future for [`in_order`].
+type Req<'a> = Pin<
+    Box<dyn Future<Output = std::result::Result<Option<FileAttributes>, SftpError>> + Send + 'a>,
+>;
+
+/// Await every request, polling each (and so, for russh-sftp, sending each) first in the
+/// order given: they go out back to back, and the server answers them in that order.
+async fn in_order(
+    mut reqs: Vec<Req<'_>>,
+) -> Vec<std::result::Result<Option<FileAttributes>, SftpError>> {
+    let mut out: Vec<Option<_>> = reqs.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut done = true;
+        for (r, o) in reqs.iter_mut().zip(out.iter_mut()) {
+            if o.is_none() {
+                match r.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => *o = Some(v),
+                    std::task::Poll::Pending => done = false,
+                }
+            }
+        }
+        if done {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    out.into_iter().flatten().collect()
+}
+
+/// [`Remote::put_new`] in three round trips: OPEN with O_EXCL; the WRITEs, FSETSTAT (the
+/// mtime), FSTAT and CLOSE back to back; RENAME, which OpenSSH refuses onto an existing name
+/// (link + unlink). Only a complete, closed partial is renamed; unless it was, it is removed.
+async fn put_new_on(
+    c: Arc<Conn>,
+    pf: String,
+    tf: String,
+    data: Arc<[u8]>,
+    mtime_ns: Option<i64>,
+) -> std::result::Result<PutRaw, SftpError> {
+    let permit = c.permits(1).await?;
+    let s = c.on(c.pick());
+    let excl = OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::EXCLUDE;
+    let h = match s.open(pf.as_str(), excl, FileAttributes::empty()).await {
+        Ok(h) => h.handle,
+        Err(e) if status_code(&e).is_some() => return Ok(PutRaw::Refused),
+        Err(e) => return Err(e),
+    };
+    let block = c.ext.write_block;
+    let mut reqs: Vec<Req<'_>> = Vec::new();
+    for (i, chunk) in data.chunks(block).enumerate() {
+        let h = h.clone();
+        reqs.push(Box::pin(async move {
+            s.write(h, (i * block) as u64, chunk.to_vec())
+                .await
+                .map(|_| None)
+        }));
+    }
+    if let Some(t) = mtime_ns {
+        let h = h.clone();
+        reqs.push(Box::pin(async move {
+            s.fsetstat(h, mtime_attrs(t)).await.map(|_| None)
+        }));
+    }
+    let h2 = h.clone();
+    reqs.push(Box::pin(
+        async move { s.fstat(h2).await.map(|a| Some(a.attrs)) },
+    ));
+    reqs.push(Box::pin(async move { s.close(h).await.map(|_| None) }));
+    let mut attrs = None;
+    let mut failed = None;
+    for r in in_order(reqs).await {
+        match r {
+            Ok(Some(a)) => attrs = Some(a),
+            Ok(None) => {}
+            Err(e) => {
+                failed.get_or_insert(e);
+            }
+        }
+    }
+    drop(permit);
+    let kept = attrs.as_ref().and_then(entry_from_attrs);
+    let raw = match (failed, kept) {
+        (Some(e), _) => Err(e),
+        (None, Some(e)) if e.is_file() && e.size == data.len() as u64 => {
+            match s.rename(pf.as_str(), tf.as_str()).await {
+                Ok(_) => return Ok(PutRaw::Done(e)),
+                Err(e) if status_code(&e).is_some() => match s.lstat(tf).await {
+                    Ok(_) => Ok(PutRaw::Appeared),
+                    Err(_) => Err(e),
+                },
+                Err(e) => return Err(e),
+            }
+        }
+        (None, kept) => Ok(PutRaw::Short(kept.map_or(0, |e| e.size))),
+    };
+    let _ = s.remove(pf).await;
+    raw
+}
+
 /// Server-side copy of the file `f` to `t` (created or truncated) with `copy-data`.
 async fn copy_data(c: Arc<Conn>, f: String, t: String) -> std::result::Result<(), SftpError> {
     let permit = c.permits(2).await?;
@@ -1183,7 +1293,7 @@ async fn open_session(
         request_timeout_secs: REQUEST_TIMEOUT_SECS,
         ..Default::default()
     };
-    let sftp = RawSftpSession::new_with_config(channel.into_stream(), cfg);
+    let sftp = RawSftpSession::new_with_config(super::sftp_pipe::sftp_stream(channel), cfg);
     let version = sftp.init().await.map_err(|e| {
         LoginError::retry(format!(
             "the server did not start SFTP (is the sftp subsystem enabled?): {e}"
@@ -2123,6 +2233,48 @@ impl Remote for SftpRemote {
                 None => Err(sftp_err("rename", from, e)),
             },
         }
+    }
+
+    /// Three round trips ([`put_new_on`]), run as one task on the runtime, so the calling
+    /// thread waits once per file rather than once per reply: with dozens of small files in
+    /// flight, waking threads was most of the client's CPU. Servers whose plain RENAME may
+    /// replace (no `posix-rename@openssh.com`) take the steps one by one.
+    fn put_new(
+        &self,
+        path: &str,
+        partial: &str,
+        data: &[u8],
+        mtime_ns: Option<i64>,
+    ) -> Result<PutNew> {
+        if !self.ext().posix_rename {
+            return super::put_new_steps(self, path, partial, data, mtime_ns);
+        }
+        let _fresh = self.listings.changing();
+        self.check_parents("write", path)?;
+        let (pf, tf) = (self.full("write", partial)?, self.full("write", path)?);
+        let data: Arc<[u8]> = data.into();
+        let raw = self
+            .call(|c| {
+                let task = self.rth.spawn(put_new_on(
+                    c,
+                    pf.clone(),
+                    tf.clone(),
+                    data.clone(),
+                    mtime_ns,
+                ));
+                async move {
+                    task.await
+                        .unwrap_or_else(|e| Err(SftpError::UnexpectedBehavior(e.to_string())))
+                }
+            })
+            .map_err(|e| sftp_err("write", path, e))?;
+        self.forget_dir(partial);
+        Ok(match raw {
+            PutRaw::Done(e) => PutNew::Done(e),
+            PutRaw::Short(n) => PutNew::Short(n),
+            PutRaw::Appeared => PutNew::Appeared,
+            PutRaw::Refused => return super::put_new_steps(self, path, partial, &data, mtime_ns),
+        })
     }
 
     fn remove_file(&self, path: &str) -> Result<()> {
