@@ -735,22 +735,24 @@ impl SftpRemote {
         if !prefetch {
             return Ok(out);
         }
-        let conn = self.conn();
-        let mut pending = self.listings.pending.lock().unwrap();
         for (name, e) in &out.entries {
             if e.kind == Kind::Dir {
-                let sub = format!("{full}/{name}");
-                let (c, slots, path) = (conn.clone(), self.listings.slots.clone(), sub.clone());
-                let task = self.rth.spawn(async move {
-                    let _slot = slots.acquire_owned().await;
-                    c.guard(read_dir(c.clone(), path)).await
-                });
-                if let Some(old) = pending.insert(sub, task) {
-                    old.abort();
-                }
+                self.list_ahead(format!("{full}/{name}"));
             }
         }
         Ok(out)
+    }
+
+    /// Ask for the SFTP listing of the server folder `full` now; [`Self::list_sftp`] takes it.
+    fn list_ahead(&self, full: String) {
+        let (c, slots, path) = (self.conn(), self.listings.slots.clone(), full.clone());
+        let task = self.rth.spawn(async move {
+            let _slot = slots.acquire_owned().await;
+            c.guard(read_dir(c.clone(), path)).await
+        });
+        if let Some(old) = self.listings.pending.lock().unwrap().insert(full, task) {
+            old.abort();
+        }
     }
 
     /// The folders of a listing are real folders (READDIR and `find` report lstat's type):
@@ -773,31 +775,43 @@ impl SftpRemote {
     ) -> Option<std::collections::HashMap<String, Listing>> {
         let conn = self.conn();
         let cmd = super::sftp_find::command(full);
-        let out = self.run(async {
+        let t = std::time::Instant::now();
+        let mut parser = super::sftp_find::FindParser::new(rel);
+        let mut bytes = 0usize;
+        let done = self.run(async {
             tokio::time::timeout(Duration::from_secs(REQUEST_TIMEOUT_SECS), async {
                 let mut ch = conn.ssh.channel_open_session().await.ok()?;
                 ch.exec(true, cmd).await.ok()?;
                 // Nothing to read from us: a server that runs something else (a forced
                 // sftp-server) sees end of input and ends instead of waiting.
                 ch.eof().await.ok()?;
-                let mut out = Vec::new();
                 let mut status = None;
                 while let Some(msg) = ch.wait().await {
                     match msg {
-                        russh::ChannelMsg::Data { data } => out.extend_from_slice(&data),
+                        russh::ChannelMsg::Data { data } => {
+                            bytes += data.len();
+                            parser.feed(&data);
+                        }
                         russh::ChannelMsg::ExitStatus { exit_status } => status = Some(exit_status),
                         russh::ChannelMsg::Failure => return None,
                         russh::ChannelMsg::Close => break,
                         _ => {}
                     }
                 }
-                (status == Some(0)).then_some(out)
+                (status == Some(0)).then_some(())
             })
             .await
             .ok()
             .flatten()
-        })?;
-        super::sftp_find::parse(rel, &out)
+        });
+        let tree = done.and_then(|()| parser.finish());
+        tracing::debug!(
+            bytes,
+            folders = tree.as_ref().map(|t| t.len()),
+            ms = t.elapsed().as_millis() as u64,
+            "find listing"
+        );
+        tree
     }
 
     fn full(&self, op: &'static str, path: &str) -> Result<String> {
@@ -2031,6 +2045,8 @@ impl Remote for SftpRemote {
         // another tree than SFTP does (a server whose SFTP side is a virtual filesystem): the
         // root's listing must be the same both ways, or `find` is not used at all.
         if dir.is_empty() && self.listings.exec.load(Ordering::Relaxed) != 2 {
+            // The root's SFTP listing, needed either way, comes in while `find` runs.
+            self.list_ahead(full.clone());
             if let Some(mut tree) = self.find_tree(dir, &full) {
                 let own = tree.remove(dir).unwrap_or_default();
                 let by_sftp = self.list_sftp(dir, &full, false)?;

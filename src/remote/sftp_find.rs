@@ -43,67 +43,162 @@ pub fn command(dir: &str) -> String {
 /// a listing for `rel` and for every folder below it, by relative path. `None` for anything
 /// that is not a complete answer: the caller lists by SFTP instead.
 pub fn parse(rel: &str, out: &[u8]) -> Option<HashMap<String, Listing>> {
-    let body = out.strip_prefix(HEAD)?.strip_suffix(TAIL)?;
-    let mut fields = body.split(|&b| b == 0);
-    // Every field ends with a NUL, so the split's last piece is empty.
-    let mut dirs: HashMap<String, Listing> = HashMap::new();
-    dirs.insert(rel.to_string(), Listing::default());
-    loop {
-        let path = fields.next()?;
-        if path.is_empty() {
-            // The empty piece after the last NUL (or an empty tree) ends the output; a record
-            // with an empty path cannot come from `find -mindepth 1`.
-            return fields.next().is_none().then_some(dirs);
+    let mut p = FindParser::new(rel);
+    p.feed(out);
+    p.finish()
+}
+
+/// [`parse`] as the output arrives: each complete record is taken as soon as it is in, so
+/// parsing overlaps the server's walk instead of following it.
+pub struct FindParser {
+    rel: String,
+    /// Bytes not taken yet: the head marker, a record cut by the transport, or the tail.
+    rest: Vec<u8>,
+    head_seen: bool,
+    /// Not a well-formed answer: nothing more is parsed and [`FindParser::finish`] says `None`.
+    failed: bool,
+    dirs: HashMap<String, Listing>,
+    /// The last record's parent as `find` printed it, and its key in `dirs`: the records of
+    /// a folder mostly come together, so most need no new key.
+    last_parent: Option<(Vec<u8>, String)>,
+}
+
+impl FindParser {
+    pub fn new(rel: &str) -> FindParser {
+        let mut dirs = HashMap::new();
+        dirs.insert(rel.to_string(), Listing::default());
+        FindParser {
+            rel: rel.to_string(),
+            rest: Vec::new(),
+            head_seen: false,
+            failed: false,
+            dirs,
+            last_parent: None,
         }
-        let kind = fields.next()?;
-        let size = fields.next()?;
-        let mtime = fields.next()?;
+    }
+
+    pub fn feed(&mut self, data: &[u8]) {
+        if self.failed {
+            return;
+        }
+        self.rest.extend_from_slice(data);
+        let mut at = 0;
+        if !self.head_seen {
+            if self.rest.len() < HEAD.len() {
+                self.failed = !HEAD.starts_with(&self.rest);
+                return;
+            }
+            if !self.rest.starts_with(HEAD) {
+                self.failed = true;
+                return;
+            }
+            self.head_seen = true;
+            at = HEAD.len();
+        }
+        // A record is four fields, each ending with a NUL.
+        loop {
+            let mut ends = [0usize; 4];
+            let mut from = at;
+            for end in &mut ends {
+                match self.rest[from..].iter().position(|&b| b == 0) {
+                    Some(i) => {
+                        *end = from + i;
+                        from = *end + 1;
+                    }
+                    None => {
+                        self.rest.drain(..at);
+                        return;
+                    }
+                }
+            }
+            let rest = std::mem::take(&mut self.rest);
+            let ok = self.record(
+                &rest[at..ends[0]],
+                &rest[ends[0] + 1..ends[1]],
+                &rest[ends[1] + 1..ends[2]],
+                &rest[ends[2] + 1..ends[3]],
+            );
+            self.rest = rest;
+            if !ok {
+                self.failed = true;
+                self.rest.clear();
+                return;
+            }
+            at = from;
+        }
+    }
+
+    /// The listings, when the output was complete: every record well formed, then the tail.
+    pub fn finish(self) -> Option<HashMap<String, Listing>> {
+        (!self.failed && self.head_seen && self.rest == TAIL).then_some(self.dirs)
+    }
+
+    /// Take one record; `false` when it cannot come from [`command`].
+    fn record(&mut self, path: &[u8], kind: &[u8], size: &[u8], mtime: &[u8]) -> bool {
+        // `find -mindepth 1` never prints an empty path.
+        if path.is_empty() {
+            return false;
+        }
         let kind = match kind {
             b"d" => Some(Kind::Dir),
             b"f" => Some(Kind::File),
             b"l" => Some(Kind::Symlink),
             // Sockets, fifos, devices: not listed, as `READDIR` entries of those are not.
             [_] => None,
-            _ => return None,
+            _ => return false,
         };
-        let size: u64 = std::str::from_utf8(size).ok()?.parse().ok()?;
-        let mtime = mtime_secs(mtime)?;
+        let Some(size) = std::str::from_utf8(size)
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok())
+        else {
+            return false;
+        };
+        let Some(mtime) = mtime_secs(mtime) else {
+            return false;
+        };
         let (parent, name) = match path.iter().rposition(|&b| b == b'/') {
             Some(i) => (&path[..i], &path[i + 1..]),
             None => (&b""[..], path),
         };
-        // Below a folder whose name is not UTF-8: that folder is a bad name, never entered.
-        let Ok(parent) = std::str::from_utf8(parent) else {
-            continue;
+        let key = match &self.last_parent {
+            Some((raw, key)) if raw.as_slice() == parent => key.clone(),
+            _ => {
+                // Below a folder whose name is not UTF-8: that folder is a bad name, never
+                // entered.
+                let Ok(p) = std::str::from_utf8(parent) else {
+                    return true;
+                };
+                let key = if p.is_empty() {
+                    self.rel.clone()
+                } else {
+                    join(&self.rel, p)
+                };
+                self.last_parent = Some((parent.to_vec(), key.clone()));
+                key
+            }
         };
-        let parent = if parent.is_empty() {
-            rel.to_string()
-        } else {
-            join(rel, parent)
-        };
-        let Some(listing) = dirs.get_mut(&parent) else {
+        let Some(listing) = self.dirs.get_mut(&key) else {
             // `find` prints a folder before what it holds; a parent not seen is below a
             // folder left out (a bad name), or the output is not what it seems.
-            if std::str::from_utf8(path).is_err() {
-                continue;
-            }
-            return None;
+            return std::str::from_utf8(path).is_err();
         };
         let name = match std::str::from_utf8(name) {
             Ok(n) if !n.is_empty() => n.to_string(),
-            Ok(_) => return None,
+            Ok(_) => return false,
             Err(_) => {
                 listing
                     .bad_names
                     .push(String::from_utf8_lossy(name).into_owned());
-                continue;
+                return true;
             }
         };
-        let Some(kind) = kind else { continue };
+        let Some(kind) = kind else { return true };
         if kind == Kind::Dir {
-            dirs.insert(join(&parent, &name), Listing::default());
+            self.dirs.insert(join(&key, &name), Listing::default());
         }
-        let listing = dirs.get_mut(&parent)?;
+        let Some(listing) = self.dirs.get_mut(&key) else {
+            return false;
+        };
         listing.entries.push((
             name,
             Entry {
@@ -114,6 +209,7 @@ pub fn parse(rel: &str, out: &[u8]) -> Option<HashMap<String, Listing>> {
                 hash: None,
             },
         ));
+        true
     }
 }
 
@@ -192,6 +288,67 @@ mod tests {
         let m = parse("a/b", &o).unwrap();
         assert_eq!(m["a/b"].entries[0].0, "x");
         assert_eq!(m["a/b/x"].entries[0].0, "y");
+    }
+
+    /// A folder, its names with kind and size, its bad names.
+    type Summary = (String, Vec<(String, Kind, u64)>, Vec<String>);
+
+    /// Every listing as a [`Summary`], sorted by folder.
+    fn summary(m: &HashMap<String, Listing>) -> Vec<Summary> {
+        let mut v: Vec<_> = m
+            .iter()
+            .map(|(k, l)| {
+                let e = l
+                    .entries
+                    .iter()
+                    .map(|(n, e)| (n.clone(), e.kind, e.size))
+                    .collect();
+                (k.clone(), e, l.bad_names.clone())
+            })
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    #[test]
+    fn output_fed_in_pieces_parses_as_when_whole() {
+        let o = out(&[
+            (b"d", "d", 4096, "1700000001.5"),
+            (b"d/f", "f", 12, "1700000002.9999999990"),
+            (b"d/e", "d", 4096, "1700000003.0"),
+            (b"d/e/g", "f", 5, "1700000003.0"),
+            (b"d/h", "f", 6, "1700000003.0"),
+            (b"bad\xff", "f", 1, "1.0"),
+            (b"top", "f", 3, "1700000006"),
+        ]);
+        let whole = summary(&parse("", &o).unwrap());
+        assert_eq!(whole.len(), 3);
+        for step in [1, 2, 3, 5, 7, 16, 17, 64] {
+            let mut p = FindParser::new("");
+            for piece in o.chunks(step) {
+                p.feed(piece);
+            }
+            assert_eq!(
+                summary(&p.finish().unwrap()),
+                whole,
+                "pieces of {step} bytes"
+            );
+        }
+        for cut in [
+            1,
+            3,
+            HEAD.len(),
+            HEAD.len() + 4,
+            o.len() - TAIL.len(),
+            o.len() - 1,
+        ] {
+            let mut p = FindParser::new("");
+            p.feed(&o[..cut]);
+            assert!(
+                p.finish().is_none(),
+                "output cut at byte {cut} is not complete"
+            );
+        }
     }
 
     #[test]
