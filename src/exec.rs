@@ -397,6 +397,15 @@ impl<'a> Executor<'a> {
     /// such component is suffixed instead, so trashing never fails for lack of a name.
     fn trash(&self, side: &dyn Remote, path: &str) -> Result<String, String> {
         let day = format!("{TRASH_DIR}/{}", self.trash_date);
+        // Usually the day's trash has no such path yet: its folder is made and the name taken
+        // with a rename that refuses an existing one, without looking first (a round trip
+        // less per file on a network side). A clash goes the long way below.
+        let first = format!("{day}/{path}");
+        if side.mkdir_all(parent(&first)).is_ok()
+            && side.rename_new(path, &first).map_err(|e| e.to_string())?
+        {
+            return Ok(first);
+        }
         let parts: Vec<&str> = path.split('/').collect();
         let mut last_err = String::new();
         for attempt in 0..parts.len() {

@@ -332,6 +332,22 @@ impl CheckedDirs {
             .retain(|d| d != path && !d.starts_with(&prefix));
     }
 
+    /// The prefixes of `dir` (`a`, `a/b`, `a/b/c`) not checked yet, in order: for a side that
+    /// checks them all at once and then [`CheckedDirs::insert`]s each one it accepts.
+    pub fn unchecked(&self, dir: &str) -> Vec<String> {
+        let known = self.0.lock().unwrap();
+        if dir.is_empty() || known.contains(dir) {
+            return Vec::new();
+        }
+        dir.match_indices('/')
+            .map(|(i, _)| i)
+            .chain(std::iter::once(dir.len()))
+            .map(|end| &dir[..end])
+            .filter(|p| !known.contains(*p))
+            .map(str::to_string)
+            .collect()
+    }
+
     /// Call `check` on each prefix of `dir` (`a`, `a/b`, `a/b/c`) not checked yet, in order;
     /// a prefix is remembered once `check` accepts it. Stops at the first error.
     pub fn walk(&self, dir: &str, mut check: impl FnMut(&str) -> Result<()>) -> Result<()> {
@@ -557,6 +573,22 @@ mod tests {
         assert!(check_rel_path("/a").is_err());
         assert!(check_rel_path("a//b").is_err());
         assert!(check_rel_path("a/b/c").is_ok());
+    }
+
+    #[test]
+    fn checked_dirs_list_the_unchecked_prefixes_in_order() {
+        let c = CheckedDirs::default();
+        assert_eq!(c.unchecked("a/b/c"), ["a", "a/b", "a/b/c"]);
+        assert!(c.unchecked("").is_empty());
+        c.insert("a".into());
+        c.insert("a/b/c".into());
+        assert!(
+            c.unchecked("a/b/c").is_empty(),
+            "a checked folder needs nothing"
+        );
+        assert_eq!(c.unchecked("a/b/d"), ["a/b", "a/b/d"]);
+        c.forget("a");
+        assert_eq!(c.unchecked("a/b/c"), ["a", "a/b", "a/b/c"]);
     }
 
     #[test]

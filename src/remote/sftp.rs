@@ -825,31 +825,77 @@ impl SftpRemote {
         })
     }
 
-    /// Refuse to act below a component that is a symlink or not a directory.
+    /// Refuse to act below a component that is a symlink or not a directory. The components
+    /// not checked yet are LSTATed all at once: one round trip, not one per level.
     fn check_parents(&self, op: &'static str, path: &str) -> Result<()> {
-        self.checked_dirs.walk(super::parent(path), |prefix| {
-            let full = self.full(op, prefix)?;
-            let attrs = self
-                .call(|c| {
-                    let full = full.clone();
-                    async move { c.sftp().lstat(full).await }
-                })
-                .map_err(|e| sftp_err(op, path, e))?
-                .attrs;
-            match entry_from_attrs(&attrs).map(|e| e.kind) {
-                Some(Kind::Dir) => Ok(()),
-                Some(Kind::Symlink) => Err(RemoteError::refused(
-                    op,
-                    path,
-                    format!("{prefix:?} is a symlink; not following it"),
-                )),
-                _ => Err(RemoteError::refused(
-                    op,
-                    path,
-                    format!("{prefix:?} is not a directory"),
-                )),
+        let todo = self.checked_dirs.unchecked(super::parent(path));
+        for (prefix, found) in todo.iter().zip(self.lstat_each(op, path, &todo)?) {
+            match found.map_err(|e| sftp_err(op, path, e))?.kind {
+                Kind::Dir => self.checked_dirs.insert(prefix.clone()),
+                Kind::Symlink => {
+                    return Err(RemoteError::refused(
+                        op,
+                        path,
+                        format!("{prefix:?} is a symlink; not following it"),
+                    ))
+                }
+                _ => {
+                    return Err(RemoteError::refused(
+                        op,
+                        path,
+                        format!("{prefix:?} is not a directory"),
+                    ))
+                }
             }
-        })
+        }
+        Ok(())
+    }
+
+    /// LSTAT each of `rels` (paths relative to the root), all requests in flight together;
+    /// each answer in order (anything that is not a file, folder or link reads as a link: it
+    /// is never written through). `Err` only when the requests could not be made at all.
+    fn lstat_each(
+        &self,
+        op: &'static str,
+        path: &str,
+        rels: &[String],
+    ) -> Result<Vec<std::result::Result<Entry, SftpError>>> {
+        if rels.is_empty() {
+            return Ok(Vec::new());
+        }
+        let fulls = rels
+            .iter()
+            .map(|r| self.full(op, r))
+            .collect::<Result<Vec<_>>>()?;
+        let answers = self
+            .call(|c| {
+                let fulls = fulls.clone();
+                async move {
+                    let reqs: Vec<Req<'_>> = fulls
+                        .into_iter()
+                        .map(|f| -> Req<'_> {
+                            let s = c.sftp();
+                            Box::pin(async move { s.lstat(f).await.map(|a| Some(a.attrs)) })
+                        })
+                        .collect();
+                    Ok(in_order(reqs).await)
+                }
+            })
+            .map_err(|e| sftp_err(op, path, e))?;
+        Ok(answers
+            .into_iter()
+            .map(|a| {
+                a.map(|attrs| {
+                    attrs.as_ref().and_then(entry_from_attrs).unwrap_or(Entry {
+                        kind: Kind::Symlink,
+                        size: 0,
+                        mtime: 0,
+                        inode: None,
+                        hash: None,
+                    })
+                })
+            })
+            .collect())
     }
 
     fn forget_dir(&self, path: &str) {
@@ -2314,12 +2360,26 @@ impl Remote for SftpRemote {
         Ok(())
     }
 
+    /// The levels not known yet are LSTATed all at once (one round trip); the missing ones
+    /// are then made in order, each as [`SftpRemote::mkdir_one`] does.
     fn mkdir_all(&self, dir: &str) -> Result<()> {
         let _fresh = self.listings.changing();
-        self.checked_dirs.walk(dir, |prefix| {
-            let full = self.full("mkdir", prefix)?;
-            self.mkdir_one("mkdir", dir, &full)
-        })
+        let todo = self.checked_dirs.unchecked(dir);
+        for (prefix, found) in todo.iter().zip(self.lstat_each("mkdir", dir, &todo)?) {
+            match found {
+                Ok(e) if e.kind == Kind::Dir => {}
+                Err(e) if status_code(&e) != Some(StatusCode::NoSuchFile) => {
+                    return Err(sftp_err("mkdir", dir, e))
+                }
+                // Missing, or not a folder (which mkdir_one refuses, naming it).
+                _ => {
+                    let full = self.full("mkdir", prefix)?;
+                    self.mkdir_one("mkdir", dir, &full)?;
+                }
+            }
+            self.checked_dirs.insert(prefix.clone());
+        }
+        Ok(())
     }
 
     fn set_mtime(&self, path: &str, mtime_ns: i64) -> Result<()> {
