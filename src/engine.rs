@@ -1174,6 +1174,7 @@ fn execute(
         rec.add(outcome_record(job, run_id, &o), o.base);
     }
     let transfers = &actions[split..];
+    let order = transfer_order(transfers);
     let next = AtomicU64::new(0);
     let done = AtomicBool::new(false);
     std::thread::scope(|s| {
@@ -1190,7 +1191,9 @@ fn execute(
             .map(|_| {
                 s.spawn(|| loop {
                     let i = next.fetch_add(1, Ordering::Relaxed) as usize;
-                    let Some(a) = transfers.get(i) else { return };
+                    let Some(a) = order.get(i).map(|&k| &transfers[k]) else {
+                        return;
+                    };
                     let o = exec.apply(a.clone());
                     rec.add(outcome_record(job, run_id, &o), o.base);
                 })
@@ -1204,6 +1207,26 @@ fn execute(
     if let Some(pb) = bar {
         pb.finish_and_clear();
     }
+}
+
+/// The order transfers start in: the first of each folder, then the second of each, and so
+/// on, so that the files in flight at once are spread over folders. Files created in one
+/// folder at once contend for its lock on the server (two SFTP server processes spun on an
+/// ext4 folder's lock): the 10,000 × 4 KiB SFTP upload in 100 folders took 1.20-1.41× rsync's
+/// time in path order and 1.02-1.03× spread, on the same disk in the same minutes.
+fn transfer_order(transfers: &[Action]) -> Vec<usize> {
+    let mut rank: HashMap<&str, usize> = HashMap::new();
+    let mut keyed: Vec<(usize, usize)> = transfers
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            let r = rank.entry(crate::remote::parent(&a.path)).or_insert(0);
+            *r += 1;
+            (*r, i)
+        })
+        .collect();
+    keyed.sort_unstable();
+    keyed.into_iter().map(|(_, i)| i).collect()
 }
 
 /// Partial files no checkpoint can resume are removed, and checkpoints whose transfer is no
@@ -1317,6 +1340,30 @@ pub fn query_log(agent: &AgentSettings, f: &LogFilter) -> Result<Vec<ActionRecor
 mod tests {
     use super::*;
     use crate::model::BaseRow;
+
+    #[test]
+    fn transfers_start_spread_over_folders() {
+        let up = |p: &str| Action {
+            kind: ActionKind::Upload,
+            path: p.into(),
+            to: None,
+            bytes: 1,
+            message: None,
+            src: None,
+            dst: None,
+            base: Vec::new(),
+        };
+        let t: Vec<Action> = ["a/1", "a/2", "a/3", "b/1", "b/2", "top", "c/x/1"]
+            .into_iter()
+            .map(up)
+            .collect();
+        let order: Vec<&str> = transfer_order(&t)
+            .into_iter()
+            .map(|i| t[i].path.as_str())
+            .collect();
+        assert_eq!(order, ["a/1", "b/1", "top", "c/x/1", "a/2", "b/2", "a/3"]);
+        assert!(transfer_order(&[]).is_empty());
+    }
 
     /// Copy sources: equal content of a synced file, at least `COPY_MIN_SIZE`; not a move,
     /// not a file the remote has, not a source that changed.
