@@ -10,6 +10,7 @@
 #   BENCH_SCALE   "small" shrinks every workload 10x
 #   BENCH_RUNS    runs per tool and workload, best one kept (default 2)
 #   BENCH_ONLY    the workloads to run, of "big mid small" (default all three)
+#   OMNISYNC_BIN  a built omnisync to use instead of `cargo build --release`
 #
 # Targets from the issue: single large file >= 0.9x smbclient; small files faster than smbclient.
 # omnisync runs mode = "mirror-upload" with a fresh state folder and an empty remote folder every
@@ -38,11 +39,15 @@ for b in /usr/sbin/smbd smbclient smbpasswd; do
 done
 id "$USER_NAME" >/dev/null 2>&1 || useradd -m -d /home/$USER_NAME -s /bin/bash $USER_NAME
 
-step "building omnisync (cargo build --release)"
-(cd "$REPO" && cargo build --release --quiet) || die "cargo build --release failed"
-TARGET_DIR="${CARGO_TARGET_DIR:-$REPO/target}"
-[[ "$TARGET_DIR" = /* ]] || TARGET_DIR="$REPO/$TARGET_DIR"
-OMNI="$TARGET_DIR/release/omnisync"
+if [[ -n "${OMNISYNC_BIN:-}" ]]; then
+  OMNI="$OMNISYNC_BIN"
+else
+  step "building omnisync (cargo build --release)"
+  (cd "$REPO" && cargo build --release --quiet) || die "cargo build --release failed"
+  TARGET_DIR="${CARGO_TARGET_DIR:-$REPO/target}"
+  [[ "$TARGET_DIR" = /* ]] || TARGET_DIR="$REPO/$TARGET_DIR"
+  OMNI="$TARGET_DIR/release/omnisync"
+fi
 [[ -x "$OMNI" ]] || die "no binary at $OMNI"
 
 BASE_TMP="${TMPDIR:-/var/tmp}"

@@ -44,8 +44,8 @@ use write::{write_small, Pipe, SMALL_FILE};
 
 use super::smb_names::{decode_name, encode_path};
 use super::{
-    check_rel_path, copy_preconditions, read_secret, Capabilities, CheckedDirs, Listing, Remote,
-    RemoteError, Result, RootStatus, WriteHandle,
+    check_rel_path, copy_preconditions, read_secret, Capabilities, CheckedDirs, Listing, PutNew,
+    Remote, RemoteError, Result, RootStatus, WriteHandle,
 };
 use crate::job::Job;
 use crate::model::{Entry, Kind};
@@ -517,6 +517,54 @@ impl SmbRemote {
     }
 }
 
+/// [`Remote::put_new`] of a small file: [`write_small`]'s compound (CREATE, WRITE, SET_INFO,
+/// CLOSE, whose answer gives the size and mtime the server now has) to the partial name `pf`,
+/// then a rename to `tf` that the server refuses onto an existing name. Unless the file is in
+/// place, the partial is deleted.
+async fn put_small(
+    mut conn: Connection,
+    tree: Arc<Tree>,
+    pf: String,
+    tf: String,
+    data: Arc<Vec<u8>>,
+    mtime: Option<FileTime>,
+) -> std::result::Result<PutNew, smb2::Error> {
+    let len = data.len() as u64;
+    let put = match write_small(conn.clone(), tree.clone(), pf.clone(), data, mtime).await {
+        Ok(Some((size, mtime))) if size == len => {
+            let no_replace = RenameOptions::new().replace_if_exists(false);
+            match tree.rename_with(&mut conn, &pf, &tf, no_replace).await {
+                Ok(()) => {
+                    return Ok(PutNew::Done(Entry {
+                        kind: Kind::File,
+                        size,
+                        mtime: ns_from_filetime(mtime),
+                        inode: None,
+                        hash: None,
+                    }))
+                }
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(PutNew::Appeared),
+                Err(e) => Err(e),
+            }
+        }
+        Ok(Some((size, _))) => Ok(PutNew::Short(size)),
+        // No size reported: the steps' way (a stat) cannot be taken from here.
+        Ok(None) => Err(smb2::Error::invalid_data(
+            "the server did not report the written file's size",
+        )),
+        Err(e) => Err(e),
+    };
+    if !is_lost_result(&put) {
+        let _ = tree.delete_file(&mut conn, &pf).await;
+    }
+    put
+}
+
+/// A failure from a lost session, where nothing more can be sent on it.
+fn is_lost_result(r: &std::result::Result<PutNew, smb2::Error>) -> bool {
+    r.as_ref().err().is_some_and(is_lost)
+}
+
 impl Drop for SmbRemote {
     fn drop(&mut self) {
         let l = &self.links;
@@ -896,6 +944,44 @@ impl Remote for SmbRemote {
 
     fn rename(&self, from: &str, to: &str) -> Result<()> {
         self.rename_opt(from, to, true)
+    }
+
+    /// Two round trips run as one task on the runtime ([`put_small`]), so the calling thread
+    /// waits once per file rather than once per answer. A DFS share's names need the prefix
+    /// `smb2`'s open adds, so there (and above [`SMALL_FILE`]) the steps go one by one.
+    fn put_new(
+        &self,
+        path: &str,
+        partial: &str,
+        data: &[u8],
+        mtime_ns: Option<i64>,
+    ) -> Result<PutNew> {
+        let link = self.link();
+        if data.len() > SMALL_FILE || link.session().1.is_dfs {
+            return super::put_new_steps(self, path, partial, data, mtime_ns);
+        }
+        let (pf, tf) = (self.full("write", partial)?, self.full("rename", path)?);
+        let data = Arc::new(data.to_vec());
+        let mtime = mtime_ns.map(filetime_from_ns);
+        let rth = link.rth.clone();
+        let put = link
+            .call(false, |conn, tree| {
+                let task = rth.spawn(put_small(
+                    conn,
+                    tree,
+                    pf.clone(),
+                    tf.clone(),
+                    data.clone(),
+                    mtime,
+                ));
+                async move {
+                    task.await
+                        .unwrap_or_else(|e| Err(smb2::Error::invalid_data(e.to_string())))
+                }
+            })
+            .map_err(|e| smb_err("write", path, e))?;
+        self.checked_dirs.forget(partial);
+        Ok(put)
     }
 
     /// SMB2 SET_INFO rename with ReplaceIfExists off: the server refuses an existing name.
