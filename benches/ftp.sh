@@ -48,16 +48,8 @@ for b in /usr/sbin/vsftpd lftp openssl; do
   command -v "$b" >/dev/null 2>&1 || die "$b is missing: apt-get install -y vsftpd lftp openssl"
 done
 
-if [[ -n "${OMNISYNC_BIN:-}" ]]; then
-  OMNI="$OMNISYNC_BIN"
-else
-  step "building omnisync (cargo build --release)"
-  (cd "$REPO" && cargo build --release --quiet) || die "cargo build --release failed"
-  TARGET_DIR="${CARGO_TARGET_DIR:-$REPO/target}"
-  [[ "$TARGET_DIR" = /* ]] || TARGET_DIR="$REPO/$TARGET_DIR"
-  OMNI="$TARGET_DIR/release/omnisync"
-fi
-[[ -x "$OMNI" ]] || die "no binary at $OMNI"
+# shellcheck source=benches/omnisync-bin.sh
+source "$REPO/benches/omnisync-bin.sh"
 
 WORK="$(mktemp -d "${TMPDIR:-/var/tmp}/omnisync-ftpbench.XXXXXX")"
 chmod 755 "$WORK"

@@ -60,16 +60,8 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-if [[ -n "${OMNISYNC_BIN:-}" ]]; then
-  OMNI="$OMNISYNC_BIN"
-else
-  step "building omnisync (cargo build --release)"
-  (cd "$REPO" && cargo build --release --quiet) || die "cargo build --release failed"
-  TARGET_DIR="${CARGO_TARGET_DIR:-$REPO/target}"
-  [[ "$TARGET_DIR" = /* ]] || TARGET_DIR="$REPO/$TARGET_DIR"
-  OMNI="$TARGET_DIR/release/omnisync"
-fi
-[[ -x "$OMNI" ]] || die "no binary at $OMNI"
+# shellcheck source=benches/omnisync-bin.sh
+source "$REPO/benches/omnisync-bin.sh"
 
 BASE_TMP="${TMPDIR:-/var/tmp}"
 need=$(((BIG_MIB << 20) * 3 + (SMALL_FILES * 4096) * 8 + NOOP_FILES * 4096 * 4))

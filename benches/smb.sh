@@ -39,16 +39,8 @@ for b in /usr/sbin/smbd smbclient smbpasswd; do
 done
 id "$USER_NAME" >/dev/null 2>&1 || useradd -m -d /home/$USER_NAME -s /bin/bash $USER_NAME
 
-if [[ -n "${OMNISYNC_BIN:-}" ]]; then
-  OMNI="$OMNISYNC_BIN"
-else
-  step "building omnisync (cargo build --release)"
-  (cd "$REPO" && cargo build --release --quiet) || die "cargo build --release failed"
-  TARGET_DIR="${CARGO_TARGET_DIR:-$REPO/target}"
-  [[ "$TARGET_DIR" = /* ]] || TARGET_DIR="$REPO/$TARGET_DIR"
-  OMNI="$TARGET_DIR/release/omnisync"
-fi
-[[ -x "$OMNI" ]] || die "no binary at $OMNI"
+# shellcheck source=benches/omnisync-bin.sh
+source "$REPO/benches/omnisync-bin.sh"
 
 BASE_TMP="${TMPDIR:-/var/tmp}"
 need=$((3 * (BIG_BYTES + MID_FILES * 1048576 + SMALL_FILES * 4096)))
