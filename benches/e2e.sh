@@ -15,6 +15,7 @@
 #                     vm.dirty_expire_centisecs / 100, i.e. 30 s). ext4 skips inodes freed less
 #                     than that long ago when it allocates new ones, and that scan made creating
 #                     files several times slower right after an `rm -rf` of 100,000 files
+#   OMNISYNC_BIN      a built omnisync to use instead of `cargo build --release`
 #
 # Workloads (targets from the issue):
 #   first sync of 10,000 x 4 KiB files (100 folders)     omnisync <= rsync
@@ -58,12 +59,8 @@ if ! command -v rsync >/dev/null 2>&1; then
 fi
 command -v cp >/dev/null || die "cp not found"
 
-step "building omnisync (cargo build --release)"
-(cd "$REPO" && cargo build --release --quiet) || die "cargo build --release failed"
-TARGET_DIR="${CARGO_TARGET_DIR:-$REPO/target}"
-[[ "$TARGET_DIR" = /* ]] || TARGET_DIR="$REPO/$TARGET_DIR"
-OMNI="$TARGET_DIR/release/omnisync"
-[[ -x "$OMNI" ]] || die "no binary at $OMNI"
+# shellcheck source=benches/omnisync-bin.sh
+source "$REPO/benches/omnisync-bin.sh"
 
 BASE_TMP="${TMPDIR:-/var/tmp}"
 # Sources plus every destination kept until its workload ends (4 KiB blocks for small files).
