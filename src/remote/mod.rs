@@ -351,20 +351,9 @@ impl CheckedDirs {
     /// Call `check` on each prefix of `dir` (`a`, `a/b`, `a/b/c`) not checked yet, in order;
     /// a prefix is remembered once `check` accepts it. Stops at the first error.
     pub fn walk(&self, dir: &str, mut check: impl FnMut(&str) -> Result<()>) -> Result<()> {
-        if dir.is_empty() || self.0.lock().unwrap().contains(dir) {
-            return Ok(());
-        }
-        let ends = dir
-            .match_indices('/')
-            .map(|(i, _)| i)
-            .chain(std::iter::once(dir.len()));
-        for end in ends {
-            let prefix = &dir[..end];
-            if self.0.lock().unwrap().contains(prefix) {
-                continue;
-            }
-            check(prefix)?;
-            self.insert(prefix.to_string());
+        for prefix in self.unchecked(dir) {
+            check(&prefix)?;
+            self.insert(prefix);
         }
         Ok(())
     }

@@ -495,6 +495,18 @@ fn entry_from_attrs(a: &FileAttributes) -> Option<Entry> {
     })
 }
 
+/// An LSTAT's answer as an entry; anything that is not a file, folder or link we sync reads
+/// as a link, so it is never written through or descended into.
+fn lstat_entry(a: &FileAttributes) -> Entry {
+    entry_from_attrs(a).unwrap_or(Entry {
+        kind: Kind::Symlink,
+        size: 0,
+        mtime: 0,
+        inode: None,
+        hash: None,
+    })
+}
+
 fn now_secs() -> u32 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -888,17 +900,7 @@ impl SftpRemote {
             .map_err(|e| sftp_err(op, path, e))?;
         Ok(answers
             .into_iter()
-            .map(|a| {
-                a.map(|attrs| {
-                    attrs.as_ref().and_then(entry_from_attrs).unwrap_or(Entry {
-                        kind: Kind::Symlink,
-                        size: 0,
-                        mtime: 0,
-                        inode: None,
-                        hash: None,
-                    })
-                })
-            })
+            .map(|a| a.map(|attrs| lstat_entry(&attrs.unwrap_or_default())))
             .collect())
     }
 
@@ -912,13 +914,7 @@ impl SftpRemote {
             let full = full.to_string();
             async move { c.sftp().lstat(full).await }
         }) {
-            Ok(a) => Ok(Some(entry_from_attrs(&a.attrs).unwrap_or(Entry {
-                kind: Kind::Symlink, // not a file, folder or link we sync: never written through
-                size: 0,
-                mtime: 0,
-                inode: None,
-                hash: None,
-            }))),
+            Ok(a) => Ok(Some(lstat_entry(&a.attrs))),
             Err(e) if status_code(&e) == Some(StatusCode::NoSuchFile) => Ok(None),
             Err(e) => Err(sftp_err(op, path, e)),
         }
