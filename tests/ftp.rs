@@ -282,6 +282,82 @@ fn new_files_get_their_time_and_never_replace_one_that_appeared() {
             assert!(!upload("theirs", 1_500_100_000));
             assert_eq!(std::fs::read(root.join("d/theirs")).unwrap(), b"not ours");
             assert!(!root.join("d/theirs.omnisync-partial").exists());
+            // Whole small files (`put_new`: over plain FTP, after the uploads above showed
+            // that the server keeps what it is sent, one pipelined exchange; over FTPS the
+            // steps): in place with their time, never over a file that appeared, never a
+            // partial left behind.
+            use omnisync::remote::PutNew;
+            for (i, name) in ["p1", "p2", "p3"].iter().enumerate() {
+                let secs = 1_600_000_000 + i as i64;
+                let body = name.repeat(5000 * (i + 1));
+                let partial = format!("d/{name}.omnisync-partial");
+                let done = r
+                    .put_new(
+                        &format!("d/{name}"),
+                        &partial,
+                        body.as_bytes(),
+                        Some(secs * 1_000_000_000),
+                    )
+                    .unwrap();
+                match done {
+                    PutNew::Done(e) => assert_eq!(
+                        (e.kind, e.size, e.mtime),
+                        (Kind::File, body.len() as u64, secs * 1_000_000_000)
+                    ),
+                    other => panic!("{name}: {other:?}"),
+                }
+                assert_eq!(
+                    std::fs::read(root.join("d").join(name)).unwrap(),
+                    body.as_bytes()
+                );
+                assert_eq!(mtime(&format!("d/{name}")), secs, "{name}");
+                assert!(!root.join(&partial).exists());
+            }
+            std::fs::write(root.join("d/theirs2"), b"not ours").unwrap();
+            let r2 = r
+                .put_new(
+                    "d/theirs2",
+                    "d/theirs2.omnisync-partial",
+                    b"ours",
+                    Some(1_600_100_000_000_000_000),
+                )
+                .unwrap();
+            assert!(matches!(r2, PutNew::Appeared), "{r2:?}");
+            assert_eq!(std::fs::read(root.join("d/theirs2")).unwrap(), b"not ours");
+            assert!(!root.join("d/theirs2.omnisync-partial").exists());
+            // A folder the server cannot write to: an error at once, not a 60 s wait for a
+            // data connection the server never takes, and the connection stays usable.
+            std::fs::create_dir(root.join("ro")).unwrap();
+            r.list("ro").unwrap();
+            let mut perm = std::fs::metadata(root.join("ro")).unwrap().permissions();
+            std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o555);
+            std::fs::set_permissions(root.join("ro"), perm).unwrap();
+            let t0 = std::time::Instant::now();
+            let big = vec![7u8; 1 << 20];
+            let refused = r.put_new(
+                "ro/x",
+                "ro/x.omnisync-partial",
+                &big,
+                Some(1_600_000_000_000_000_000),
+            );
+            assert!(refused.is_err(), "{refused:?}");
+            assert!(
+                t0.elapsed() < std::time::Duration::from_secs(20),
+                "{:?}",
+                t0.elapsed()
+            );
+            assert!(!root.join("ro/x").exists());
+            assert!(matches!(
+                r.put_new(
+                    "d/after",
+                    "d/after.omnisync-partial",
+                    b"after",
+                    Some(1_600_000_000_000_000_000)
+                )
+                .unwrap(),
+                PutNew::Done(_)
+            ));
+            assert_eq!(std::fs::read(root.join("d/after")).unwrap(), b"after");
             // A written partial that is never renamed (a run cut short).
             let mut w = r.open_write("d/left.omnisync-partial", 0).unwrap();
             w.write_all(b"left").unwrap();

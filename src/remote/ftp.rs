@@ -21,14 +21,15 @@
 //!   (an upload cut mid-stream leaves the server holding less than was sent). The next chunk
 //!   continues with `REST n` + `STOR`, or `APPE` where the server refuses `REST` for uploads.
 //!   A new file costs six commands on vsftpd (`EPSV`, `STOR`, `MDTM` set, `SIZE`, `RNFR`,
-//!   `RNTO`; `benches/ftp.sh` with `BENCH_COUNT=1` counts them) in four round trips after the
-//!   data: the `226` plus the time set describe the file (checked with `SIZE` + `MDTM` on the
-//!   run's first upload), and after that first upload the time set, the look at the final
-//!   name (`SIZE`) and `RNFR` go out back to back on a plain control connection, `RNTO` only
-//!   once their replies say the time was set and nothing is at the final name
-//!   ([`FtpRemote::rename_new`]). A `SIZE` refused in a folder whose listing the run knows
-//!   means "missing" without a `CWD` (see [`KnownDirs`]). Calls of several round trips run
-//!   on a runtime thread ([`on_runtime`]).
+//!   `RNTO`; `benches/ftp.sh` with `BENCH_COUNT=1` counts them): the `226` plus the time set
+//!   describe the file (checked with `SIZE` + `MDTM` on the run's first upload). After that
+//!   first upload, on a plain control connection, a small new file ([`Remote::put_new`]) takes
+//!   four round trips in one runtime task ([`put_new_wire`]): `EPSV`; `STOR` with the data
+//!   right behind it (`150` and `226` read together); the time set, the look at the final name
+//!   (`SIZE`) and `RNFR` back to back; `RNTO` only once their replies say the time was set and
+//!   nothing is at the final name ([`FtpRemote::rename_new`] for a chunked upload). A `SIZE` refused in a folder whose listing
+//!   the run knows means "missing" without a `CWD` (see [`KnownDirs`]). Calls of several round
+//!   trips run on a runtime thread ([`on_runtime`]).
 //! - Listings: `MLSD` where FEAT lists `MLST` (exact types, sizes, second-precision UTC
 //!   times), else `LIST -a` (vsftpd hides dotfiles from plain `LIST`) parsed as Unix or DOS
 //!   lines by [`super::ftp_list`], with each file's time from `MDTM` (LIST shows minutes, or
@@ -59,8 +60,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::ftp_list::{self, ListLine};
 use super::{
-    check_rel_path, read_secret, Capabilities, CheckedDirs, Listing, Remote, RemoteError, Result,
-    RootStatus, WriteHandle,
+    check_rel_path, read_secret, Capabilities, CheckedDirs, Listing, PutNew, Remote, RemoteError,
+    Result, RootStatus, WriteHandle,
 };
 use crate::job::{Job, Protocol};
 use crate::model::{Entry, Kind};
@@ -1182,6 +1183,137 @@ enum RenameNew {
     Refused(FtpError),
 }
 
+/// The wire part of [`FtpRemote::rename_new`]: the deferred time (when there is one), `SIZE` of
+/// the target and `RNFR` sent back to back; `RNTO` only when their replies say the time was set
+/// and nothing is at the target. Every reply is read before deciding, so the connection stays
+/// in step.
+async fn rename_new_wire(
+    c: &mut Conn,
+    set_time: Option<&str>,
+    size_cmd: &str,
+    rnfr_cmd: &str,
+    rnto_cmd: &str,
+) -> suppaftp::FtpResult<RenameNew> {
+    let mut cmds = Vec::with_capacity(3);
+    cmds.extend(set_time);
+    cmds.push(size_cmd);
+    cmds.push(rnfr_cmd);
+    timed(send_pipelined(c, &cmds)).await?;
+    let time_set = match set_time {
+        Some(_) => Some(timed(c.read_response_in(&[Status::File, Status::CommandOk])).await),
+        None => None,
+    };
+    let size = timed(c.read_response(Status::File)).await;
+    let rnfr = timed(c.read_response(Status::RequestFilePending)).await;
+    for r in [&size, &rnfr].into_iter().chain(time_set.as_ref()) {
+        if let Err(e) = r {
+            if is_connection_failure(e) || reply_code(e).is_none() {
+                return Err(clone_failure(e));
+            }
+        }
+    }
+    if let Some(Err(e)) = time_set {
+        return Ok(RenameNew::MtimeRefused(e));
+    }
+    if size.is_ok() {
+        return Ok(RenameNew::Exists);
+    }
+    if let Err(e) = rnfr {
+        return Ok(RenameNew::Refused(e));
+    }
+    // Some non-compliant servers (e.g. bftpd) reply 200 instead of 250.
+    let ok = [Status::RequestedFileActionOk, Status::CommandOk];
+    match timed(c.custom_command(rnto_cmd, &ok)).await {
+        Ok(_) => Ok(RenameNew::Renamed),
+        Err(e) if is_connection_failure(&e) => Err(e),
+        Err(e) => Ok(RenameNew::Refused(e)),
+    }
+}
+
+/// The data address of a passive-mode reply: the port from `227 … (h1,h2,h3,h4,p1,p2)` or
+/// `229 … (|||port|)`, on the control connection's own peer address (as suppaftp's NAT
+/// workaround does: a server behind NAT may name an address the client cannot reach).
+fn passive_port(reply: &str) -> Option<u16> {
+    let inner = reply.rsplit_once('(')?.1.split_once(')')?.0;
+    if let Some(p) = inner.strip_prefix("|||") {
+        return p.strip_suffix('|')?.parse().ok();
+    }
+    let nums: Vec<u16> = inner
+        .split(',')
+        .map(|n| n.trim().parse::<u16>().ok().filter(|&v| v < 256))
+        .collect::<Option<_>>()?;
+    match nums.as_slice() {
+        [_, _, _, _, hi, lo] => Some(hi * 256 + lo),
+        _ => None,
+    }
+}
+
+/// The wire part of [`FtpRemote::put_new`] on a plain control connection, in four round trips
+/// where the steps take five, and in one runtime task instead of five handoffs: `EPSV`/`PASV`;
+/// the data connection and `STOR` of the partial with the whole file right behind it (no wait
+/// for `150`), then `150` and `226`; then [`rename_new_wire`] with the time. `cmds` are
+/// `STOR`, the time set, `SIZE` of the target, `RNFR`, `RNTO`.
+async fn put_new_wire(
+    c: &mut Conn,
+    epsv: bool,
+    data: &[u8],
+    cmds: &[String; 5],
+) -> suppaftp::FtpResult<RenameNew> {
+    let [stor_cmd, set_time, size_cmd, rnfr_cmd, rnto_cmd] = cmds;
+    let (pasv_cmd, pasv_status) = if epsv {
+        ("EPSV", Status::ExtendedPassiveMode)
+    } else {
+        ("PASV", Status::PassiveMode)
+    };
+    let pasv = timed(c.custom_command(pasv_cmd, &[pasv_status])).await?;
+    let port = passive_port(&reply_text(&pasv))
+        .ok_or_else(|| FtpError::UnexpectedResponse(pasv.clone()))?;
+    let mut addr = c
+        .get_ref()
+        .await
+        .peer_addr()
+        .map_err(FtpError::ConnectionError)?;
+    addr.set_port(port);
+    let mut stream = data_connect(addr).await?;
+    timed(send_pipelined(c, &[stor_cmd])).await?;
+    // The data goes out while the server's verdict on STOR is awaited; a refusal stops it (the
+    // server never takes a data connection for a refused STOR).
+    let send = tokio::time::timeout(COMMAND_TIMEOUT, async {
+        stream.write_all(data).await?;
+        stream.shutdown().await
+    });
+    let mut send = std::pin::pin!(send);
+    let (verdict, sent) = {
+        let mut verdict = std::pin::pin!(timed(
+            c.read_response_in(&[Status::AlreadyOpen, Status::AboutToSend])
+        ));
+        tokio::select! {
+            v = &mut verdict => (v, None),
+            s = &mut send => (verdict.await, Some(s)),
+        }
+    };
+    match verdict {
+        Ok(_) => {}
+        Err(e) if is_connection_failure(&e) || reply_code(&e).is_none() => return Err(e),
+        Err(e) => return Ok(RenameNew::Refused(e)),
+    }
+    let sent = match sent {
+        Some(s) => s,
+        None => send.await,
+    };
+    sent.unwrap_or_else(|_| {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "the server took no data for 60s",
+        ))
+    })
+    .map_err(FtpError::ConnectionError)?;
+    // The data connection is shut down: the server's `226` follows its end of file.
+    timed(c.read_response_in(&[Status::ClosingDataConnection, Status::RequestedFileActionOk]))
+        .await?;
+    rename_new_wire(c, Some(set_time), size_cmd, rnfr_cmd, rnto_cmd).await
+}
+
 impl Drop for FtpRemote {
     fn drop(&mut self) {
         // Times still pending belong to uploads that were never renamed into place (a run
@@ -1858,6 +1990,67 @@ impl Remote for FtpRemote {
         self.set_mtime_full(path, &full, mtime_ns.div_euclid(1_000_000_000))
     }
 
+    /// A new small file in one runtime task ([`put_new_wire`]) where [`Self::rename_new`] would
+    /// pipeline and the run's first upload showed that the server keeps what it is sent and
+    /// the time set (so the `226` and the time's reply describe the file); otherwise the steps.
+    fn put_new(
+        &self,
+        path: &str,
+        partial: &str,
+        data: &[u8],
+        mtime_ns: Option<i64>,
+    ) -> Result<PutNew> {
+        let (pf, tf) = (self.full("write", partial)?, self.full("write", path)?);
+        let fast = mtime_ns.filter(|_| {
+            self.pool.cfg.can_pipeline()
+                && !self.pool.cfg.active
+                && self.feat.size
+                && !self.feat.mlsd
+                && self.can_set_mtime.load(Ordering::Relaxed)
+                && self.pool.written_trust.load(Ordering::Relaxed) == TRUST_YES
+                && self.known.is_missing_if_no_file(path)
+                && self.known.is_missing_if_no_file(partial)
+        });
+        let Some(mtime_ns) = fast else {
+            return super::put_new_steps(self, path, partial, data, mtime_ns);
+        };
+        self.pool.pending_mtime.lock().unwrap().remove(&pf);
+        let secs = mtime_ns.div_euclid(1_000_000_000);
+        let epsv = self.pool.cfg.epsv.load(Ordering::Relaxed);
+        let cmds: Arc<[String; 5]> = Arc::new([
+            format!("STOR {pf}"),
+            set_time_cmd(self.feat.mfmt, secs, &pf),
+            format!("SIZE {tf}"),
+            format!("RNFR {pf}"),
+            format!("RNTO {tf}"),
+        ]);
+        let data: Arc<[u8]> = data.into();
+        let r = self.with_conn_spawned(|mut lease| {
+            let (cmds, data) = (cmds.clone(), data.clone());
+            async move {
+                let r = put_new_wire(&mut lease.conn, epsv, &data, &cmds).await;
+                (lease, r)
+            }
+        });
+        let done = match r {
+            Ok(Ok(RenameNew::Renamed)) => {
+                self.checked_dirs.forget(partial);
+                return Ok(PutNew::Done(Entry::file(
+                    data.len() as u64,
+                    secs_to_ns(secs),
+                )));
+            }
+            Ok(Ok(RenameNew::Exists)) => Ok(PutNew::Appeared),
+            Ok(Ok(RenameNew::MtimeRefused(e))) => Err(ftp_err("set mtime", partial, e)),
+            Ok(Ok(RenameNew::Refused(e))) => Err(ftp_err("write", partial, e)),
+            Ok(Err(e)) => Err(ftp_err("write", partial, e)),
+            Err(e) => Err(e),
+        };
+        // Unless the file is in place, no partial stays behind.
+        let _ = self.remove_file(partial);
+        done
+    }
+
     /// Where the server stores what it is sent and commands can be pipelined, and the target's
     /// folder is known (so a refused `SIZE` means "missing"): the deferred time (`MDTM`), the
     /// look at the target (`SIZE`) and `RNFR` go out in one flight, and `RNTO` follows only
@@ -1890,46 +2083,13 @@ impl Remote for FtpRemote {
                 (set_time.clone(), size_cmd.clone(), rnfr_cmd.clone());
             let rnto_cmd = format!("RNTO {t}");
             async move {
-                let c = &mut lease.conn;
-                let r = async {
-                    let mut cmds = Vec::with_capacity(3);
-                    cmds.extend(set_time.as_deref());
-                    cmds.push(size_cmd.as_str());
-                    cmds.push(rnfr_cmd.as_str());
-                    timed(send_pipelined(c, &cmds)).await?;
-                    // Every reply is read before deciding, so the connection stays in step.
-                    let time_set = match &set_time {
-                        Some(_) => Some(
-                            timed(c.read_response_in(&[Status::File, Status::CommandOk])).await,
-                        ),
-                        None => None,
-                    };
-                    let size = timed(c.read_response(Status::File)).await;
-                    let rnfr = timed(c.read_response(Status::RequestFilePending)).await;
-                    for r in [&size, &rnfr].into_iter().chain(time_set.as_ref()) {
-                        if let Err(e) = r {
-                            if is_connection_failure(e) || reply_code(e).is_none() {
-                                return Err(clone_failure(e));
-                            }
-                        }
-                    }
-                    if let Some(Err(e)) = time_set {
-                        return Ok(RenameNew::MtimeRefused(e));
-                    }
-                    if size.is_ok() {
-                        return Ok(RenameNew::Exists);
-                    }
-                    if let Err(e) = rnfr {
-                        return Ok(RenameNew::Refused(e));
-                    }
-                    // Some non-compliant servers (e.g. bftpd) reply 200 instead of 250.
-                    let ok = [Status::RequestedFileActionOk, Status::CommandOk];
-                    match timed(c.custom_command(rnto_cmd.as_str(), &ok)).await {
-                        Ok(_) => Ok(RenameNew::Renamed),
-                        Err(e) if is_connection_failure(&e) => Err(e),
-                        Err(e) => Ok(RenameNew::Refused(e)),
-                    }
-                }
+                let r = rename_new_wire(
+                    &mut lease.conn,
+                    set_time.as_deref(),
+                    &size_cmd,
+                    &rnfr_cmd,
+                    &rnto_cmd,
+                )
                 .await;
                 (lease, r)
             }
@@ -1981,6 +2141,28 @@ fn clone_failure(e: &FtpError) -> FtpError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn passive_replies_give_the_data_port() {
+        assert_eq!(
+            passive_port("227 Entering Passive Mode (127,0,0,1,195,80)."),
+            Some(195 * 256 + 80)
+        );
+        assert_eq!(passive_port("227 =(10, 0, 0, 9, 4, 1)"), Some(1025));
+        assert_eq!(
+            passive_port("229 Entering Extended Passive Mode (|||40001|)"),
+            Some(40001)
+        );
+        for bad in [
+            "227 Entering Passive Mode",
+            "227 (127,0,0,1,300,1)",
+            "227 (127,0,0,1,80)",
+            "229 (|||x|)",
+            "229 (|||40001)",
+        ] {
+            assert_eq!(passive_port(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn roots_and_paths() {
