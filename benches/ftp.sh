@@ -90,7 +90,7 @@ if [[ "$TLS" == 1 ]]; then
 allow_anon_ssl=NO
 force_local_logins_ssl=YES
 force_local_data_ssl=YES
-require_ssl_reuse=NO
+require_ssl_reuse=YES
 ssl_ciphers=HIGH
 rsa_cert_file=$WORK/ftp.crt
 rsa_private_key_file=$WORK/ftp.key"
@@ -175,7 +175,9 @@ lftp_run() { # src dst-folder-name [download: remote folder name -> local folder
   # lftp 4.9.2 (GnuTLS) over TLS 1.3 loses uploads against vsftpd 3.0.3: vsftpd answers some
   # data connections' end with "426 Failure reading network stream" (GnuTLS: "The TLS
   # connection was non-properly terminated"), and lftp gives up on the file. Over TLS 1.2 every
-  # file arrives, so lftp is held to TLS 1.2 (omnisync negotiates TLS 1.3).
+  # file arrives, so lftp is held to TLS 1.2 (as omnisync holds itself: see tls_config in
+  # src/remote/ftp.rs). vsftpd keeps its default require_ssl_reuse=YES: every data connection
+  # resumes the control connection's TLS session.
   [[ "$TLS" == 1 ]] && tls_cmds="set ftp:ssl-force yes; set ftp:ssl-protect-data yes; set ssl:ca-file $WORK/ftp.crt; set ssl:verify-certificate yes; set ssl:priority NORMAL:-VERS-TLS1.3;"
   lftp -u "$BUSER,$PW" -p "$PORT" \
     -e "$tls_cmds set net:max-retries 1; $how; quit" \

@@ -486,8 +486,15 @@ fn load_pem_certs(
 /// The rustls client configuration of an `ftps` job, on the ring provider.
 fn tls_config(job: &Job) -> std::result::Result<Arc<rustls::ClientConfig>, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
+    // TLS 1.2 (rustls offers only ECDHE suites with AEAD ciphers there), not 1.3: every data
+    // connection must resume the control connection's TLS session where the server says so
+    // (vsftpd's default `require_ssl_reuse=YES`: "522 SSL connection failed: session reuse
+    // required"), and a TLS 1.3 ticket serves one resumption only, while a data connection that
+    // is only written to never reads the tickets the server sends on it: the second or third
+    // upload of a run failed. A TLS 1.2 session is resumed again and again, which also spares
+    // the server a full handshake per file (10,000 x 4 KiB: 1.65 s -> 1.34 s at 1,000 files).
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
+        .with_protocol_versions(&[&rustls::version::TLS12])
         .map_err(|e| format!("TLS setup: {e}"))?;
     let config = if job.tls_insecure_skip_verify {
         builder
@@ -550,6 +557,10 @@ fn explain_tls(err: &str, cfg: &ConnConfig) -> String {
         "the server's certificate is not valid yet (check this machine's clock)".to_string()
     } else if err.contains("Revoked") {
         "the server's certificate is revoked".to_string()
+    } else if err.contains("ProtocolVersion") || err.contains("PeerIncompatible") {
+        "the server does not accept TLS 1.2, which FTPS here uses so that data connections can \
+         resume the control connection's session"
+            .to_string()
     } else if err.contains("CaUsedAsEndEntity") {
         "the server presents a CA certificate (CA:TRUE) as its own; it needs a leaf \
          certificate (CA:FALSE) signed by that CA"

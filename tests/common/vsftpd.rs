@@ -179,7 +179,7 @@ impl Vsftpd {
             let c = certs();
             format!(
                 "ssl_enable=YES\nallow_anon_ssl=NO\nforce_local_logins_ssl=YES\n\
-                 force_local_data_ssl=YES\nrequire_ssl_reuse=NO\nssl_ciphers=HIGH\n\
+                 force_local_data_ssl=YES\nrequire_ssl_reuse=YES\nssl_ciphers=HIGH\n\
                  rsa_cert_file={}\nrsa_private_key_file={}\n",
                 c.cert.display(),
                 c.key.display()
