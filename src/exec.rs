@@ -626,7 +626,7 @@ impl<'a> Executor<'a> {
             // Hash the prefix already sent, from the source, so the whole file is verified.
             let mut r = src.open_read(path, 0).map_err(|e| e.to_string())?;
             let mut left = offset;
-            let mut buf = vec![0u8; 1 << 20];
+            let mut buf = crate::buf::AlignedBuf::new(1 << 20);
             while left > 0 {
                 let want = (buf.len() as u64).min(left) as usize;
                 let n = r
@@ -762,13 +762,19 @@ impl<'a> Executor<'a> {
     ) -> Result<(), String> {
         let path = out.action.path.clone();
         let size = s_now.size;
-        let mut data = Vec::with_capacity(size as usize);
-        src.open_read(&path, 0)
-            .map_err(|e| e.to_string())?
-            .take(size)
-            .read_to_end(&mut data)
-            .map_err(|e| format!("read {path:?}: {e}"))?;
-        if (data.len() as u64) < size {
+        // Page-aligned (see `crate::buf`): 1,000 files of 1 MiB are a GiB of kernel copies.
+        let mut data = crate::buf::AlignedBuf::new(size as usize);
+        let mut reader = src.open_read(&path, 0).map_err(|e| e.to_string())?;
+        let mut filled = 0;
+        while filled < data.len() {
+            match reader.read(&mut data[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(format!("read {path:?}: {e}")),
+            }
+        }
+        if filled < data.len() {
             return Err("source is shorter than planned (changed while read); will retry".into());
         }
         let s_after = src.stat(&path).map_err(|e| e.to_string())?;
@@ -855,7 +861,7 @@ impl<'a> Executor<'a> {
         let mut reader = src.open_read(path, offset).map_err(|e| e.to_string())?;
         let mut writer = dst.open_write(partial, offset).map_err(|e| e.to_string())?;
         let buf_len = chunk.min(size.saturating_sub(offset)).max(1) as usize;
-        let mut buf = vec![0u8; buf_len];
+        let mut buf = crate::buf::AlignedBuf::new(buf_len);
         let checkpoint_at = |offset| Checkpoint {
             src_size: size,
             src_mtime: s_now.mtime,

@@ -1,6 +1,7 @@
 //! omnisync: keeps local folders in sync with remote servers and plain directories.
 
 pub mod agent;
+pub mod buf;
 pub mod coalesce;
 pub mod config;
 pub mod engine;

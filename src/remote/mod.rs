@@ -273,7 +273,7 @@ pub trait Remote: Send + Sync {
     fn hash(&self, path: &str) -> Result<[u8; 32]> {
         let mut reader = self.open_read(path, 0)?;
         let mut hasher = blake3::Hasher::new();
-        let mut buf = vec![0u8; 1 << 20];
+        let mut buf = crate::buf::AlignedBuf::new(1 << 20);
         loop {
             let n = reader
                 .read(&mut buf)
