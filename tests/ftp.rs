@@ -385,6 +385,41 @@ fn wrong_password_is_exit_3_without_the_secret() {
     assert_eq!(out.status.code(), Some(3));
 }
 
+/// FTPS offers TLS 1.2 first (so data connections can resume the control connection's
+/// session, as vsftpd requires by default); a server that accepts only TLS 1.3 gets TLS 1.3,
+/// on the control connection and on every data connection.
+#[test]
+fn ftps_falls_back_to_tls13_when_the_server_refuses_tls12() {
+    let t = Setup::new(
+        Options {
+            tls: true,
+            tls13_only: true,
+            ..Options::default()
+        },
+        "upload",
+        "",
+    );
+    for i in 0..6 {
+        std::fs::write(t.local.join(format!("f{i}.txt")), format!("file {i}")).unwrap();
+    }
+    let (code, recs, err) = t.run();
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(actions(&recs, "upload").len(), 6, "{recs:?}");
+    for i in 0..6 {
+        assert_eq!(
+            std::fs::read_to_string(t.remote.join(format!("f{i}.txt"))).unwrap(),
+            format!("file {i}")
+        );
+    }
+    let out = t.omnisync(&["test", "j"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn ftps_verifies_the_certificate_and_a_wrong_ca_is_exit_3() {
     let tls = Options {

@@ -160,7 +160,10 @@ struct ConnConfig {
     port: u16,
     user: String,
     password: String,
-    tls: Option<Arc<rustls::ClientConfig>>,
+    tls: Option<TlsConfigs>,
+    /// The server refused TLS 1.2: every connection of the run offers TLS 1.3 (see
+    /// [`tls_config`]).
+    tls13: AtomicBool,
     tls_ca_file: Option<std::path::PathBuf>,
     active: bool,
     encoding: NameEncoding,
@@ -484,7 +487,23 @@ fn load_pem_certs(
 }
 
 /// The rustls client configuration of an `ftps` job, on the ring provider.
-fn tls_config(job: &Job) -> std::result::Result<Arc<rustls::ClientConfig>, String> {
+/// The client's TLS settings: TLS 1.2 first, and the fallback for a server that refuses it.
+struct TlsConfigs {
+    v12: Arc<rustls::ClientConfig>,
+    v13: Arc<rustls::ClientConfig>,
+}
+
+fn tls_configs(job: &Job) -> std::result::Result<TlsConfigs, String> {
+    Ok(TlsConfigs {
+        v12: tls_config(job, &[&rustls::version::TLS12])?,
+        v13: tls_config(job, rustls::DEFAULT_VERSIONS)?,
+    })
+}
+
+fn tls_config(
+    job: &Job,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> std::result::Result<Arc<rustls::ClientConfig>, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     // TLS 1.2 (rustls offers only ECDHE suites with AEAD ciphers there), not 1.3: every data
     // connection must resume the control connection's TLS session where the server says so
@@ -493,8 +512,9 @@ fn tls_config(job: &Job) -> std::result::Result<Arc<rustls::ClientConfig>, Strin
     // is only written to never reads the tickets the server sends on it: the second or third
     // upload of a run failed. A TLS 1.2 session is resumed again and again, which also spares
     // the server a full handshake per file (10,000 x 4 KiB: 1.65 s -> 1.34 s at 1,000 files).
+    // A server that refuses TLS 1.2 (alert "protocol version") gets TLS 1.3 ([`open_conn`]).
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&[&rustls::version::TLS12])
+        .with_protocol_versions(versions)
         .map_err(|e| format!("TLS setup: {e}"))?;
     let config = if job.tls_insecure_skip_verify {
         builder
@@ -529,6 +549,11 @@ fn tls_config(job: &Job) -> std::result::Result<Arc<rustls::ClientConfig>, Strin
 }
 
 /// A rustls handshake failure in words a user can act on.
+/// A handshake error that says the server does not speak the offered TLS version.
+fn refuses_version(err: &str) -> bool {
+    err.contains("ProtocolVersion") || err.contains("PeerIncompatible")
+}
+
 fn explain_tls(err: &str, cfg: &ConnConfig) -> String {
     let host = &cfg.host;
     let trusted = match &cfg.tls_ca_file {
@@ -557,10 +582,8 @@ fn explain_tls(err: &str, cfg: &ConnConfig) -> String {
         "the server's certificate is not valid yet (check this machine's clock)".to_string()
     } else if err.contains("Revoked") {
         "the server's certificate is revoked".to_string()
-    } else if err.contains("ProtocolVersion") || err.contains("PeerIncompatible") {
-        "the server does not accept TLS 1.2, which FTPS here uses so that data connections can \
-         resume the control connection's session"
-            .to_string()
+    } else if refuses_version(err) {
+        format!("the server accepts neither TLS 1.2 nor TLS 1.3 ({err})")
     } else if err.contains("CaUsedAsEndEntity") {
         "the server presents a CA certificate (CA:TRUE) as its own; it needs a leaf \
          certificate (CA:FALSE) signed by that CA"
@@ -580,15 +603,35 @@ fn explain_tls(err: &str, cfg: &ConnConfig) -> String {
 
 /// Open, secure, log in and set binary mode: one ready control connection.
 async fn open_conn(cfg: &ConnConfig) -> std::result::Result<Conn, String> {
-    let stream = super::tcp_connect(&cfg.host, cfg.port, CONNECT_TIMEOUT, "an FTP server").await?;
-    match tokio::time::timeout(LOGIN_TIMEOUT, login(cfg, stream)).await {
-        Ok(r) => r,
-        Err(_) => Err(format!(
-            "the FTP greeting, TLS handshake and login did not finish within {}s",
-            LOGIN_TIMEOUT.as_secs()
-        )),
+    loop {
+        let stream =
+            super::tcp_connect(&cfg.host, cfg.port, CONNECT_TIMEOUT, "an FTP server").await?;
+        match tokio::time::timeout(LOGIN_TIMEOUT, login(cfg, stream)).await {
+            Ok(Err(e)) if e == TLS12_REFUSED => {
+                // Once per run: later connections offer TLS 1.3 from the start.
+                if !cfg.tls13.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        host = %cfg.host,
+                        "ftps: the server refuses TLS 1.2; using TLS 1.3, where a server that \
+                         requires data connections to resume the control connection's session \
+                         may refuse some uploads (\"522 ... session reuse required\")"
+                    );
+                }
+            }
+            Ok(r) => return r,
+            Err(_) => {
+                return Err(format!(
+                    "the FTP greeting, TLS handshake and login did not finish within {}s",
+                    LOGIN_TIMEOUT.as_secs()
+                ))
+            }
+        }
     }
 }
+
+/// [`login`]'s error when the server refused the TLS 1.2 handshake ("protocol version"), and
+/// TLS 1.3 was not tried yet: [`open_conn`] connects again with it.
+const TLS12_REFUSED: &str = "the server refused TLS 1.2";
 
 async fn login(
     cfg: &ConnConfig,
@@ -604,11 +647,20 @@ async fn login(
         })?;
     conn = conn.passive_stream_builder(|addr| Box::pin(data_connect(addr)));
     if let Some(tls) = &cfg.tls {
-        let connector = AsyncRustlsConnector::from(tokio_rustls::TlsConnector::from(tls.clone()));
+        let tls13 = cfg.tls13.load(Ordering::Relaxed);
+        let config = if tls13 { &tls.v13 } else { &tls.v12 };
+        let connector =
+            AsyncRustlsConnector::from(tokio_rustls::TlsConnector::from(config.clone()));
         conn = conn
             .into_secure(connector, &cfg.host)
             .await
             .map_err(|e| match e {
+                FtpError::SecureError(s) if !tls13 && refuses_version(&s) => {
+                    TLS12_REFUSED.to_string()
+                }
+                FtpError::ConnectionError(io) if !tls13 && refuses_version(&io.to_string()) => {
+                    TLS12_REFUSED.to_string()
+                }
                 FtpError::UnexpectedResponse(r) => format!(
                     "the server does not offer explicit TLS (AUTH TLS was answered {}); \
                      protocol = \"ftps\" needs a server with TLS enabled",
@@ -722,7 +774,7 @@ impl FtpRemote {
         let scheme = if secure { "ftps" } else { "ftp" };
         let prefix = format!("{scheme}://{user}@{host}:{port}");
         let tls = if secure {
-            Some(tls_config(job).map_err(|m| conn_err(format!("{prefix}: {m}")))?)
+            Some(tls_configs(job).map_err(|m| conn_err(format!("{prefix}: {m}")))?)
         } else {
             None
         };
@@ -737,6 +789,7 @@ impl FtpRemote {
             user: user.clone(),
             password,
             tls,
+            tls13: AtomicBool::new(false),
             tls_ca_file: job.tls_ca_file.clone(),
             active: job.ftp_active,
             encoding,
@@ -2222,6 +2275,7 @@ mod tests {
             user: "u".into(),
             password: String::new(),
             tls: None,
+            tls13: AtomicBool::new(false),
             tls_ca_file: Some("/ca.pem".into()),
             active: false,
             encoding: NameEncoding::Utf8,

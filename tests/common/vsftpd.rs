@@ -30,6 +30,10 @@ pub struct Options {
     pub active: bool,
     /// vsftpd `max_per_ip`: connections allowed from one address (0 = no limit).
     pub max_per_ip: u32,
+    /// With `tls`: the server refuses every TLS version below 1.3 (OpenSSL's `MinProtocol`,
+    /// through `OPENSSL_CONF`), and does not require data connections to resume the control
+    /// connection's TLS session (a TLS 1.3 client cannot keep doing that).
+    pub tls13_only: bool,
 }
 
 impl Default for Options {
@@ -39,6 +43,7 @@ impl Default for Options {
             mdtm_write: true,
             active: false,
             max_per_ip: 0,
+            tls13_only: false,
         }
     }
 }
@@ -179,8 +184,9 @@ impl Vsftpd {
             let c = certs();
             format!(
                 "ssl_enable=YES\nallow_anon_ssl=NO\nforce_local_logins_ssl=YES\n\
-                 force_local_data_ssl=YES\nrequire_ssl_reuse=YES\nssl_ciphers=HIGH\n\
+                 force_local_data_ssl=YES\nrequire_ssl_reuse={}\nssl_ciphers=HIGH\n\
                  rsa_cert_file={}\nrsa_private_key_file={}\n",
+                if self.opts.tls13_only { "NO" } else { "YES" },
                 c.cert.display(),
                 c.key.display()
             )
@@ -213,7 +219,19 @@ impl Vsftpd {
             .unwrap();
             let _ = self.child.kill();
             let _ = self.child.wait();
-            self.child = Command::new(VSFTPD)
+            let mut cmd = Command::new(VSFTPD);
+            if self.opts.tls13_only {
+                let ossl = d.join("openssl-tls13.cnf");
+                std::fs::write(
+                    &ossl,
+                    "openssl_conf = default_conf\n[default_conf]\nssl_conf = ssl_sect\n\
+                     [ssl_sect]\nsystem_default = system_default_sect\n\
+                     [system_default_sect]\nMinProtocol = TLSv1.3\n",
+                )
+                .unwrap();
+                cmd.env("OPENSSL_CONF", &ossl);
+            }
+            self.child = cmd
                 .arg(&config)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
