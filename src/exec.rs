@@ -764,18 +764,18 @@ impl<'a> Executor<'a> {
         let size = s_now.size;
         // Page-aligned (see `crate::buf`): 1,000 files of 1 MiB are a GiB of kernel copies.
         let mut data = crate::buf::AlignedBuf::new(size as usize);
-        let mut reader = src.open_read(&path, 0).map_err(|e| e.to_string())?;
-        let mut filled = 0;
-        while filled < data.len() {
-            match reader.read(&mut data[filled..]) {
-                Ok(0) => break,
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(format!("read {path:?}: {e}")),
+        match src
+            .open_read(&path, 0)
+            .map_err(|e| e.to_string())?
+            .read_exact(&mut data)
+        {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                return Err(
+                    "source is shorter than planned (changed while read); will retry".into(),
+                )
             }
-        }
-        if filled < data.len() {
-            return Err("source is shorter than planned (changed while read); will retry".into());
+            Err(e) => return Err(format!("read {path:?}: {e}")),
         }
         let s_after = src.stat(&path).map_err(|e| e.to_string())?;
         if !s_after.as_ref().is_some_and(|e| same_file(e, &s_now)) {

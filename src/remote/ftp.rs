@@ -27,9 +27,9 @@
 //!   four round trips in one runtime task ([`put_new_wire`]): `EPSV`; `STOR` with the data
 //!   right behind it (`150` and `226` read together); the time set, the look at the final name
 //!   (`SIZE`) and `RNFR` back to back; `RNTO` only once their replies say the time was set and
-//!   nothing is at the final name ([`FtpRemote::rename_new`] for a chunked upload). A `SIZE` refused in a folder whose listing
-//!   the run knows means "missing" without a `CWD` (see [`KnownDirs`]). Calls of several round
-//!   trips run on a runtime thread ([`on_runtime`]).
+//!   nothing is at the final name ([`FtpRemote::rename_new`] for a chunked upload). A `SIZE`
+//!   refused in a folder whose listing the run knows means "missing" without a `CWD` (see
+//!   [`KnownDirs`]). Calls of several round trips run on a runtime thread ([`on_runtime`]).
 //! - Listings: `MLSD` where FEAT lists `MLST` (exact types, sizes, second-precision UTC
 //!   times), else `LIST -a` (vsftpd hides dotfiles from plain `LIST`) parsed as Unix or DOS
 //!   lines by [`super::ftp_list`], with each file's time from `MDTM` (LIST shows minutes, or
@@ -162,7 +162,7 @@ struct ConnConfig {
     password: String,
     tls: Option<TlsConfigs>,
     /// The server refused TLS 1.2: every connection of the run offers TLS 1.3 (see
-    /// [`tls_config`]).
+    /// [`TlsConfigs`]).
     tls13: AtomicBool,
     tls_ca_file: Option<std::path::PathBuf>,
     active: bool,
@@ -486,41 +486,27 @@ fn load_pem_certs(
     Ok(certs)
 }
 
-/// The rustls client configuration of an `ftps` job, on the ring provider.
-/// The client's TLS settings: TLS 1.2 first, and the fallback for a server that refuses it.
+/// The rustls client configurations of an `ftps` job, on the ring provider: TLS 1.2 first, and
+/// the fallback for a server that refuses it.
+///
+/// TLS 1.2 (rustls offers only ECDHE suites with AEAD ciphers there), not 1.3: every data
+/// connection must resume the control connection's TLS session where the server says so
+/// (vsftpd's default `require_ssl_reuse=YES`: "522 SSL connection failed: session reuse
+/// required"), and a TLS 1.3 ticket serves one resumption only, while a data connection that
+/// is only written to never reads the tickets the server sends on it: the second or third
+/// upload of a run failed. A TLS 1.2 session is resumed again and again, which also spares the
+/// server a full handshake per file (10,000 x 4 KiB: 1.65 s -> 1.34 s at 1,000 files). A
+/// server that refuses TLS 1.2 (alert "protocol version") gets TLS 1.3 ([`open_conn`]).
 struct TlsConfigs {
     v12: Arc<rustls::ClientConfig>,
     v13: Arc<rustls::ClientConfig>,
 }
 
 fn tls_configs(job: &Job) -> std::result::Result<TlsConfigs, String> {
-    Ok(TlsConfigs {
-        v12: tls_config(job, &[&rustls::version::TLS12])?,
-        v13: tls_config(job, rustls::DEFAULT_VERSIONS)?,
-    })
-}
-
-fn tls_config(
-    job: &Job,
-    versions: &[&'static rustls::SupportedProtocolVersion],
-) -> std::result::Result<Arc<rustls::ClientConfig>, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    // TLS 1.2 (rustls offers only ECDHE suites with AEAD ciphers there), not 1.3: every data
-    // connection must resume the control connection's TLS session where the server says so
-    // (vsftpd's default `require_ssl_reuse=YES`: "522 SSL connection failed: session reuse
-    // required"), and a TLS 1.3 ticket serves one resumption only, while a data connection that
-    // is only written to never reads the tickets the server sends on it: the second or third
-    // upload of a run failed. A TLS 1.2 session is resumed again and again, which also spares
-    // the server a full handshake per file (10,000 x 4 KiB: 1.65 s -> 1.34 s at 1,000 files).
-    // A server that refuses TLS 1.2 (alert "protocol version") gets TLS 1.3 ([`open_conn`]).
-    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(versions)
-        .map_err(|e| format!("TLS setup: {e}"))?;
-    let config = if job.tls_insecure_skip_verify {
-        builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
-            .with_no_client_auth()
+    // The trust anchors are read once, for both configurations (`None`: no verification).
+    let roots = if job.tls_insecure_skip_verify {
+        None
     } else {
         let mut roots = rustls::RootCertStore::empty();
         let certs = match &job.tls_ca_file {
@@ -543,17 +529,35 @@ fn tls_config(
                 format!("tls_ca_file: a certificate cannot be used as a trust anchor: {e}")
             })?;
         }
-        builder.with_root_certificates(roots).with_no_client_auth()
+        Some(roots)
     };
-    Ok(Arc::new(config))
+    let config = |versions: &[&'static rustls::SupportedProtocolVersion]| {
+        let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(versions)
+            .map_err(|e| format!("TLS setup: {e}"))?;
+        let config = match &roots {
+            None => builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(NoVerify(provider.clone())))
+                .with_no_client_auth(),
+            Some(roots) => builder
+                .with_root_certificates(roots.clone())
+                .with_no_client_auth(),
+        };
+        Ok::<_, String>(Arc::new(config))
+    };
+    Ok(TlsConfigs {
+        v12: config(&[&rustls::version::TLS12])?,
+        v13: config(rustls::DEFAULT_VERSIONS)?,
+    })
 }
 
-/// A rustls handshake failure in words a user can act on.
 /// A handshake error that says the server does not speak the offered TLS version.
 fn refuses_version(err: &str) -> bool {
     err.contains("ProtocolVersion") || err.contains("PeerIncompatible")
 }
 
+/// A rustls handshake failure in words a user can act on.
 fn explain_tls(err: &str, cfg: &ConnConfig) -> String {
     let host = &cfg.host;
     let trusted = match &cfg.tls_ca_file {
@@ -2106,8 +2110,7 @@ impl Remote for FtpRemote {
             }
             Ok(Ok(RenameNew::Exists)) => Ok(PutNew::Appeared),
             Ok(Ok(RenameNew::MtimeRefused(e))) => Err(ftp_err("set mtime", partial, e)),
-            Ok(Ok(RenameNew::Refused(e))) => Err(ftp_err("write", partial, e)),
-            Ok(Err(e)) => Err(ftp_err("write", partial, e)),
+            Ok(Ok(RenameNew::Refused(e)) | Err(e)) => Err(ftp_err("write", partial, e)),
             Err(e) => Err(e),
         };
         // Unless the file is in place, no partial stays behind.
