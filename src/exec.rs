@@ -36,6 +36,15 @@ pub const SMALL_FILE: u64 = 1 << 20;
 /// last checkpoint), so a flapping connection cannot keep a worker busy forever.
 pub const TRANSFER_RECONNECTS: u32 = 3;
 
+/// Is a checkpoint at `offset` of a `size`-byte transfer, whose last durable point is
+/// `durable`, worth its sync? Not when less is left to send than the sync would make durable:
+/// the transfer would then end waiting for the server's disk (a sync cannot be left behind:
+/// closing the file waits for it), while an interruption in what is left loses at most twice
+/// the usual spacing of checkpoints.
+fn worth_a_sync(offset: u64, durable: u64, size: u64) -> bool {
+    size.saturating_sub(offset) >= offset.saturating_sub(durable)
+}
+
 /// When a checkpoint's sync may begin: [`SYNC_SPACING`] times the last sync's duration after
 /// it finished, at the earliest.
 #[derive(Debug, Clone, Copy)]
@@ -854,6 +863,8 @@ impl<'a> Executor<'a> {
         let chunk = self.job.chunk_size.clamp(1, 4 << 20);
         let checkpoint_every = self.job.chunk_size.max(CHECKPOINT_MIN);
         let mut since_checkpoint = 0u64;
+        // Where the last checkpoint claims data durable (where this transfer began, first).
+        let mut durable = offset;
         // The offset a background sync began at (and when), recorded as a checkpoint when it
         // is done.
         let mut syncing: Option<(u64, Instant)> = None;
@@ -914,6 +925,7 @@ impl<'a> Executor<'a> {
                 && since_checkpoint >= checkpoint_every
                 && syncing.is_none()
                 && pacer.may_begin(Instant::now())
+                && worth_a_sync(offset, durable, size)
             {
                 let began = Instant::now();
                 writer.sync_begin().map_err(|e| e.to_string())?;
@@ -924,6 +936,7 @@ impl<'a> Executor<'a> {
                 if writer.sync_done().map_err(|e| e.to_string())? {
                     // Durable first, then claimed: a checkpoint never points past real data.
                     self.put_checkpoint(path, dir, checkpoint_at(at))?;
+                    durable = at;
                     syncing = None;
                     pacer.done(began, Instant::now());
                 }
@@ -939,6 +952,21 @@ impl<'a> Executor<'a> {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn a_sync_is_worth_it_while_as_much_is_left_to_send_as_it_makes_durable() {
+        const M: u64 = 1 << 20;
+        // 1 GiB, nothing durable yet: at 64 MiB, and up to half-way.
+        assert!(worth_a_sync(64 * M, 0, 1024 * M));
+        assert!(worth_a_sync(512 * M, 0, 1024 * M));
+        assert!(!worth_a_sync(513 * M, 0, 1024 * M));
+        // Durable up to 800 MiB: a sync at 900 MiB still pays, one at 950 MiB does not.
+        assert!(worth_a_sync(900 * M, 800 * M, 1024 * M));
+        assert!(!worth_a_sync(950 * M, 800 * M, 1024 * M));
+        // A resumed transfer counts from where it resumed.
+        assert!(worth_a_sync(700 * M, 600 * M, 1024 * M));
+        assert!(!worth_a_sync(1000 * M, 600 * M, 1024 * M));
+    }
 
     #[test]
     fn the_first_sync_may_begin_at_once() {
