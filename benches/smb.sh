@@ -127,7 +127,15 @@ EOF
 fi
 sync
 
-fresh_remote() { rm -rf "$D/share/$1"; mkdir "$D/share/$1"; chown $USER_NAME:$USER_NAME "$D/share/$1"; }
+# An empty remote folder, and no writeback left from the last run: every run, of either tool,
+# starts with the server's disk idle (a run that followed another one's 1 GiB of dirty pages
+# took up to 5x as long, whichever tool it was).
+fresh_remote() {
+  rm -rf "$D/share/$1"
+  mkdir "$D/share/$1"
+  chown $USER_NAME:$USER_NAME "$D/share/$1"
+  sync
+}
 
 # Seconds (float) that "$@" takes.
 timed() {
@@ -173,14 +181,7 @@ smbc_once() { # workload
   fi
 }
 
-best() { # fn workload -> best seconds of RUNS
-  local b="" t
-  for _ in $(seq "$RUNS"); do
-    t=$("$1" "$2")
-    if [[ -z "$b" ]] || (($(echo "$t < $b" | bc -l))); then b=$t; fi
-  done
-  echo "$b"
-}
+min() { if [[ -z "$1" ]] || (($(echo "$2 < $1" | bc -l))); then echo "$2"; else echo "$1"; fi; }
 
 verify() { # workload
   diff -rq "$SRC/$1" "$D/share/o-$1" >/dev/null || die "omnisync's $1 copy differs from the source"
@@ -194,10 +195,14 @@ for w in $WORKLOADS; do
     mid) label="$MID_FILES x 1 MiB"; bytes=$((MID_FILES * 1048576)) ;;
     small) label="$SMALL_FILES x 4 KiB"; bytes=$((SMALL_FILES * 4096)) ;;
   esac
-  step "$label: omnisync"
-  o=$(best omni_once $w)
-  step "$label: smbclient"
-  s=$(best smbc_once $w)
+  # The tools take turns, so that a slow spell of the disk falls on both.
+  o="" s=""
+  for r in $(seq "$RUNS"); do
+    step "$label: omnisync, run $r"
+    o=$(min "$o" "$(omni_once $w)")
+    step "$label: smbclient, run $r"
+    s=$(min "$s" "$(smbc_once $w)")
+  done
   verify $w
   # ratio > 1: omnisync is faster (smbclient time / omnisync time).
   printf '%-22s %12.2f %12.2f %10.0f %10.0f %7.2fx\n' "$label" "$o" "$s" \
