@@ -51,7 +51,12 @@ done
 # shellcheck source=benches/omnisync-bin.sh
 source "$REPO/benches/omnisync-bin.sh"
 
-WORK="$(mktemp -d "${TMPDIR:-/var/tmp}/omnisync-ftpbench.XXXXXX")"
+BASE_TMP="${TMPDIR:-/var/tmp}"
+# The sources and every run's upload (kept until the end), for up to three tools.
+need=$(((3 * RUNS + 1) * (BIG_FILES + SMALL_FILES * 4 / 1024) * 1048576))
+avail=$(($(df --output=avail -k "$BASE_TMP" | tail -1) * 1024))
+((avail > need)) || die "$BASE_TMP has $((avail >> 20)) MiB free, the benchmark needs $((need >> 20)) MiB"
+WORK="$(mktemp -d "$BASE_TMP/omnisync-ftpbench.XXXXXX")"
 chmod 755 "$WORK"
 VSFTPD_PID=""
 cleanup() {
@@ -212,12 +217,15 @@ count() { find "$1" -type f ! -path '*/.omnisync/*' -printf '%s\n' | awk '{ n++;
 # One run of `tool` uploading `src`, checked and timed: prints the seconds.
 timed_run() { # tool src dst-folder-name
   local tool=$1 src=$2 dst=$3 t0 t1
+  # Every run starts with the disk idle: no writeback left from the run before. Uploads are
+  # kept until the end: deleting 10,000 files just before the next tool creates as many made
+  # ext4 skip the freed inodes (see benches/e2e.sh, BENCH_SETTLE) and slowed whoever came next.
+  sync
   t0=$(date +%s.%N)
   "${tool}_run" "$src" "$dst"
   t1=$(date +%s.%N)
   [[ $(count "$WORK/srv/$dst") == $(count "$src") ]] ||
     die "$tool: $dst is incomplete (files, bytes: $(count "$WORK/srv/$dst"), not $(count "$src"))"
-  rm -rf "${WORK:?}/srv/$dst"
   awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }'
 }
 min() { awk -v t="$1" -v b="$2" 'BEGIN { print (b == "" || t < b) ? t : b }'; }
