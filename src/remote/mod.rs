@@ -197,6 +197,20 @@ pub trait Remote: Send + Sync {
         self.rename(from, to).map(|()| true)
     }
 
+    /// Write `data`, the whole content of a small file, to `partial` (created, or cut when it
+    /// exists) and give it `mtime_ns` (where `Some`), in one call; returns the partial's stat
+    /// as the side reports it afterwards, which the caller checks (`None`: the side cannot
+    /// say). The caller removes the partial after an error. The default takes the steps one
+    /// at a time; a network side overrides it to pipeline them.
+    fn write_whole(
+        &self,
+        partial: &str,
+        data: &[u8],
+        mtime_ns: Option<i64>,
+    ) -> Result<Option<Entry>> {
+        write_whole_steps(self, partial, data, mtime_ns)
+    }
+
     /// Write `data`, the whole content of a new small file, to `partial`; give it `mtime_ns`
     /// (where `Some`); check that the side kept every byte; then rename it to `path` unless
     /// something exists there by now (as [`Self::rename_new`]). Unless the file is in place,
@@ -437,22 +451,7 @@ pub fn put_new_steps<R: Remote + ?Sized>(
     mtime_ns: Option<i64>,
 ) -> Result<PutNew> {
     let put = || -> Result<PutNew> {
-        let mut w = r.open_write(partial, 0)?;
-        let written = w.write_all(data).and_then(|()| match mtime_ns {
-            Some(t) => w.set_mtime_and_stat(t),
-            None => Ok(None),
-        });
-        let closed = w.close();
-        let finished = written?;
-        closed?;
-        if let (Some(t), None) = (mtime_ns, &finished) {
-            r.set_mtime(partial, t)?;
-        }
-        let now = match finished {
-            Some(e) => Some(e),
-            None => r.stat(partial)?,
-        };
-        Ok(match now {
+        Ok(match write_whole_steps(r, partial, data, mtime_ns)? {
             Some(e) if e.is_file() && e.size == data.len() as u64 => {
                 if r.rename_new(partial, path)? {
                     PutNew::Done(e)
@@ -468,6 +467,31 @@ pub fn put_new_steps<R: Remote + ?Sized>(
         let _ = r.remove_file(partial);
     }
     res
+}
+
+/// [`Remote::write_whole`] through the side's other operations: open, write, set the mtime
+/// through the handle (or by path), close, stat.
+pub fn write_whole_steps<R: Remote + ?Sized>(
+    r: &R,
+    partial: &str,
+    data: &[u8],
+    mtime_ns: Option<i64>,
+) -> Result<Option<Entry>> {
+    let mut w = r.open_write(partial, 0)?;
+    let written = w.write_all(data).and_then(|()| match mtime_ns {
+        Some(t) => w.set_mtime_and_stat(t),
+        None => Ok(None),
+    });
+    let closed = w.close();
+    let finished = written?;
+    closed?;
+    if let (Some(t), None) = (mtime_ns, &finished) {
+        r.set_mtime(partial, t)?;
+    }
+    match finished {
+        Some(e) => Ok(Some(e)),
+        None => r.stat(partial),
+    }
 }
 
 /// `a/b/c` → `a/b`; `c` → `""`.

@@ -1076,26 +1076,36 @@ async fn in_order(
 /// With `trust_fstat` (an earlier file's FSTAT showed that the server keeps exactly the bytes
 /// its WRITEs acknowledged and the time FSETSTAT sets, to the second) no FSTAT is sent, one
 /// request of six less per file, and the entry is what was written and set.
-async fn put_new_on(
-    c: Arc<Conn>,
-    pf: String,
-    tf: String,
-    data: Arc<[u8]>,
+/// What [`write_through`] left.
+enum Written {
+    /// The file's state after CLOSE: as its FSTAT reported it, or as written when FSTATs are
+    /// trusted (`None`: no FSTAT and nothing set to trust); `true` when an FSTAT showed
+    /// exactly the size and time written and set.
+    Kept(Option<Entry>, bool),
+    /// The server refused the OPEN with a status.
+    Refused,
+}
+
+/// OPEN `pf` with `flags`, then WRITE `data` whole, set its time (FSETSTAT), FSTAT it (unless
+/// `trust_fstat`) and CLOSE it, all behind the OPEN's answer: two round trips for a small
+/// file. The first failure after the OPEN is the error, once every answer is in.
+async fn write_through(
+    s: &RawSftpSession,
+    pf: &str,
+    flags: OpenFlags,
+    data: &[u8],
+    block: usize,
     mtime_ns: Option<i64>,
     trust_fstat: bool,
-) -> std::result::Result<PutRaw, SftpError> {
+) -> std::result::Result<Written, SftpError> {
     let set_secs = mtime_ns.map(|t| t.div_euclid(1_000_000_000));
     // A time SFTP v3 cannot carry (before 1970, after 2106) is clamped: ask what was kept.
     let trust_fstat = trust_fstat && set_secs.is_some_and(|t| (0..=u32::MAX as i64).contains(&t));
-    let permit = c.permits(1).await?;
-    let s = c.on(c.pick());
-    let excl = OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::EXCLUDE;
-    let h = match s.open(pf.as_str(), excl, FileAttributes::empty()).await {
+    let h = match s.open(pf, flags, FileAttributes::empty()).await {
         Ok(h) => h.handle,
-        Err(e) if status_code(&e).is_some() => return Ok(PutRaw::Refused),
+        Err(e) if status_code(&e).is_some() => return Ok(Written::Refused),
         Err(e) => return Err(e),
     };
-    let block = c.ext.write_block;
     let mut reqs: Vec<Req<'_>> = Vec::new();
     for (i, chunk) in data.chunks(block).enumerate() {
         let h = h.clone();
@@ -1129,16 +1139,36 @@ async fn put_new_on(
             }
         }
     }
-    drop(permit);
+    if let Some(e) = failed {
+        return Err(e);
+    }
     let written = set_secs.map(|t| Entry::file(data.len() as u64, t * 1_000_000_000));
     let kept = match (trust_fstat, &written) {
         (true, Some(w)) => Some(w.clone()),
         _ => attrs.as_ref().and_then(entry_from_attrs),
     };
     let agrees = !trust_fstat && written.is_some() && kept == written;
-    let raw = match (failed, kept) {
-        (Some(e), _) => Err(e),
-        (None, Some(e)) if e.is_file() && e.size == data.len() as u64 => {
+    Ok(Written::Kept(kept, agrees))
+}
+
+async fn put_new_on(
+    c: Arc<Conn>,
+    pf: String,
+    tf: String,
+    data: Arc<[u8]>,
+    mtime_ns: Option<i64>,
+    trust_fstat: bool,
+) -> std::result::Result<PutRaw, SftpError> {
+    let permit = c.permits(1).await?;
+    let s = c.on(c.pick());
+    let excl = OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::EXCLUDE;
+    let block = c.ext.write_block;
+    let written = write_through(s, &pf, excl, &data, block, mtime_ns, trust_fstat).await;
+    drop(permit);
+    let raw = match written {
+        Ok(Written::Refused) => return Ok(PutRaw::Refused),
+        Err(e) => Err(e),
+        Ok(Written::Kept(Some(e), agrees)) if e.is_file() && e.size == data.len() as u64 => {
             match s.rename(pf.as_str(), tf.as_str()).await {
                 Ok(_) => return Ok(PutRaw::Done(e, agrees)),
                 Err(e) if status_code(&e).is_some() => match s.lstat(tf).await {
@@ -1148,10 +1178,30 @@ async fn put_new_on(
                 Err(e) => return Err(e),
             }
         }
-        (None, kept) => Ok(PutRaw::Short(kept.map_or(0, |e| e.size))),
+        Ok(Written::Kept(kept, _)) => Ok(PutRaw::Short(kept.map_or(0, |e| e.size))),
     };
     let _ = s.remove(pf).await;
     raw
+}
+
+/// [`Remote::write_whole`]: the partial created or cut, written, timed and closed in two
+/// round trips. `Ok(None)` when the OPEN was refused with a status (the caller takes the
+/// steps one by one, which name the problem).
+async fn write_whole_on(
+    c: Arc<Conn>,
+    pf: String,
+    data: Arc<[u8]>,
+    mtime_ns: Option<i64>,
+    trust_fstat: bool,
+) -> std::result::Result<Option<(Option<Entry>, bool)>, SftpError> {
+    let _permit = c.permits(1).await?;
+    let s = c.on(c.pick());
+    let flags = OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::TRUNCATE;
+    let block = c.ext.write_block;
+    match write_through(s, &pf, flags, &data, block, mtime_ns, trust_fstat).await? {
+        Written::Refused => Ok(None),
+        Written::Kept(kept, agrees) => Ok(Some((kept, agrees))),
+    }
 }
 
 /// Server-side copy of the file `f` to `t` (created or truncated) with `copy-data`.
@@ -2359,6 +2409,44 @@ impl Remote for SftpRemote {
             PutRaw::Appeared => PutNew::Appeared,
             PutRaw::Refused => return super::put_new_steps(self, path, partial, &data, mtime_ns),
         })
+    }
+
+    fn write_whole(
+        &self,
+        partial: &str,
+        data: &[u8],
+        mtime_ns: Option<i64>,
+    ) -> Result<Option<Entry>> {
+        let _fresh = self.listings.changing();
+        self.check_parents("write", partial)?;
+        let pf = self.full("write", partial)?;
+        let data: Arc<[u8]> = data.into();
+        let trust_fstat = self.fstat_agrees.load(Ordering::Relaxed);
+        let got = self
+            .call(|c| {
+                let task = self.rth.spawn(write_whole_on(
+                    c,
+                    pf.clone(),
+                    data.clone(),
+                    mtime_ns,
+                    trust_fstat,
+                ));
+                async move {
+                    task.await
+                        .unwrap_or_else(|e| Err(SftpError::UnexpectedBehavior(e.to_string())))
+                }
+            })
+            .map_err(|e| sftp_err("write", partial, e))?;
+        self.forget_dir(partial);
+        match got {
+            Some((kept, agrees)) => {
+                if agrees {
+                    self.fstat_agrees.store(true, Ordering::Relaxed);
+                }
+                Ok(kept)
+            }
+            None => super::write_whole_steps(self, partial, &data, mtime_ns),
+        }
     }
 
     fn remove_file(&self, path: &str) -> Result<()> {
