@@ -719,6 +719,20 @@ pub fn trash_keeps_overwritten_and_deleted_files(b: &dyn Backend) {
         trashed(&fx, Local, &dates, "a.txt~2").as_deref(),
         Some("A2")
     );
+    // And again: `~3`, `~4`, `~5`, each version kept under its own name.
+    for (i, v) in ["A4", "A5", "A6"].iter().enumerate() {
+        fx.write(Remote, "a.txt", v, T0 + 30 + 10 * i as i64);
+        fx.sync_settled("bi");
+        dates.push(utc_date());
+    }
+    assert_eq!(fx.read(Local, "a.txt"), "A6");
+    for (name, v) in [("a.txt~3", "A3"), ("a.txt~4", "A4"), ("a.txt~5", "A5")] {
+        assert_eq!(
+            trashed(&fx, Local, &dates, name).as_deref(),
+            Some(v),
+            "{name}"
+        );
+    }
 
     // `.omnisync/` at the root is never synced, either way.
     let l = fx.snap(Local);
