@@ -645,6 +645,22 @@ impl SftpRemote {
         }
     }
 
+    /// [`Self::call`] with `f`'s future run as a task of its own on the runtime, so that the
+    /// calling thread waits once for all of its round trips rather than once per answer.
+    fn call_task<T, Fut>(&self, f: impl Fn(Arc<Conn>) -> Fut) -> std::result::Result<T, SftpError>
+    where
+        Fut: Future<Output = std::result::Result<T, SftpError>> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.call(|c| {
+            let task = self.rth.spawn(f(c));
+            async move {
+                task.await
+                    .unwrap_or_else(|e| Err(SftpError::UnexpectedBehavior(e.to_string())))
+            }
+        })
+    }
+
     /// Replace connection `id`, which was lost, by a new login: attempts after each wait of
     /// [`RECONNECT_BACKOFF_MS`]. Only one thread logs in; the others wait and use its
     /// connection. When every attempt failed (or the login itself was refused: host key,
@@ -1442,6 +1458,21 @@ async fn rsa_hash(
         .flatten())
 }
 
+/// Load a private key; an unencrypted ECDSA key that the parser refuses for its short scalar
+/// (see [`super::ecdsa_key`]) is loaded once repaired.
+fn load_key(
+    path: &std::path::Path,
+    passphrase: Option<&str>,
+) -> std::result::Result<russh::keys::PrivateKey, russh::keys::Error> {
+    russh::keys::load_secret_key(path, passphrase).or_else(|e| {
+        std::fs::read_to_string(path)
+            .ok()
+            .and_then(|text| super::ecdsa_key::pad_short_scalar(&text))
+            .and_then(|fixed| russh::keys::decode_secret_key(&fixed, None).ok())
+            .ok_or(e)
+    })
+}
+
 async fn authenticate(
     ssh: &mut client::Handle<HostKeyCheck>,
     user: &str,
@@ -1451,15 +1482,13 @@ async fn authenticate(
     for auth in auths {
         match auth {
             Auth::Key { path, passphrase } => {
-                let key = russh::keys::load_secret_key(&path, passphrase.as_deref()).map_err(
-                    |e| match e {
-                        russh::keys::Error::KeyIsEncrypted => format!(
-                            "private_key {} is encrypted: set private_key_passphrase_env",
-                            path.display()
-                        ),
-                        e => format!("cannot load private_key {}: {e}", path.display()),
-                    },
-                )?;
+                let key = load_key(&path, passphrase.as_deref()).map_err(|e| match e {
+                    russh::keys::Error::KeyIsEncrypted => format!(
+                        "private_key {} is encrypted: set private_key_passphrase_env",
+                        path.display()
+                    ),
+                    e => format!("cannot load private_key {}: {e}", path.display()),
+                })?;
                 let hash = rsa_hash(ssh, key.algorithm().is_rsa()).await?;
                 let r = ssh
                     .authenticate_publickey(user, PrivateKeyWithHashAlg::new(Arc::new(key), hash))
@@ -2382,19 +2411,9 @@ impl Remote for SftpRemote {
         let data: Arc<[u8]> = data.into();
         let trust_fstat = self.fstat_agrees.load(Ordering::Relaxed);
         let raw = self
-            .call(|c| {
-                let task = self.rth.spawn(put_new_on(
-                    c,
-                    pf.clone(),
-                    tf.clone(),
-                    data.clone(),
-                    mtime_ns,
-                    trust_fstat,
-                ));
-                async move {
-                    task.await
-                        .unwrap_or_else(|e| Err(SftpError::UnexpectedBehavior(e.to_string())))
-                }
+            .call_task(|c| {
+                let (pf, tf, data) = (pf.clone(), tf.clone(), data.clone());
+                put_new_on(c, pf, tf, data, mtime_ns, trust_fstat)
             })
             .map_err(|e| sftp_err("write", path, e))?;
         self.forget_dir(partial);
@@ -2423,19 +2442,7 @@ impl Remote for SftpRemote {
         let data: Arc<[u8]> = data.into();
         let trust_fstat = self.fstat_agrees.load(Ordering::Relaxed);
         let got = self
-            .call(|c| {
-                let task = self.rth.spawn(write_whole_on(
-                    c,
-                    pf.clone(),
-                    data.clone(),
-                    mtime_ns,
-                    trust_fstat,
-                ));
-                async move {
-                    task.await
-                        .unwrap_or_else(|e| Err(SftpError::UnexpectedBehavior(e.to_string())))
-                }
-            })
+            .call_task(|c| write_whole_on(c, pf.clone(), data.clone(), mtime_ns, trust_fstat))
             .map_err(|e| sftp_err("write", partial, e))?;
         self.forget_dir(partial);
         match got {
