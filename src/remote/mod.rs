@@ -11,6 +11,7 @@
 //! - Methods may be called from several threads at once (`transfers` workers).
 //! - Errors carry the operation and the path; `NotFound` is distinct so callers can react.
 
+pub mod ecdsa_key;
 pub mod ftp;
 pub mod ftp_list;
 pub mod local;
