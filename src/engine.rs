@@ -236,7 +236,6 @@ fn root_state(s: RootStatus) -> RootState {
     }
 }
 
-/// Base rows the filters let through; the others are kept untouched for later.
 /// Lower this thread's priority (and that of the threads it starts), for the walk that runs
 /// while a network login goes on. On the machines this tool shares with its server (loopback,
 /// a small NAS) the login's critical path is the server's work: `sshd` forking its session,
@@ -254,6 +253,7 @@ fn yield_to_login() {
     }
 }
 
+/// Base rows the filters let through; the others are kept untouched for later.
 fn visible_base(base: Base, filter: &Filter) -> Base {
     let visible = |p: &str, row: &crate::model::BaseRow| {
         if Filter::is_reserved(p) {

@@ -198,7 +198,7 @@ struct LogArgs {
 /// (128 KiB to begin with) its own mmap, and gives freed heap tops back to the kernel; a
 /// transfer allocates MiB-sized request buffers by the thousand (in the protocol crates too), and
 /// every fresh mapping is faulted in and zeroed again: ~6% of an SMB upload's client CPU. With
-/// both limits raised, a 1 GiB SMB upload on tmpfs took 1.15-1.16 s against 1.20-1.23 s. The
+/// both limits raised, a 1 GiB SMB upload on tmpfs took 1.14-1.18 s against 1.23-1.27 s. The
 /// memory kept is what the run's busiest moment used.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn keep_freed_buffers() {
