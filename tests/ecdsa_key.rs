@@ -18,7 +18,7 @@ fn scalar_len(text: &str) -> usize {
     let b64: String = body.chars().filter(|c| !c.is_whitespace()).collect();
     let blob = BASE64.decode(b64.as_bytes()).unwrap();
     let mut rest = blob.strip_prefix(b"openssh-key-v1\0".as_slice()).unwrap();
-    let mut string = |rest: &mut &[u8]| -> Vec<u8> {
+    let string = |rest: &mut &[u8]| -> Vec<u8> {
         let n = u32::from_be_bytes(rest[..4].try_into().unwrap()) as usize;
         let s = rest[4..4 + n].to_vec();
         *rest = &rest[4 + n..];
