@@ -15,6 +15,7 @@ pub mod ecdsa_key;
 pub mod ftp;
 pub mod ftp_list;
 pub mod local;
+pub mod quickack;
 pub mod sftp;
 pub mod sftp_find;
 pub mod sftp_pipe;
