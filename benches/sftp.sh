@@ -156,8 +156,11 @@ fdiv() { awk -v a="$1" -v b="$2" 'BEGIN { if (a != "" && b != "" && b > 0) print
 fmin() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b + 0 < a + 0) print b; else print a }'; }
 
 # Time a command (stdout discarded, stderr kept in $WORK/last.err); prints seconds, or fails.
+# Every timing starts with the disk idle, as in benches/ftp.sh and smb.sh (there, a run that
+# followed another tool's writes took up to 5x as long, whichever tool it was).
 timeit() {
   local t0 t1
+  sync
   t0=$(now)
   if ! "$@" >/dev/null 2>"$WORK/last.err"; then
     echo "sftp-bench: command failed: $*" >&2
