@@ -15,12 +15,12 @@ pub mod ecdsa_key;
 pub mod ftp;
 pub mod ftp_list;
 pub mod local;
-pub mod quickack;
 pub mod sftp;
 pub mod sftp_find;
 pub mod sftp_pipe;
 pub mod smb;
 pub mod smb_names;
+pub mod tcp_link;
 
 use std::io::Read;
 

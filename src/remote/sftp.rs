@@ -1354,7 +1354,7 @@ async fn ssh_login(
         nodelay: true,
         ..Default::default()
     };
-    let stream = super::quickack::QuickAck::new(stream);
+    let stream = super::tcp_link::TcpLink::new(stream);
     let mut ssh = match client::connect_stream(Arc::new(config), stream, checker).await {
         Ok(h) => h,
         Err(e) => {
