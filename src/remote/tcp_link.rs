@@ -6,7 +6,7 @@
 //! `recvfrom` per packet. Uploading 10,000 small files, the replies alone were 5.7 `recvfrom`
 //! per file. Here one read takes whatever has arrived, up to [`CAPACITY`], and the packets in
 //! it are handed out from memory; a read at least that large goes straight to the socket, so
-//! bulk data (32 KiB packets) is not copied twice.
+//! bulk data (32 KiB packets) is mostly not copied twice.
 //!
 //! **Quick acknowledgements.** A server that writes two small messages back to back, with
 //! Nagle's algorithm on (OpenSSH's sshd on a session without a terminal), sends the second
@@ -25,8 +25,9 @@ use std::task::{ready, Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-/// Bytes one socket read may take ahead of what was asked for.
-const CAPACITY: usize = 16 << 10;
+/// Bytes one socket read may take ahead of what was asked for: room for dozens of short
+/// replies, while a 32 KiB data packet has at most this much of it copied once more.
+const CAPACITY: usize = 4 << 10;
 
 /// A [`TcpStream`] with a read buffer, setting `TCP_QUICKACK` after every socket read that
 /// returned data.
