@@ -231,7 +231,8 @@ make_tree() { # ROOT NFILES NDIRS BYTES_EACH
 
 echo "== machine: $(nproc) CPUs, $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo), AES-NI: $(grep -qw aes /proc/cpuinfo && echo yes || echo no), load: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "== sshd on 127.0.0.1:$PORT offers $CIPHER only; $(ssh -V 2>&1); $(rsync --version | head -1)"
-echo "== $( [[ "$WITH_RCLONE" == 1 ]] && rclone version | head -1 || echo 'rclone skipped'); omnisync $("$OMNI" --version | awk '{ print $2 }')"
+# (`rclone version | head -1` fails under pipefail when head closes the pipe first.)
+echo "== $( [[ "$WITH_RCLONE" == 1 ]] && { rclone version 2>/dev/null | sed -n 1p; } || echo 'rclone skipped'); omnisync $("$OMNI" --version | awk '{ print $2 }')"
 echo "== scale: $SCALE; best of $RUNS runs (rclone and sftp: one run); data under $WORK"
 
 step "generating data"

@@ -4,9 +4,10 @@
 //! one P-256 key in 256 has a 31-byte `d`. ssh-key 0.7 (russh's key parser) wants exactly the
 //! curve's size there and fails with "length invalid": such a user could not log in, and
 //! `tests/sftp.rs` failed on one random key in 256. [`pad_short_scalar`] rewrites the key with
-//! `d` left-padded to the curve's size (the same number), which the parser takes. Encrypted keys
-//! are left alone: their private part cannot be read without the passphrase's decryption, which
-//! is the parser's own.
+//! `d` left-padded to the curve's size (the same number), which the parser takes. The parser
+//! decodes an encrypted key's private part right after decrypting it, so it refuses such a key
+//! with its passphrase too: [`decrypted`] decrypts it (ssh-key's own KDF and cipher) into the
+//! unencrypted form, which is then padded the same way.
 
 use data_encoding::BASE64;
 
@@ -44,11 +45,9 @@ fn put_string(out: &mut Vec<u8>, s: &[u8]) {
 /// unencrypted OpenSSH ECDSA key whose scalar is shorter; `None` for anything else (nothing to
 /// repair, or not a key this understands).
 pub fn pad_short_scalar(text: &str) -> Option<String> {
-    let body = text.split(BEGIN).nth(1)?.split(END).next()?;
-    let b64: String = body.chars().filter(|c| !c.is_whitespace()).collect();
-    let blob = BASE64.decode(b64.as_bytes()).ok()?;
+    let blob = pem_blob(text)?;
     let mut c = Cursor(blob.strip_prefix(MAGIC)?);
-    let (cipher, kdf, kdf_opts) = (c.string()?, c.string()?, c.string()?);
+    let (cipher, kdf, _kdf_opts) = (c.string()?, c.string()?, c.string()?);
     if cipher != b"none" || kdf != b"none" || c.u32()? != 1 {
         return None;
     }
@@ -86,23 +85,66 @@ pub fn pad_short_scalar(text: &str) -> Option<String> {
         private.push(pad);
         pad += 1;
     }
+    Some(unencrypted_pem(public, &private))
+}
+
+/// The OpenSSH key in `text`, encrypted with `passphrase`, as the same key unencrypted (its
+/// private section decrypted, the rest unchanged); `None` for a key that is not encrypted, a
+/// wrong passphrase (the section's two check words differ) or anything this does not read.
+pub fn decrypted(text: &str, passphrase: &str) -> Option<String> {
+    use russh::keys::ssh_key::PrivateKey;
+    let blob = pem_blob(text)?;
+    let mut c = Cursor(blob.strip_prefix(MAGIC)?);
+    let (_cipher, _kdf, _kdf_opts) = (c.string()?, c.string()?, c.string()?);
+    if c.u32()? != 1 {
+        return None;
+    }
+    let public = c.string()?;
+    let sealed = c.string()?;
+    // An AEAD cipher's tag follows the section (aes256-gcm@openssh.com); CTR and CBC have none.
+    let tag = (c.0.len() == 16).then(|| c.0.try_into().ok()).flatten();
+    let key = PrivateKey::from_openssh(text).ok()?;
+    if !key.is_encrypted() {
+        return None;
+    }
+    let (k, iv) = key.kdf().derive_key_and_iv(key.cipher(), passphrase).ok()?;
+    let mut private = sealed.to_vec();
+    key.cipher().decrypt(&k, &iv, &mut private, tag).ok()?;
+    let mut p = Cursor(&private);
+    if p.u32()? != p.u32()? {
+        return None;
+    }
+    Some(unencrypted_pem(public, &private))
+}
+
+/// The base64 body of an OpenSSH private key file, decoded.
+fn pem_blob(text: &str) -> Option<Vec<u8>> {
+    let body = text.split(BEGIN).nth(1)?.split(END).next()?;
+    let b64: String = body.chars().filter(|c| !c.is_whitespace()).collect();
+    BASE64.decode(b64.as_bytes()).ok()
+}
+
+/// An unencrypted OpenSSH private key file holding one key: its public blob and its private
+/// section (check words, key, comment, padding).
+fn unencrypted_pem(public: &[u8], private: &[u8]) -> String {
     let mut out = MAGIC.to_vec();
-    for s in [cipher, kdf, kdf_opts] {
+    for s in [&b"none"[..], b"none", b""] {
         put_string(&mut out, s);
     }
     out.extend_from_slice(&1u32.to_be_bytes());
     put_string(&mut out, public);
-    put_string(&mut out, &private);
+    put_string(&mut out, private);
     let encoded = BASE64.encode(&out);
     let mut pem = String::from(BEGIN);
     pem.push('\n');
     for line in encoded.as_bytes().chunks(70) {
-        pem.push_str(std::str::from_utf8(line).ok()?);
+        // Base64 is ASCII.
+        pem.push_str(&String::from_utf8_lossy(line));
         pem.push('\n');
     }
     pem.push_str(END);
     pem.push('\n');
-    Some(pem)
+    pem
 }
 
 // Tests: tests/ecdsa_key.rs, a process of its own: they run ssh-keygen hundreds of times, and

@@ -1459,16 +1459,21 @@ async fn rsa_hash(
         .flatten())
 }
 
-/// Load a private key; an unencrypted ECDSA key that the parser refuses for its short scalar
-/// (see [`super::ecdsa_key`]) is loaded once repaired.
+/// Load a private key; an ECDSA key that the parser refuses for its short scalar (see
+/// [`super::ecdsa_key`]) is loaded once repaired, after decrypting it when it is encrypted.
 fn load_key(
     path: &std::path::Path,
     passphrase: Option<&str>,
 ) -> std::result::Result<russh::keys::PrivateKey, russh::keys::Error> {
+    use super::ecdsa_key::{decrypted, pad_short_scalar};
     russh::keys::load_secret_key(path, passphrase).or_else(|e| {
         std::fs::read_to_string(path)
             .ok()
-            .and_then(|text| super::ecdsa_key::pad_short_scalar(&text))
+            .and_then(|text| match passphrase {
+                Some(p) => decrypted(&text, p),
+                None => Some(text),
+            })
+            .and_then(|plain| pad_short_scalar(&plain))
             .and_then(|fixed| russh::keys::decode_secret_key(&fixed, None).ok())
             .ok_or(e)
     })
