@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use time::OffsetDateTime;
@@ -419,7 +419,7 @@ pub fn run_job_with(
     let filter = Filter::new(&job.include, &job.exclude)
         .map_err(|e| RunError::Usage(format!("job {:?}: {e}", job.name)))?;
     let store = Store::open(&db_path(agent))?;
-    let store = Arc::new(Mutex::new(store));
+    let store = Mutex::new(store);
     let job_id = store.lock().unwrap().job_id(&job.name)?;
     // "Has synced before": anything in the base, or an earlier run that completed. A job
     // whose base was emptied (an intake folder drained by its consumer) still counts.
@@ -457,18 +457,6 @@ pub fn run_job_with(
                 scan::scan(&LocalFs::new(root), &Base::new(), &opts)
             })
         });
-    // The base too: a 100,000-row base takes ~0.1 s of one core to read, which a login
-    // mostly leaves idle. The job's lock is held, so nothing changes the base meanwhile.
-    let base_behind_login =
-        (ctx.remote.is_none() && ctx.scope.is_none() && !hash && job.protocol != Protocol::Local)
-            .then(|| {
-                let store = Arc::clone(&store);
-                std::thread::spawn(move || {
-                    let t = Instant::now();
-                    let full = store.lock().unwrap().load_base(job_id);
-                    (full, t.elapsed())
-                })
-            });
     let opened;
     let remote: &dyn Remote = match ctx.remote {
         Some(r) => r,
@@ -587,15 +575,11 @@ pub fn run_job_with(
 
     // Load the base while both sides are scanned (in secure mode the scan reuses the base's
     // hashes, so the base comes first).
-    let base_loaded = |full: Result<Base, crate::state::StateError>, took: Duration| {
-        let full = full?;
-        tracing::debug!(job = %job.name, rows = full.len(), ms = took.as_millis() as u64, "base loaded");
-        Ok::<Base, RunError>(visible_base(full, &filter))
-    };
     let load_base = || -> Result<Base, RunError> {
         let t = Instant::now();
-        let full = store.lock().unwrap().load_base(job_id);
-        base_loaded(full, t.elapsed())
+        let full = store.lock().unwrap().load_base(job_id)?;
+        tracing::debug!(job = %job.name, rows = full.len(), ms = t.elapsed().as_millis() as u64, "base loaded");
+        Ok(visible_base(full, &filter))
     };
     let t = Instant::now();
     let scoped = match scope {
@@ -640,7 +624,7 @@ pub fn run_job_with(
         (l, r, Some(Ok(b)))
     } else {
         std::thread::scope(|s| {
-            let b = (!hash && base_behind_login.is_none()).then(|| s.spawn(load_base));
+            let b = (!hash).then(|| s.spawn(load_base));
             let l = s.spawn(|| match early_local {
                 // Begun before connecting, on the same root, which is still a folder.
                 Some(walk) if local_root == RootState::Ok && !local_empty => {
@@ -659,14 +643,7 @@ pub fn run_job_with(
                 remote_root == RootState::Ok,
                 remote_empty,
             );
-            let b = match (b, base_behind_login) {
-                (Some(h), _) => Some(h.join().expect("base load panicked")),
-                (None, Some(h)) => {
-                    let (full, took) = h.join().expect("base load panicked");
-                    Some(base_loaded(full, took))
-                }
-                (None, None) => None,
-            };
+            let b = b.map(|h| h.join().expect("base load panicked"));
             (l.join().expect("local scan panicked"), r, b)
         })
     };
