@@ -1469,10 +1469,8 @@ fn load_key(
     russh::keys::load_secret_key(path, passphrase).or_else(|e| {
         std::fs::read_to_string(path)
             .ok()
-            .and_then(|text| match passphrase {
-                Some(p) => decrypted(&text, p),
-                None => Some(text),
-            })
+            // A passphrase given for a key that is not encrypted is not needed.
+            .map(|text| passphrase.and_then(|p| decrypted(&text, p)).unwrap_or(text))
             .and_then(|plain| pad_short_scalar(&plain))
             .and_then(|fixed| russh::keys::decode_secret_key(&fixed, None).ok())
             .ok_or(e)
