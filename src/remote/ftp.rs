@@ -341,10 +341,19 @@ fn reply_code(e: &FtpError) -> Option<u32> {
 fn is_connection_failure(e: &FtpError) -> bool {
     match e {
         FtpError::ConnectionError(_) | FtpError::BadResponse | FtpError::SecureError(_) => true,
-        // 421: "service not available, closing control connection".
-        FtpError::UnexpectedResponse(r) => r.status.code() == 421,
+        FtpError::UnexpectedResponse(r) => session_ended(r),
         _ => false,
     }
+}
+
+/// A reply after which the server closes the control connection: 421 ("service not available,
+/// closing control connection"), or vsftpd's `500 OOPS: …`, its last words before the session
+/// process exits (e.g. `vsf_sysutil_bind` when no passive port could be bound, seen once in
+/// 10,000 uploads after a few benchmark runs had left many ports in TIME_WAIT). Either way the
+/// commands can be run again on a new connection.
+fn session_ended(r: &suppaftp::types::Response) -> bool {
+    let code = r.status.code();
+    code == 421 || (code == 500 && reply_text(r).starts_with("500 OOPS"))
 }
 
 /// An FTP failure of `op` on `path` as the trait's error.
@@ -352,7 +361,7 @@ fn ftp_err(op: &'static str, path: &str, e: FtpError) -> RemoteError {
     use std::io::ErrorKind;
     let (kind, msg) = match &e {
         FtpError::UnexpectedResponse(r) => {
-            let kind = if r.status.code() == 421 {
+            let kind = if session_ended(r) {
                 ErrorKind::ConnectionAborted
             } else {
                 ErrorKind::Other
@@ -2255,6 +2264,27 @@ fn clone_failure(e: &FtpError) -> FtpError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn replies_that_end_the_session_count_as_a_lost_connection() {
+        use suppaftp::types::Response;
+        let reply = |code: u32, text: &str| {
+            FtpError::UnexpectedResponse(Response::new(Status::from(code), text.into()))
+        };
+        assert!(is_connection_failure(&reply(
+            500,
+            "500 OOPS: vsf_sysutil_bind\r\n"
+        )));
+        assert!(is_connection_failure(&reply(421, "421 Timeout.\r\n")));
+        assert!(!is_connection_failure(&reply(
+            500,
+            "500 Unknown command.\r\n"
+        )));
+        assert!(!is_connection_failure(&reply(
+            550,
+            "550 Permission denied.\r\n"
+        )));
+    }
 
     #[test]
     fn passive_replies_give_the_data_port() {
