@@ -64,9 +64,12 @@ const PREFETCH_DIRS: usize = 32;
 /// Requests in flight per open file (reads ramp up to this, see [`SftpReader`]).
 const IN_FLIGHT: usize = 32;
 /// Small files transferred at once (see [`Remote::small_file_parallelism`]): each holds one
-/// handle for about two round trips (OPEN, then WRITE+FSETSTAT+FSTAT+CLOSE), so this many keep
-/// a loopback server busy while leaving most of the [`MAX_HANDLES`] slots free.
-const SMALL_FILES_IN_FLIGHT: usize = 32;
+/// handle for about two round trips (OPEN, then WRITE+FSETSTAT+FSTAT+CLOSE). More in flight
+/// means more requests per SSH message, so the server's sshd relays and answers them in fewer
+/// reads and writes: 10,000 × 4 KiB over loopback took 1.23-1.55 s (median 1.31) with 64
+/// against 1.35-1.73 s (median 1.44) with 32, alternating; 96 and 128 measured like 64. Each
+/// holds its file in memory (at most 1 MiB), and beyond the [`MAX_HANDLES`] slots the rest wait.
+const SMALL_FILES_IN_FLIGHT: usize = 64;
 /// Longest wait for a free handle slot (see [`SftpRemote::permits`]).
 const HANDLE_WAIT: Duration = Duration::from_secs(300);
 /// TCP connect, per resolved address.
