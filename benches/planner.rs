@@ -10,6 +10,8 @@
 //! - `scan/*`: `scan::scan` of a temp tree of 10,000 × 4 KiB files in 100 folders, listing
 //!   only and with content hashes (compare = secure, nothing cached in the base).
 //! - `hash/*`: `hash_file` of a 256 MiB file (page-cached), bytes throughput.
+//! - `state/*`: loading the base of 100,000 entries from a SQLite file (page-cached), as
+//!   every full run does before planning.
 
 use std::cell::OnceCell;
 use std::hint::black_box;
@@ -275,5 +277,27 @@ fn bench_hash(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_planner, bench_scan, bench_hash);
+/// `Store::load_base` of the 101,000-row base of [`equal_trees`] from a state file in a temp
+/// folder (warm in the page cache): what every full run reads before it plans.
+fn bench_state(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("omnisync.db");
+    let (_, _, base) = equal_trees();
+    let job = {
+        let mut store = omnisync::state::Store::open(&path).unwrap();
+        let job = store.job_id("bench").unwrap();
+        store.replace_base(job, &base).unwrap();
+        job
+    };
+    let store = omnisync::state::Store::open(&path).unwrap();
+    assert_eq!(store.load_base(job).unwrap().len(), base.len());
+    let mut g = c.benchmark_group("state");
+    g.sample_size(20);
+    g.bench_function("load_base-100k", |b| {
+        b.iter(|| black_box(store.load_base(job).unwrap()))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench_planner, bench_scan, bench_hash, bench_state);
 criterion_main!(benches);

@@ -63,6 +63,10 @@ const IO_BLOCK_MAX: usize = 255 << 10;
 const PREFETCH_DIRS: usize = 32;
 /// Requests in flight per open file (reads ramp up to this, see [`SftpReader`]).
 const IN_FLIGHT: usize = 32;
+/// Answers a full write window waits for before it sends more: a quarter of the window, so
+/// the writing thread wakes once per 8 answers and its next WRITEs leave in one SSH message,
+/// while 24 stay on the wire.
+const REFILL: usize = IN_FLIGHT / 4;
 /// Small files transferred at once (see [`Remote::small_file_parallelism`]): each holds one
 /// handle for about two round trips (OPEN, then WRITE+FSETSTAT+FSTAT+CLOSE). More in flight
 /// means more requests per SSH message, so the server's sshd relays and answers them in fewer
@@ -1744,18 +1748,31 @@ type Reply<T> = Pin<Box<dyn Future<Output = std::result::Result<T, SftpError>> +
 /// (no task per request, no hand-off through the runtime's workers). Requests so go out in
 /// program order: a CLOSE can follow the WRITEs without waiting for their replies (the server
 /// handles one session's requests in order), which saves a round trip per file.
+///
+/// The first poll leaves no waker behind ([`poll_quietly`]): the reply is awaited later, by a
+/// poll that registers the thread that then waits.
 fn send_now<T: Send + 'static>(
     rth: &tokio::runtime::Handle,
     f: impl Future<Output = std::result::Result<T, SftpError>> + Send + 'static,
 ) -> Reply<T> {
     let mut f: Reply<T> = Box::pin(f);
-    let first = rth.block_on(std::future::poll_fn(|cx| {
-        std::task::Poll::Ready(f.as_mut().poll(cx))
-    }));
-    match first {
+    match poll_quietly(rth, &mut f) {
         std::task::Poll::Ready(r) => Box::pin(std::future::ready(r)),
         std::task::Poll::Pending => f,
     }
+}
+
+/// Poll `f` once, inside the runtime, with a waker that wakes nothing. A poll with the
+/// calling thread's waker would leave it in the reply's channel, and each reply arriving
+/// later would unpark this thread, whatever it was then waiting for: with 32 WRITEs in flight,
+/// a thread woken for every answer instead of for the one it waits on.
+fn poll_quietly<T>(
+    rth: &tokio::runtime::Handle,
+    f: &mut Reply<T>,
+) -> std::task::Poll<std::result::Result<T, SftpError>> {
+    let _in_runtime = rth.enter();
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    f.as_mut().poll(&mut cx)
 }
 
 /// SETSTAT attributes that set the modification time (and the access time to now); never a
@@ -1890,13 +1907,27 @@ impl SftpWriter {
         }
     }
 
+    /// Wait until the oldest `n` requests are answered (at least one, at most all), taking
+    /// their replies oldest first: one wake-up of this thread for the `n`, where waiting for
+    /// each in turn woke it once per reply, and the requests sent after it go out together.
+    fn wait_many(&mut self, n: usize) -> Result<()> {
+        let n = n.clamp(1, self.pending.len().max(1));
+        if let Some((_, r)) = self.pending.get_mut(n - 1) {
+            // Replies come in order: once the n-th is in, so are the ones before it.
+            let got = self.rth.block_on(r.as_mut());
+            *r = Box::pin(std::future::ready(got));
+        }
+        for _ in 0..n {
+            self.wait_one()?;
+        }
+        Ok(())
+    }
+
     /// Take the replies that have already arrived, oldest first, without waiting.
     fn take_arrived(&mut self) -> Result<()> {
         while let Some((fsync, r)) = self.pending.front_mut() {
             let fsync = *fsync;
-            let polled = self.rth.block_on(std::future::poll_fn(|cx| {
-                std::task::Poll::Ready(r.as_mut().poll(cx))
-            }));
+            let polled = poll_quietly(&self.rth, r);
             match polled {
                 std::task::Poll::Pending => break,
                 std::task::Poll::Ready(res) => {
@@ -1928,8 +1959,8 @@ impl WriteHandle for SftpWriter {
             return Err(RemoteError::refused("write", &self.path, "file is closed"));
         };
         for block in data.chunks(self.block) {
-            while self.pending.len() >= IN_FLIGHT {
-                self.wait_one()?;
+            if self.pending.len() >= IN_FLIGHT {
+                self.wait_many(REFILL)?;
             }
             let (c, h, off, data) = (self.conn.clone(), h.clone(), self.offset, block.to_vec());
             let sent = send_now(&self.rth, async move {
@@ -1995,10 +2026,7 @@ impl WriteHandle for SftpWriter {
     fn sync_done(&mut self) -> Result<bool> {
         self.take_arrived()?;
         if let Some(r) = self.side_sync.as_mut() {
-            let polled = self.rth.block_on(std::future::poll_fn(|cx| {
-                std::task::Poll::Ready(r.as_mut().poll(cx))
-            }));
-            match polled {
+            match poll_quietly(&self.rth, r) {
                 std::task::Poll::Pending => {}
                 std::task::Poll::Ready(res) => {
                     self.side_sync = None;

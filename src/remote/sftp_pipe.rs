@@ -24,6 +24,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// Bytes gathered before a write waits for the pump: a bound on memory, not a batch size
 /// (requests are sent as soon as the pump runs).
 const GATHER_MAX: usize = 4 << 20;
+/// The least room a new gather buffer starts with.
+const GATHER_MIN: usize = 16 << 10;
 
 /// What the request writer and the pump share.
 #[derive(Default)]
@@ -82,7 +84,13 @@ async fn pump(write: ChannelWriteHalf<Msg>, out: Arc<Mutex<Out>>) {
             if let Some(w) = o.writer.take() {
                 w.wake();
             }
-            (std::mem::take(&mut o.buf), o.closed)
+            // The next buffer starts as large as this one: grown from empty, a burst of
+            // 255 KiB WRITEs was copied again by every doubling (3% of a large upload's CPU).
+            let cap = o.buf.len().clamp(GATHER_MIN, GATHER_MAX);
+            (
+                std::mem::replace(&mut o.buf, Vec::with_capacity(cap)),
+                o.closed,
+            )
         };
         if !data.is_empty() && write.data_bytes(data).await.is_err() {
             break;
