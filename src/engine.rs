@@ -1207,7 +1207,22 @@ fn execute(
                 }
             });
         }
+        // Where the destination takes new small files several at a time, a worker takes that
+        // many of them (the next ones in `order`): the workers' share for those files is
+        // divided by the batch, the rest stays one worker per file in flight.
         let workers = exec.transfer_workers(transfers);
+        let batch = transfers
+            .iter()
+            .map(|a| exec.put_batch(a))
+            .max()
+            .unwrap_or(1);
+        let workers = if batch > 1 {
+            let batched = transfers.iter().filter(|a| exec.put_batch(a) > 1).count();
+            let share = batched.min(workers);
+            (workers - share + share.div_ceil(batch)).max(exec.job.transfers.clamp(1, workers))
+        } else {
+            workers
+        };
         let handles: Vec<_> = (0..workers)
             .map(|_| {
                 s.spawn(|| loop {
@@ -1215,8 +1230,29 @@ fn execute(
                     let Some(a) = order.get(i).map(|&k| &transfers[k]) else {
                         return;
                     };
-                    let o = exec.apply(a.clone());
-                    rec.add(outcome_record(job, run_id, &o), o.base);
+                    let n = exec.put_batch(a);
+                    if n < 2 {
+                        let o = exec.apply(a.clone());
+                        rec.add(outcome_record(job, run_id, &o), o.base);
+                        continue;
+                    }
+                    // This one and the next ones that also batch (each taken like the first).
+                    let mut group = vec![a.clone()];
+                    while group.len() < n {
+                        let j = next.fetch_add(1, Ordering::Relaxed) as usize;
+                        let Some(b) = order.get(j).map(|&k| &transfers[k]) else {
+                            break;
+                        };
+                        if exec.put_batch(b) < 2 {
+                            let o = exec.apply(b.clone());
+                            rec.add(outcome_record(job, run_id, &o), o.base);
+                            break;
+                        }
+                        group.push(b.clone());
+                    }
+                    for o in exec.apply_many(group) {
+                        rec.add(outcome_record(job, run_id, &o), o.base);
+                    }
                 })
             })
             .collect();

@@ -15,7 +15,7 @@ use std::time::Instant;
 use crate::job::{Compare, Job};
 use crate::model::{ActionKind, BaseRow, Entry, Kind, Side};
 use crate::plan::Action;
-use crate::remote::{file_name, join, parent, PutNew, Remote, RemoteError};
+use crate::remote::{file_name, join, parent, NewFile, PutNew, Remote, RemoteError};
 use crate::state::{BaseUpdate, Checkpoint, Store};
 
 /// Where trash lives on each side, relative to the root.
@@ -82,6 +82,10 @@ pub struct Outcome {
     pub skipped: bool,
     pub base: Vec<BaseUpdate>,
 }
+
+/// A new small file checked and read for [`Executor::apply_many`]: its stat, its content
+/// and (in secure mode) its hash.
+type ReadSmall = (Entry, crate::buf::AlignedBuf, Option<[u8; 32]>);
 
 /// Shared state of one run's execution.
 pub struct Executor<'a> {
@@ -243,6 +247,149 @@ impl<'a> Executor<'a> {
         }
         out.ms = start.elapsed().as_millis() as u64;
         out
+    }
+
+    /// New small files the transfer's destination takes several at a time
+    /// ([`Remote::put_new_batch`]); 1 = one at a time.
+    pub fn put_batch(&self, a: &Action) -> usize {
+        let up = match a.kind {
+            ActionKind::Upload => true,
+            ActionKind::Download => false,
+            _ => return 1,
+        };
+        if a.dst.is_some() || a.bytes > SMALL_FILE {
+            return 1;
+        }
+        let dst = if up { self.remote } else { self.local };
+        dst.put_new_batch().max(1)
+    }
+
+    /// [`Self::apply`] for several transfers of new small files to one destination, whose
+    /// writes go out together in one [`Remote::put_new_many`] call. Each file is checked and
+    /// read as [`Self::put_small`] does; one that is not a plain new small file, or whose put
+    /// failed, is applied on its own (which resumes a checkpoint, reconnects a lost
+    /// connection and names the error), so the outcomes are those `apply` gives.
+    pub fn apply_many(&self, actions: Vec<Action>) -> Vec<Outcome> {
+        if actions.len() < 2 {
+            return actions.into_iter().map(|a| self.apply(a)).collect();
+        }
+        let start = Instant::now();
+        let mut outs: Vec<Option<Outcome>> = actions.iter().map(|_| None).collect();
+        let mut ready: Vec<(usize, Outcome, ReadSmall)> = Vec::new();
+        let mut alone = Vec::new();
+        for (i, a) in actions.into_iter().enumerate() {
+            let mut out = Outcome {
+                action: a,
+                bytes: 0,
+                ms: 0,
+                error: None,
+                note: None,
+                skipped: false,
+                base: Vec::new(),
+            };
+            match self.prepare_small(&mut out) {
+                Ok(Some(read)) => ready.push((i, out, read)),
+                Ok(None) => alone.push((i, out.action)),
+                Err(e) => {
+                    out.error = Some(e);
+                    outs[i] = Some(out);
+                }
+            }
+        }
+        // All go to one destination: the side the first transfer writes to.
+        if let Some((_, first, ..)) = ready.first() {
+            let dst = if first.action.kind == ActionKind::Upload {
+                self.remote
+            } else {
+                self.local
+            };
+            let partials: Vec<String> = ready
+                .iter()
+                .map(|(_, o, ..)| partial_name(&o.action.path))
+                .collect();
+            let mtime = dst.capabilities().set_mtime;
+            let files: Vec<NewFile<'_>> = ready
+                .iter()
+                .zip(&partials)
+                .map(|((_, o, (s_now, data, _)), partial)| NewFile {
+                    path: &o.action.path,
+                    partial,
+                    data,
+                    mtime_ns: mtime.then_some(s_now.mtime),
+                })
+                .collect();
+            let puts = dst.put_new_many(&files);
+            drop(files);
+            for ((i, mut out, (s_now, _, hash)), put) in ready.into_iter().zip(puts) {
+                let size = s_now.size;
+                match put {
+                    Ok(PutNew::Done(d_final)) => {
+                        out.bytes = size;
+                        self.progress_bytes.fetch_add(size, Ordering::Relaxed);
+                        record_transfer(&mut out, s_now, d_final, hash);
+                    }
+                    Ok(PutNew::Short(n)) => {
+                        out.error = Some(format!("verification failed: wrote {n} of {size} bytes"))
+                    }
+                    Ok(PutNew::Appeared) => {
+                        out.error = Some(
+                            "destination appeared since it was planned; not overwriting it, \
+                             will retry"
+                                .into(),
+                        )
+                    }
+                    // Lost connection, refused write…: the one-file path tries again and
+                    // gives the error its usual form.
+                    Err(_) => {
+                        alone.push((i, out.action));
+                        continue;
+                    }
+                }
+                out.ms = start.elapsed().as_millis() as u64;
+                outs[i] = Some(out);
+            }
+        }
+        for (i, a) in alone {
+            outs[i] = Some(self.apply(a));
+        }
+        outs.into_iter()
+            .map(|o| o.expect("every action has an outcome"))
+            .collect()
+    }
+
+    /// The checks and read of [`Self::transfer_once`] for a new small file headed for
+    /// [`Self::put_small`]: `Ok(None)` when the transfer is not one (a checkpoint to resume, a
+    /// destination that was seen, a size over [`SMALL_FILE`] now, a secure compare that the
+    /// destination verifies by hash).
+    fn prepare_small(&self, out: &mut Outcome) -> Result<Option<ReadSmall>, String> {
+        let a = &out.action;
+        let (src, dst) = match a.kind {
+            ActionKind::Upload => (self.local, self.remote),
+            ActionKind::Download => (self.remote, self.local),
+            _ => return Ok(None),
+        };
+        let secure = self.job.compare == Compare::Secure;
+        if a.dst.is_some()
+            || self.checkpoint(&a.path, direction(a.kind)).is_some()
+            || (secure && dst.capabilities().content_hash)
+        {
+            return Ok(None);
+        }
+        let planned = a.src.as_ref().ok_or("transfer without a source entry")?;
+        let s_now = src
+            .stat(&a.path)
+            .map_err(|e| e.to_string())?
+            .ok_or("source vanished since it was planned; will retry next run")?;
+        if !same_file(&s_now, planned) {
+            return Err("source changed since it was planned; will retry next run".into());
+        }
+        if s_now.size > SMALL_FILE {
+            return Ok(None);
+        }
+        dst.mkdir_all(parent(&a.path)).map_err(|e| e.to_string())?;
+        let hasher = secure.then(blake3::Hasher::new);
+        let (data, hash) = read_small(out, src, &s_now, hasher)?;
+        Ok(Some((s_now, data, hash)))
     }
 
     fn do_move(&self, out: &mut Outcome) -> Result<(), String> {

@@ -228,6 +228,20 @@ pub trait Remote: Send + Sync {
         put_new_steps(self, path, partial, data, mtime_ns)
     }
 
+    /// New small files this side takes in one [`Self::put_new_many`] call; 1 = one at a time.
+    fn put_new_batch(&self) -> usize {
+        1
+    }
+
+    /// [`Self::put_new`] of several new files, answers in the same order. The default takes
+    /// them one by one; a side that pipelines sends them together and the caller waits once.
+    fn put_new_many(&self, files: &[NewFile<'_>]) -> Vec<Result<PutNew>> {
+        files
+            .iter()
+            .map(|f| self.put_new(f.path, f.partial, f.data, f.mtime_ns))
+            .collect()
+    }
+
     fn remove_file(&self, path: &str) -> Result<()>;
 
     /// Remove an empty directory.
@@ -430,6 +444,14 @@ pub fn check_rel_path(path: &str) -> std::result::Result<(), String> {
         check_name(part).map_err(|e| format!("path {path:?}: {e}"))?;
     }
     Ok(())
+}
+
+/// One new small file for [`Remote::put_new_many`]: the arguments of [`Remote::put_new`].
+pub struct NewFile<'a> {
+    pub path: &'a str,
+    pub partial: &'a str,
+    pub data: &'a [u8],
+    pub mtime_ns: Option<i64>,
 }
 
 /// What [`Remote::put_new`] did.
