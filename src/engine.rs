@@ -1208,21 +1208,8 @@ fn execute(
             });
         }
         // Where the destination takes new small files several at a time, a worker takes that
-        // many of them (the next ones in `order`): the workers' share for those files is
-        // divided by the batch, the rest stays one worker per file in flight.
-        let workers = exec.transfer_workers(transfers);
-        let batch = transfers
-            .iter()
-            .map(|a| exec.put_batch(a))
-            .max()
-            .unwrap_or(1);
-        let workers = if batch > 1 {
-            let batched = transfers.iter().filter(|a| exec.put_batch(a) > 1).count();
-            let share = batched.min(workers);
-            (workers - share + share.div_ceil(batch)).max(exec.job.transfers.clamp(1, workers))
-        } else {
-            workers
-        };
+        // many of them at once (the next ones in `order`).
+        let workers = exec.batched_workers(transfers);
         let handles: Vec<_> = (0..workers)
             .map(|_| {
                 s.spawn(|| loop {

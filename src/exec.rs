@@ -201,20 +201,25 @@ impl<'a> Executor<'a> {
     /// keep small files in flight ([`Remote::small_file_parallelism`]) when there are that
     /// many small files; large files still go at most `transfers` at a time (see `large`).
     pub fn transfer_workers(&self, transfers: &[Action]) -> usize {
+        self.workers_for(transfers.iter())
+    }
+
+    fn workers_for<'b>(&self, transfers: impl Iterator<Item = &'b Action>) -> usize {
         let small_par = self
             .local
             .small_file_parallelism()
             .max(self.remote.small_file_parallelism());
-        let small = if small_par > 0 {
-            transfers.iter().filter(|a| a.bytes <= SMALL_FILE).count()
-        } else {
-            0
-        };
+        let (mut n, mut small) = (0, 0);
+        for a in transfers {
+            n += 1;
+            small += usize::from(a.bytes <= SMALL_FILE);
+        }
+        let small = if small_par > 0 { small } else { 0 };
         self.job
             .transfers
             .max(1)
             .max(small_par.min(small))
-            .min(transfers.len().max(1))
+            .min(n.max(1))
     }
 
     /// Apply one action. Never panics on I/O; failures come back as `error` outcomes.
@@ -250,18 +255,42 @@ impl<'a> Executor<'a> {
     }
 
     /// New small files the transfer's destination takes several at a time
-    /// ([`Remote::put_new_batch`]); 1 = one at a time.
+    /// ([`Remote::put_new_batching`]); 1 = one at a time.
     pub fn put_batch(&self, a: &Action) -> usize {
-        let up = match a.kind {
-            ActionKind::Upload => true,
-            ActionKind::Download => false,
+        let dst = match a.kind {
+            ActionKind::Upload => self.remote,
+            ActionKind::Download => self.local,
             _ => return 1,
         };
-        if a.dst.is_some() || a.bytes > SMALL_FILE {
-            return 1;
+        match dst.put_new_batching() {
+            Some(b) if a.dst.is_none() && a.bytes <= b.max_file.min(SMALL_FILE) => b.files.max(1),
+            _ => 1,
         }
-        let dst = if up { self.remote } else { self.local };
-        dst.put_new_batch().max(1)
+    }
+
+    /// Worker threads for these transfers when the new small files among them go in batches
+    /// ([`Self::put_batch`]): one per batch in flight (at most the side's `batches`), plus
+    /// [`Self::transfer_workers`] for the rest.
+    pub fn batched_workers(&self, transfers: &[Action]) -> usize {
+        let (batched, rest): (Vec<&Action>, Vec<&Action>) =
+            transfers.iter().partition(|a| self.put_batch(a) > 1);
+        let Some(first) = batched.first() else {
+            return self.transfer_workers(transfers);
+        };
+        let per = self.put_batch(first);
+        let most = [self.local, self.remote]
+            .iter()
+            .filter_map(|s| s.put_new_batching())
+            .map(|b| b.batches)
+            .max()
+            .unwrap_or(1);
+        let for_batches = batched.len().div_ceil(per).clamp(1, most.max(1));
+        let for_rest = if rest.is_empty() {
+            0
+        } else {
+            self.workers_for(rest.into_iter())
+        };
+        for_batches + for_rest
     }
 
     /// [`Self::apply`] for several transfers of new small files to one destination, whose

@@ -16,13 +16,14 @@ use omnisync::job::{AgentSettings, Job, Mode};
 use omnisync::model::{ActionRecord, Entry};
 use omnisync::remote::local::LocalFs;
 use omnisync::remote::{
-    Capabilities, Listing, NewFile, PutNew, Remote, RemoteError, Result, RootStatus, WriteHandle,
+    Batching, Capabilities, Listing, NewFile, PutNew, Remote, RemoteError, Result, RootStatus,
+    WriteHandle,
 };
 
 /// A local folder that takes new small files 4 at a time. A file named `lost*` fails in its
 /// batch as on a dropped connection (the first time only: a retry on its own succeeds); before
 /// `appears*` is put, a file of another writer shows up at its name.
-struct Batching {
+struct Batcher {
     fs: LocalFs,
     root: std::path::PathBuf,
     batches: Mutex<Vec<usize>>,
@@ -30,7 +31,7 @@ struct Batching {
     singles: AtomicUsize,
 }
 
-impl Remote for Batching {
+impl Remote for Batcher {
     fn capabilities(&self) -> Capabilities {
         self.fs.capabilities()
     }
@@ -71,8 +72,12 @@ impl Remote for Batching {
         self.singles.fetch_add(1, Ordering::Relaxed);
         self.fs.put_new(path, partial, data, mtime_ns)
     }
-    fn put_new_batch(&self) -> usize {
-        4
+    fn put_new_batching(&self) -> Option<Batching> {
+        Some(Batching {
+            files: 4,
+            batches: 2,
+            max_file: 1 << 20,
+        })
     }
     fn put_new_many(&self, files: &[NewFile<'_>]) -> Vec<Result<PutNew>> {
         self.batches.lock().unwrap().push(files.len());
@@ -146,7 +151,7 @@ fn new_small_files_go_in_batches_and_a_failed_one_is_retried_alone() {
     std::fs::write(local.join("d2/appears.txt"), b"ours").unwrap();
     std::fs::create_dir_all(&remote).unwrap();
 
-    let dest = Batching {
+    let dest = Batcher {
         fs: LocalFs::new(remote.clone()),
         root: remote.clone(),
         batches: Mutex::new(Vec::new()),

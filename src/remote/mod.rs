@@ -228,9 +228,10 @@ pub trait Remote: Send + Sync {
         put_new_steps(self, path, partial, data, mtime_ns)
     }
 
-    /// New small files this side takes in one [`Self::put_new_many`] call; 1 = one at a time.
-    fn put_new_batch(&self) -> usize {
-        1
+    /// How this side takes new small files in batches ([`Self::put_new_many`]); `None`: one
+    /// at a time.
+    fn put_new_batching(&self) -> Option<Batching> {
+        None
     }
 
     /// [`Self::put_new`] of several new files, answers in the same order. The default takes
@@ -444,6 +445,17 @@ pub fn check_rel_path(path: &str) -> std::result::Result<(), String> {
         check_name(part).map_err(|e| format!("path {path:?}: {e}"))?;
     }
     Ok(())
+}
+
+/// How a side takes new small files in batches ([`Remote::put_new_batching`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Batching {
+    /// Files per [`Remote::put_new_many`] call.
+    pub files: usize,
+    /// Calls in flight at once (one worker thread each).
+    pub batches: usize,
+    /// The largest file that goes in a batch; larger ones go one at a time.
+    pub max_file: u64,
 }
 
 /// One new small file for [`Remote::put_new_many`]: the arguments of [`Remote::put_new`].

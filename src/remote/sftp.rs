@@ -41,8 +41,8 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
 use super::{
-    check_rel_path, copy_preconditions, read_secret, Capabilities, Listing, NewFile, PutNew,
-    Remote, RemoteError, Result, RootStatus, WriteHandle,
+    check_rel_path, copy_preconditions, read_secret, Batching, Capabilities, Listing, NewFile,
+    PutNew, Remote, RemoteError, Result, RootStatus, WriteHandle,
 };
 use crate::job::Job;
 use crate::model::{Entry, Kind};
@@ -67,20 +67,24 @@ const IN_FLIGHT: usize = 32;
 /// the writing thread wakes once per 8 answers and its next WRITEs leave in one SSH message,
 /// while 24 stay on the wire.
 const REFILL: usize = IN_FLIGHT / 4;
-/// Small files transferred at once (see [`Remote::small_file_parallelism`]): each holds one
-/// handle for about two round trips (OPEN, then WRITE+FSETSTAT+FSTAT+CLOSE). More in flight
-/// means more requests per SSH message, so the server's sshd relays and answers them in fewer
-/// reads and writes: 10,000 × 4 KiB over loopback took 1.23-1.55 s (median 1.31) with 64
-/// against 1.35-1.73 s (median 1.44) with 32, alternating. Once new files went in batches
-/// ([`PUT_BATCH`]), 128 in 8 batches of 16 took 0.94-1.20 s against 1.10-1.38 s for 64 in 8
-/// of 8. Each holds its file in memory (at most 1 MiB), and beyond the [`MAX_HANDLES`] slots
-/// the rest wait.
-const SMALL_FILES_IN_FLIGHT: usize = 128;
-/// New small files handed over in one [`Remote::put_new_many`] call, whose thread waits once
-/// for all of them: 10,000 × 4 KiB took 1.10-1.38 s in batches of 8 against 1.28-1.66 s one
-/// file per thread (client CPU 0.83-1.05 against 1.08-1.44 s, context switches 9k-13k
-/// against 22k-25k; alternating runs, tmpfs, 64 in flight).
+/// Small files transferred at once one per thread (see [`Remote::small_file_parallelism`]):
+/// each holds one handle for about two round trips (OPEN, then WRITE+FSETSTAT+FSTAT+CLOSE).
+/// More in flight means more requests per SSH message, so the server's sshd relays and answers
+/// them in fewer reads and writes: 10,000 × 4 KiB over loopback took 1.23-1.55 s (median 1.31)
+/// with 64 against 1.35-1.73 s (median 1.44) with 32, alternating. 1,000 × 1 MiB took 2.3-2.6 s
+/// with 64 and 2.8-2.9 s with 128. Each holds its file in memory (at most 1 MiB), and beyond
+/// the [`MAX_HANDLES`] slots the rest wait.
+const SMALL_FILES_IN_FLIGHT: usize = 64;
+/// New files of at most [`PUT_BATCH_MAX_FILE`] go [`PUT_BATCH`] to a [`Remote::put_new_many`]
+/// call, whose thread waits once for all of them, [`PUT_BATCHES`] calls at once. 10,000 ×
+/// 4 KiB (tmpfs, alternating rounds): 0.91-1.06 s in 8 batches of 16 against 1.18-1.48 s one
+/// file per thread, 64 in flight (client CPU 0.64-0.78 against 0.99-1.31 s, context switches
+/// 6-7k against 21-25k); 8 batches of 8 took 1.10-1.38 s, 4 of 16 1.10-1.32 s.
 const PUT_BATCH: usize = 16;
+const PUT_BATCHES: usize = 8;
+/// Larger files gain nothing from batching (their bytes, not their requests, are the work),
+/// and 128 of 1 MiB in flight were slower than 64.
+const PUT_BATCH_MAX_FILE: u64 = 64 << 10;
 /// Longest wait for a free handle slot (see [`SftpRemote::permits`]).
 const HANDLE_WAIT: Duration = Duration::from_secs(300);
 /// TCP connect, per resolved address.
@@ -2484,8 +2488,12 @@ impl Remote for SftpRemote {
         self.put_outcome(path, partial, &data, mtime_ns, raw)
     }
 
-    fn put_new_batch(&self) -> usize {
-        PUT_BATCH
+    fn put_new_batching(&self) -> Option<Batching> {
+        Some(Batching {
+            files: PUT_BATCH,
+            batches: PUT_BATCHES,
+            max_file: PUT_BATCH_MAX_FILE,
+        })
     }
 
     /// The files' [`put_new_on`]s run as tasks of one task on the runtime, so the calling
