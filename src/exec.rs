@@ -87,6 +87,21 @@ pub struct Outcome {
 /// and (in secure mode) its hash.
 type ReadSmall = (Entry, crate::buf::AlignedBuf, Option<[u8; 32]>);
 
+impl Outcome {
+    /// `a`, not applied yet: nothing sent, no error, no base change.
+    fn new(a: Action) -> Outcome {
+        Outcome {
+            action: a,
+            bytes: 0,
+            ms: 0,
+            error: None,
+            note: None,
+            skipped: false,
+            base: Vec::new(),
+        }
+    }
+}
+
 /// Shared state of one run's execution.
 pub struct Executor<'a> {
     pub job: &'a Job,
@@ -225,15 +240,7 @@ impl<'a> Executor<'a> {
     /// Apply one action. Never panics on I/O; failures come back as `error` outcomes.
     pub fn apply(&self, a: Action) -> Outcome {
         let start = Instant::now();
-        let mut out = Outcome {
-            action: a,
-            bytes: 0,
-            ms: 0,
-            error: None,
-            note: None,
-            skipped: false,
-            base: Vec::new(),
-        };
+        let mut out = Outcome::new(a);
         let res = match out.action.kind {
             ActionKind::Conflict | ActionKind::Skip | ActionKind::Error => Ok(()),
             ActionKind::MoveLocal | ActionKind::MoveRemote => self.do_move(&mut out),
@@ -307,15 +314,7 @@ impl<'a> Executor<'a> {
         let mut ready: Vec<(usize, Outcome, ReadSmall)> = Vec::new();
         let mut alone = Vec::new();
         for (i, a) in actions.into_iter().enumerate() {
-            let mut out = Outcome {
-                action: a,
-                bytes: 0,
-                ms: 0,
-                error: None,
-                note: None,
-                skipped: false,
-                base: Vec::new(),
-            };
+            let mut out = Outcome::new(a);
             match self.prepare_small(&mut out) {
                 Ok(Some(read)) => ready.push((i, out, read)),
                 Ok(None) => alone.push((i, out.action)),
