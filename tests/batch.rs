@@ -20,13 +20,16 @@ use omnisync::remote::{
     WriteHandle,
 };
 
-/// A local folder that takes new small files 4 at a time. A file named `lost*` fails in its
+/// A local folder that takes new small files 4 at a time, 2 batches at once. A file named `lost*` fails in its
 /// batch as on a dropped connection (the first time only: a retry on its own succeeds); before
 /// `appears*` is put, a file of another writer shows up at its name.
 struct Batcher {
     fs: LocalFs,
     root: std::path::PathBuf,
     batches: Mutex<Vec<usize>>,
+    /// Calls of put_new_many running now, and the most at once.
+    running: AtomicUsize,
+    most_running: AtomicUsize,
     lost_once: AtomicBool,
     singles: AtomicUsize,
 }
@@ -81,6 +84,11 @@ impl Remote for Batcher {
     }
     fn put_new_many(&self, files: &[NewFile<'_>]) -> Vec<Result<PutNew>> {
         self.batches.lock().unwrap().push(files.len());
+        let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most_running.fetch_max(now, Ordering::SeqCst);
+        // Long enough for the other workers to call in meanwhile.
+        std::thread::sleep(Duration::from_millis(20));
+        self.running.fetch_sub(1, Ordering::SeqCst);
         files
             .iter()
             .map(|f| {
@@ -155,6 +163,8 @@ fn new_small_files_go_in_batches_and_a_failed_one_is_retried_alone() {
         fs: LocalFs::new(remote.clone()),
         root: remote.clone(),
         batches: Mutex::new(Vec::new()),
+        running: AtomicUsize::new(0),
+        most_running: AtomicUsize::new(0),
         lost_once: AtomicBool::new(false),
         singles: AtomicUsize::new(0),
     };
@@ -187,6 +197,9 @@ fn new_small_files_go_in_batches_and_a_failed_one_is_retried_alone() {
     let batches = dest.batches.lock().unwrap().clone();
     assert!(batches.iter().all(|&n| (2..=4).contains(&n)), "{batches:?}");
     assert!(batches.iter().sum::<usize>() >= 20, "{batches:?}");
+    // Never more batches at once than the side said (2), whatever `transfers` (4) says.
+    let most = dest.most_running.load(Ordering::SeqCst);
+    assert!((1..=2).contains(&most), "{most} batches at once");
     // The lost one was sent again on its own and arrived.
     assert!(dest.singles.load(Ordering::Relaxed) >= 1);
     assert_eq!(
