@@ -801,6 +801,7 @@ pub fn run_job_with(
             progress_bytes: AtomicU64::new(0),
             board: ctx.board,
             large: Default::default(),
+            batches: Default::default(),
         };
         execute(&exec, &plan.actions, job, run_id, &recorder, opts.progress);
         recorder.flush();

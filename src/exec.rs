@@ -15,7 +15,7 @@ use std::time::Instant;
 use crate::job::{Compare, Job};
 use crate::model::{ActionKind, BaseRow, Entry, Kind, Side};
 use crate::plan::Action;
-use crate::remote::{file_name, join, parent, NewFile, PutNew, Remote, RemoteError};
+use crate::remote::{file_name, join, parent, Batching, NewFile, PutNew, Remote, RemoteError};
 use crate::state::{BaseUpdate, Checkpoint, Store};
 
 /// Where trash lives on each side, relative to the root.
@@ -122,6 +122,9 @@ pub struct Executor<'a> {
     /// Large transfers in flight: never more than the job's `transfers`, however many workers
     /// [`Executor::transfer_workers`] started for small files.
     pub large: Slots,
+    /// Batches of new small files in flight ([`Executor::apply_many`]): never more than the
+    /// side's [`Batching::batches`], however many workers a mixed plan started.
+    pub batches: Slots,
 }
 
 /// A counting gate (a blocking semaphore) for the worker threads.
@@ -309,6 +312,14 @@ impl<'a> Executor<'a> {
         if actions.len() < 2 {
             return actions.into_iter().map(|a| self.apply(a)).collect();
         }
+        // At most the side's batches in flight, counted before any file is read into memory.
+        let side = if actions[0].kind == ActionKind::Upload {
+            self.remote
+        } else {
+            self.local
+        };
+        let most = side.put_new_batching().map_or(1, |b: Batching| b.batches);
+        let slot = self.batches.acquire(most);
         let start = Instant::now();
         let mut outs: Vec<Option<Outcome>> = actions.iter().map(|_| None).collect();
         let mut ready: Vec<(usize, Outcome, ReadSmall)> = Vec::new();
@@ -331,6 +342,7 @@ impl<'a> Executor<'a> {
             } else {
                 self.local
             };
+
             let partials: Vec<String> = ready
                 .iter()
                 .map(|(_, o, ..)| partial_name(&o.action.path))
@@ -377,6 +389,8 @@ impl<'a> Executor<'a> {
                 outs[i] = Some(out);
             }
         }
+        // The files taken one by one (a retry may wait for a new login) hold no batch slot.
+        drop(slot);
         for (i, a) in alone {
             outs[i] = Some(self.apply(a));
         }
