@@ -200,6 +200,19 @@ fn record_transfer(out: &mut Outcome, mut src: Entry, mut dst: Entry, hash: Opti
     });
 }
 
+/// The transfer's source as it is now, provided it is still the version `a` planned.
+fn source_as_planned(src: &dyn Remote, a: &Action) -> Result<Entry, String> {
+    let planned = a.src.as_ref().ok_or("transfer without a source entry")?;
+    let now = src
+        .stat(&a.path)
+        .map_err(|e| e.to_string())?
+        .ok_or("source vanished since it was planned; will retry next run")?;
+    if !same_file(&now, planned) {
+        return Err("source changed since it was planned; will retry next run".into());
+    }
+    Ok(now)
+}
+
 /// Same file as planned? Size and mtime (and inode where known) must match.
 fn same_file(now: &Entry, planned: &Entry) -> bool {
     now.kind == planned.kind
@@ -312,19 +325,25 @@ impl<'a> Executor<'a> {
         if actions.len() < 2 {
             return actions.into_iter().map(|a| self.apply(a)).collect();
         }
-        // At most the side's batches in flight, counted before any file is read into memory.
-        let side = if actions[0].kind == ActionKind::Upload {
+        // One destination: the side the first transfer writes to (a transfer the other way
+        // goes on its own). At most its batches in flight, counted before any file is read.
+        let kind = actions[0].kind;
+        let dst = if kind == ActionKind::Upload {
             self.remote
         } else {
             self.local
         };
-        let most = side.put_new_batching().map_or(1, |b: Batching| b.batches);
+        let most = dst.put_new_batching().map_or(1, |b: Batching| b.batches);
         let slot = self.batches.acquire(most);
         let start = Instant::now();
         let mut outs: Vec<Option<Outcome>> = actions.iter().map(|_| None).collect();
         let mut ready: Vec<(usize, Outcome, ReadSmall)> = Vec::new();
         let mut alone = Vec::new();
         for (i, a) in actions.into_iter().enumerate() {
+            if a.kind != kind {
+                alone.push((i, a));
+                continue;
+            }
             let mut out = Outcome::new(a);
             match self.prepare_small(&mut out) {
                 Ok(Some(read)) => ready.push((i, out, read)),
@@ -335,14 +354,7 @@ impl<'a> Executor<'a> {
                 }
             }
         }
-        // All go to one destination: the side the first transfer writes to.
-        if let Some((_, first, ..)) = ready.first() {
-            let dst = if first.action.kind == ActionKind::Upload {
-                self.remote
-            } else {
-                self.local
-            };
-
+        if !ready.is_empty() {
             let partials: Vec<String> = ready
                 .iter()
                 .map(|(_, o, ..)| partial_name(&o.action.path))
@@ -417,14 +429,7 @@ impl<'a> Executor<'a> {
         {
             return Ok(None);
         }
-        let planned = a.src.as_ref().ok_or("transfer without a source entry")?;
-        let s_now = src
-            .stat(&a.path)
-            .map_err(|e| e.to_string())?
-            .ok_or("source vanished since it was planned; will retry next run")?;
-        if !same_file(&s_now, planned) {
-            return Err("source changed since it was planned; will retry next run".into());
-        }
+        let s_now = source_as_planned(src, a)?;
         if s_now.size > SMALL_FILE {
             return Ok(None);
         }
@@ -765,13 +770,7 @@ impl<'a> Executor<'a> {
         let planned = a.src.as_ref().ok_or("transfer without a source entry")?;
 
         // The source must still be what was planned, the destination what was seen.
-        let s_now = src
-            .stat(path)
-            .map_err(|e| e.to_string())?
-            .ok_or("source vanished since it was planned; will retry next run")?;
-        if !same_file(&s_now, planned) {
-            return Err("source changed since it was planned; will retry next run".into());
-        }
+        let s_now = source_as_planned(src, &a)?;
         // A destination planned as absent is not looked up now: the partial takes its name
         // with a rename that refuses an existing file (`rename_new`), which closes the race
         // and saves a round trip per new file on a network remote.

@@ -2510,22 +2510,24 @@ impl Remote for SftpRemote {
         }
         let _fresh = self.listings.changing();
         let mut out: Vec<Option<Result<PutNew>>> = files.iter().map(|_| None).collect();
+        // The files sent (their index and bytes), and what their tasks take.
         let mut batch = Vec::with_capacity(files.len());
+        let mut puts = Vec::with_capacity(files.len());
         for (i, f) in files.iter().enumerate() {
             let paths = self
                 .check_parents("write", f.path)
                 .and_then(|()| Ok((self.full("write", f.partial)?, self.full("write", f.path)?)));
             match paths {
-                Ok((pf, tf)) => batch.push((i, pf, tf, Arc::<[u8]>::from(f.data), f.mtime_ns)),
+                Ok((pf, tf)) => {
+                    let data = Arc::<[u8]>::from(f.data);
+                    puts.push((pf, tf, data.clone(), f.mtime_ns));
+                    batch.push((i, data));
+                }
                 Err(e) => out[i] = Some(Err(e)),
             }
         }
         let trust_fstat = self.fstat_agrees.load(Ordering::Relaxed);
         let c = self.conn();
-        let puts: Vec<_> = batch
-            .iter()
-            .map(|(_, pf, tf, data, mtime)| (pf.clone(), tf.clone(), data.clone(), *mtime))
-            .collect();
         let all = self.rth.spawn(async move {
             let tasks: Vec<JoinHandle<_>> = puts
                 .into_iter()
@@ -2549,12 +2551,12 @@ impl Remote for SftpRemote {
         });
         let results = self.run(all).unwrap_or_default();
         let mut results = results.into_iter();
-        for (i, _, _, data, mtime) in batch {
+        for (i, data) in batch {
             let f = &files[i];
             let raw = results
                 .next()
                 .unwrap_or_else(|| Err(SftpError::UnexpectedBehavior("batch cut short".into())));
-            out[i] = Some(self.put_outcome(f.path, f.partial, &data, mtime, raw));
+            out[i] = Some(self.put_outcome(f.path, f.partial, &data, f.mtime_ns, raw));
         }
         out.into_iter()
             .map(|r| r.unwrap_or_else(|| Err(RemoteError::refused("write", "", "not sent"))))
