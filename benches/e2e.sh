@@ -16,6 +16,8 @@
 #                     than that long ago when it allocates new ones, and that scan made creating
 #                     files several times slower right after an `rm -rf` of 100,000 files
 #   OMNISYNC_BIN      a built omnisync to use instead of `cargo build --release`
+#   BENCH_ONLY        workloads to run, comma-separated: small, big, noop, hash (default all);
+#                     e.g. BENCH_ONLY=noop for the no-op alone (about a minute)
 #
 # Workloads (targets from the issue):
 #   first sync of 10,000 x 4 KiB files (100 folders)     omnisync <= rsync
@@ -36,6 +38,11 @@ TIME_SYNC="${BENCH_TIME_SYNC:-0}"
 SETTLE="${BENCH_SETTLE:-$(($(cat /proc/sys/vm/dirty_expire_centisecs 2>/dev/null || echo 3000) / 100))}"
 
 if [[ "$SCALE" == "small" ]]; then DIV=10; else DIV=1; fi
+ONLY=",${BENCH_ONLY:-small,big,noop,hash},"
+want() { [[ "$ONLY" == *",$1,"* ]]; }
+for w in ${BENCH_ONLY//,/ }; do
+  case "$w" in small | big | noop | hash) ;; *) echo "e2e: unknown workload in BENCH_ONLY: $w (small, big, noop, hash)" >&2; exit 2 ;; esac
+done
 SMALL_FILES=$((10000 / DIV))           # first sync, 4 KiB each
 SMALL_DIRS=$((100 / DIV))
 BIG_FILES=4                            # first sync
@@ -151,9 +158,9 @@ echo "== page cache not dropped (cannot, without root and disrupting the machine
 [[ "$TIME_SYNC" == 1 ]] && echo "== timings include a final sync (BENCH_TIME_SYNC=1)"
 
 step "generating data"
-make_tree "$WORK/src-small" "$SMALL_FILES" "$SMALL_DIRS" 4096
-make_files "$WORK/src-big" "$BIG_FILES" "$BIG_BYTES"
-make_tree "$WORK/src-noop" "$NOOP_FILES" "$NOOP_DIRS" 1024
+if want small; then make_tree "$WORK/src-small" "$SMALL_FILES" "$SMALL_DIRS" 4096; fi
+if want big || want hash; then make_files "$WORK/src-big" "$BIG_FILES" "$BIG_BYTES"; fi
+if want noop; then make_tree "$WORK/src-noop" "$NOOP_FILES" "$NOOP_DIRS" 1024; fi
 sync
 
 ROWS=()
@@ -195,45 +202,51 @@ first_sync() {
   row "$name" "$best_o" "$best_r" "$best_c" "$target"
 }
 
-settle
-first_sync "first sync $SMALL_FILES x 4 KiB ($SMALL_DIRS folders)" "$WORK/src-small" 1.0
-rm -rf "$WORK"/dst-* "$WORK"/state-* "$WORK"/omni-*.toml
-settle
-first_sync "first sync $BIG_FILES x $((BIG_BYTES / 1048576)) MiB" "$WORK/src-big" 1.0
-# A dozen inodes: no need to settle after these.
-rm -rf "$WORK"/dst-* "$WORK"/state-* "$WORK"/omni-*.toml
-
-# No-op: each tool syncs once (untimed), then its re-runs over the synced destination are
-# timed; cp has no no-op mode.
-noop_name="no-op re-run, $NOOP_FILES x 1 KiB ($NOOP_DIRS folders)"
-step "$noop_name"
-cfg="$WORK/omni-noop.toml"
-write_config "$cfg" "$WORK/state-noop" "$WORK/src-noop" "$WORK/dst-omni-noop"
-t=$(timeit omni_run "$cfg")
-check_same "$WORK/src-noop" "$WORK/dst-omni-noop" omnisync
-echo "   initial: omnisync $t s"
-t=$(timeit rsync -a "$WORK/src-noop/" "$WORK/dst-rsync-noop/")
-check_same "$WORK/src-noop" "$WORK/dst-rsync-noop" rsync
-echo "   initial: rsync -a $t s"
-best_o="" best_r=""
-for ((i = 1; i <= RUNS; i++)); do
-  t=$(timeit omni_run "$cfg")
-  best_o=$(fmin "$best_o" "$t")
-  echo "   run $i: omnisync $t s"
-  t=$(timeit rsync -a "$WORK/src-noop/" "$WORK/dst-rsync-noop/")
-  best_r=$(fmin "$best_r" "$t")
-  echo "   run $i: rsync -a $t s"
-done
-if "$OMNI" --config "$cfg" run bench --json 2>/dev/null | grep -q '"upload":[1-9]'; then
-  die "omnisync's no-op re-run transferred files"
+if want small; then
+  settle
+  first_sync "first sync $SMALL_FILES x 4 KiB ($SMALL_DIRS folders)" "$WORK/src-small" 1.0
+  rm -rf "$WORK"/dst-* "$WORK"/state-* "$WORK"/omni-*.toml
 fi
-row "$noop_name" "$best_o" "$best_r" "n/a" 0.5
-# The floor of any no-op that looks at both sides: reading every entry's metadata of both trees
-# (2 x NOOP_FILES stat calls), done by two `find`s in parallel and nothing else.
-walk_both() {
-  find "$WORK/src-noop" -printf '%s %T@\n' >/dev/null &
-  find "$WORK/dst-omni-noop" -printf '%s %T@\n' >/dev/null
-  wait
+if want big; then
+  settle
+  first_sync "first sync $BIG_FILES x $((BIG_BYTES / 1048576)) MiB" "$WORK/src-big" 1.0
+  # A dozen inodes: no need to settle after these.
+  rm -rf "$WORK"/dst-* "$WORK"/state-* "$WORK"/omni-*.toml
+fi
+
+FLOOR_LINE=""
+noop() {
+  # No-op: each tool syncs once (untimed), then its re-runs over the synced destination are
+  # timed; cp has no no-op mode.
+  noop_name="no-op re-run, $NOOP_FILES x 1 KiB ($NOOP_DIRS folders)"
+  step "$noop_name"
+  cfg="$WORK/omni-noop.toml"
+  write_config "$cfg" "$WORK/state-noop" "$WORK/src-noop" "$WORK/dst-omni-noop"
+  t=$(timeit omni_run "$cfg")
+  check_same "$WORK/src-noop" "$WORK/dst-omni-noop" omnisync
+  echo "   initial: omnisync $t s"
+  t=$(timeit rsync -a "$WORK/src-noop/" "$WORK/dst-rsync-noop/")
+  check_same "$WORK/src-noop" "$WORK/dst-rsync-noop" rsync
+  echo "   initial: rsync -a $t s"
+  best_o="" best_r=""
+  for ((i = 1; i <= RUNS; i++)); do
+    t=$(timeit omni_run "$cfg")
+    best_o=$(fmin "$best_o" "$t")
+    echo "   run $i: omnisync $t s"
+    t=$(timeit rsync -a "$WORK/src-noop/" "$WORK/dst-rsync-noop/")
+    best_r=$(fmin "$best_r" "$t")
+    echo "   run $i: rsync -a $t s"
+  done
+  if "$OMNI" --config "$cfg" run bench --json 2>/dev/null | grep -q '"upload":[1-9]'; then
+    die "omnisync's no-op re-run transferred files"
+  fi
+  row "$noop_name" "$best_o" "$best_r" "n/a" 0.5
+  # The floor of any no-op that looks at both sides: reading every entry's metadata of both trees
+  # (2 x NOOP_FILES stat calls), done by two `find`s in parallel and nothing else.
+  walk_both() {
+    find "$WORK/src-noop" -printf '%s %T@\n' >/dev/null &
+    find "$WORK/dst-omni-noop" -printf '%s %T@\n' >/dev/null
+    wait
 }
 best_f=""
 for ((i = 1; i <= RUNS; i++)); do
@@ -242,47 +255,54 @@ for ((i = 1; i <= RUNS; i++)); do
 done
 FLOOR_LINE="$(printf 'no-op floor: two parallel `find` walks of source and destination take %s s = %s of rsync'"'"'s %s s (omnisync %s s = %s of the floor)' \
   "$best_f" "$(fdiv "$best_f" "$best_r")" "$best_r" "$best_o" "$(fdiv "$best_o" "$best_f")")"
+}
+if want noop; then noop; fi
 
 # Hashing on one core: a secure-mode dry run of the big files (nothing cached, so every file
 # is hashed; the empty destination is not scanned) vs b3sum.
 HASH_LINES=()
 big_total=$((BIG_FILES * BIG_BYTES))
-pin=()
-command -v taskset >/dev/null && pin=(taskset -c 0)
-step "hashing $BIG_FILES x $((BIG_BYTES / 1048576)) MiB on one core (warm cache)"
-cat "$WORK"/src-big/* >/dev/null
-best_h=""
-for ((i = 1; i <= RUNS; i++)); do
-  cfg="$WORK/omni-hash-$i.toml"
-  write_config "$cfg" "$WORK/state-hash-$i" "$WORK/src-big" "$WORK/no-such-dst-$i" secure
-  # The scan's hashing threads are not configurable; pinning (taskset) makes it one core.
-  t=$(timeit "${pin[@]}" "$OMNI" --config "$cfg" run bench --dry-run)
-  best_h=$(fmin "$best_h" "$t")
-done
-omni_gbs=$(fdiv "$(awk -v b="$big_total" 'BEGIN { print b / 1e9 }')" "$best_h")
-HASH_LINES+=("$(printf '%-44s | %8s s | %6s GB/s | target >= 2.5 GB/s | %s' \
-  "omnisync compare=secure (dry run, 1 core)" "$best_h" "$omni_gbs" \
-  "$(awk -v g="$omni_gbs" 'BEGIN { print (g + 0 >= 2.5) ? "PASS" : "FAIL" }')")")
-if command -v b3sum >/dev/null; then
-  best_b=""
+hash_bench() {
+  pin=()
+  command -v taskset >/dev/null && pin=(taskset -c 0)
+  step "hashing $BIG_FILES x $((BIG_BYTES / 1048576)) MiB on one core (warm cache)"
+  cat "$WORK"/src-big/* >/dev/null
+  best_h=""
   for ((i = 1; i <= RUNS; i++)); do
-    t=$(timeit "${pin[@]}" b3sum --num-threads 1 "$WORK"/src-big/*)
-    best_b=$(fmin "$best_b" "$t")
+    cfg="$WORK/omni-hash-$i.toml"
+    write_config "$cfg" "$WORK/state-hash-$i" "$WORK/src-big" "$WORK/no-such-dst-$i" secure
+    # The scan's hashing threads are not configurable; pinning (taskset) makes it one core.
+    t=$(timeit "${pin[@]}" "$OMNI" --config "$cfg" run bench --dry-run)
+    best_h=$(fmin "$best_h" "$t")
   done
-  b3_gbs=$(fdiv "$(awk -v b="$big_total" 'BEGIN { print b / 1e9 }')" "$best_b")
-  HASH_LINES+=("$(printf '%-44s | %8s s | %6s GB/s | %s' "b3sum --num-threads 1 ($(b3sum --version))" \
-    "$best_b" "$b3_gbs" "omnisync/b3sum speed $(fdiv "$omni_gbs" "$b3_gbs")")")
-else
-  HASH_LINES+=("b3sum not installed: comparison skipped (apt-get install -y b3sum)")
-fi
+  omni_gbs=$(fdiv "$(awk -v b="$big_total" 'BEGIN { print b / 1e9 }')" "$best_h")
+  HASH_LINES+=("$(printf '%-44s | %8s s | %6s GB/s | target >= 2.5 GB/s | %s' \
+    "omnisync compare=secure (dry run, 1 core)" "$best_h" "$omni_gbs" \
+    "$(awk -v g="$omni_gbs" 'BEGIN { print (g + 0 >= 2.5) ? "PASS" : "FAIL" }')")")
+  if command -v b3sum >/dev/null; then
+    best_b=""
+    for ((i = 1; i <= RUNS; i++)); do
+      t=$(timeit "${pin[@]}" b3sum --num-threads 1 "$WORK"/src-big/*)
+      best_b=$(fmin "$best_b" "$t")
+    done
+    b3_gbs=$(fdiv "$(awk -v b="$big_total" 'BEGIN { print b / 1e9 }')" "$best_b")
+    HASH_LINES+=("$(printf '%-44s | %8s s | %6s GB/s | %s' "b3sum --num-threads 1 ($(b3sum --version))" \
+      "$best_b" "$b3_gbs" "omnisync/b3sum speed $(fdiv "$omni_gbs" "$b3_gbs")")")
+  else
+    HASH_LINES+=("b3sum not installed: comparison skipped (apt-get install -y b3sum)")
+  fi
+}
+if want hash; then hash_bench; fi
 
 echo
 echo "== results (seconds, best of $RUNS; lower is better)"
 printf '%-44s | %10s | %8s | %8s | %14s | %-16s | %s\n' \
   workload "omnisync s" "rsync s" "cp -a s" "omnisync/rsync" target result
 printf '%s\n' "$(printf '%.0s-' {1..125})"
-printf '%s\n' "${ROWS[@]}"
-echo "$FLOOR_LINE"
-echo
-echo "== hashing ($((big_total / 1048576)) MiB)"
-printf '%s\n' "${HASH_LINES[@]}"
+if ((${#ROWS[@]})); then printf '%s\n' "${ROWS[@]}"; fi
+if [[ -n "$FLOOR_LINE" ]]; then echo "$FLOOR_LINE"; fi
+if want hash; then
+  echo
+  echo "== hashing ($((big_total / 1048576)) MiB)"
+  printf '%s\n' "${HASH_LINES[@]}"
+fi
