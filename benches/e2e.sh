@@ -40,7 +40,7 @@ SETTLE="${BENCH_SETTLE:-$(($(cat /proc/sys/vm/dirty_expire_centisecs 2>/dev/null
 if [[ "$SCALE" == "small" ]]; then DIV=10; else DIV=1; fi
 ONLY=",${BENCH_ONLY:-small,big,noop,hash},"
 want() { [[ "$ONLY" == *",$1,"* ]]; }
-for w in ${BENCH_ONLY//,/ }; do
+for w in ${BENCH_ONLY:+${BENCH_ONLY//,/ }}; do
   case "$w" in small | big | noop | hash) ;; *) echo "e2e: unknown workload in BENCH_ONLY: $w (small, big, noop, hash)" >&2; exit 2 ;; esac
 done
 SMALL_FILES=$((10000 / DIV))           # first sync, 4 KiB each
