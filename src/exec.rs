@@ -453,10 +453,25 @@ impl<'a> Executor<'a> {
             (None, _) => return Err("source of the move is gone; will retry next run".into()),
             _ => return Err("source of the move changed since it was planned; will retry".into()),
         }
-        if side.stat(to).map_err(|e| e.to_string())?.is_some() {
-            return Err(format!(
-                "{to:?} already exists; not overwriting it with a move"
-            ));
+        // A file renamed over a synced one replaces it only as planned: the version seen
+        // then, which goes to trash as an overwritten file does.
+        match (side.stat(to).map_err(|e| e.to_string())?, &a.dst) {
+            (None, _) => {}
+            (Some(now), Some(seen)) if same_file(&now, seen) => {
+                if now.is_file() && self.job.trash {
+                    self.trash(side, to)?;
+                }
+            }
+            (Some(_), Some(_)) => {
+                return Err(format!(
+                    "{to:?} changed since it was planned; not replacing it with a move, will retry"
+                ))
+            }
+            (Some(_), None) => {
+                return Err(format!(
+                    "{to:?} already exists; not overwriting it with a move"
+                ))
+            }
         }
         side.mkdir_all(parent(to)).map_err(|e| e.to_string())?;
         side.rename(&a.path, to).map_err(|e| e.to_string())?;

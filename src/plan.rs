@@ -8,7 +8,9 @@
 //!    path on the same side (local: same inode, and for files same size and mtime; remote: same
 //!    size and mtime — and hash when known — or, for a folder, the same subtree) becomes one move
 //!    on the other side. The base and the other side's tree are then relocated as if the move had
-//!    happened, so a renamed folder yields one move and nothing for its children.
+//!    happened, so a renamed folder yields one move and nothing for its children. A local file
+//!    renamed over a synced file (a log rotation) moves onto it while the remote copy it replaces
+//!    is the one last synced; chains of such renames run from their far end.
 //! 2. Every path of the union of both trees and the base is classified per side against that
 //!    side's base entry (`Change`), and the mode turns the pair into an `Intent`.
 //! 3. Intents become actions; a folder deletion whose contents do not all go is turned back into
@@ -1315,7 +1317,51 @@ fn blocking_ancestor<'t>(
     None
 }
 
-/// Local renames: a base path gone locally whose inode shows up at a new local path.
+/// Local paths that hold a file (or folder) other than the one their base row knows: paths
+/// new locally, and synced files that another file replaced (a different inode). One merge
+/// walk of the two sorted maps, as in [`not_in_base`].
+fn local_arrivals<'a>(
+    local: &'a TreeView<'_>,
+    base: &BaseView<'_>,
+) -> Vec<(&'a String, &'a Entry)> {
+    let mut bi = base.iter().peekable();
+    let mut out = Vec::new();
+    for (p, e) in local.iter() {
+        let mut arrived = true;
+        while let Some((k, row)) = bi.peek() {
+            match k.as_str().cmp(p.as_str()) {
+                Ordering::Less => {
+                    bi.next();
+                }
+                Ordering::Equal => {
+                    arrived = match &row.local {
+                        None => true,
+                        Some(bl) => {
+                            e.kind == Kind::File
+                                && bl.kind == Kind::File
+                                && e.inode.is_some()
+                                && bl.inode.is_some()
+                                && e.inode != bl.inode
+                        }
+                    };
+                    break;
+                }
+                Ordering::Greater => break,
+            }
+        }
+        if arrived {
+            out.push((p, e));
+        }
+    }
+    out
+}
+
+/// Local renames: a base path whose file or folder (its inode) left it locally and shows up
+/// at another local path. That path is new, or it is a synced file the rename replaced
+/// (`mv a b` over an existing `b`; a log rotation, `mv log.1 log.2; mv log log.1`): such a
+/// target is moved over only when its remote version is the one last synced (or gone), and
+/// that version goes to trash as an overwritten file would. Chains run from their far end
+/// (`log.1` to `log.2` before `log` to `log.1`); a cycle (two files swapped) is no move.
 fn match_local_moves(
     cmp: &Cmp<'_>,
     local: &TreeView<'_>,
@@ -1324,10 +1370,10 @@ fn match_local_moves(
     unknown: &[String],
     moves: &mut Vec<Action>,
 ) {
-    // New local paths by inode.
+    // Arrived local paths by inode.
     let mut by_inode: HashMap<u64, &str> = HashMap::new();
     let mut dup_inodes: HashSet<u64> = HashSet::new();
-    for (p, e) in not_in_base(local, base, Side::Local) {
+    for (p, e) in local_arrivals(local, base) {
         if e.kind == Kind::Symlink {
             continue;
         }
@@ -1347,16 +1393,74 @@ fn match_local_moves(
         let Some(q) = by_inode.get(&ino) else {
             continue;
         };
-        if dup_inodes.contains(&ino) || local.contains_key(p) {
+        if dup_inodes.contains(&ino) {
+            continue;
+        }
+        // What `p` held must have left it: `p` is gone, or holds another file now.
+        if let Some(lp) = local.get(p) {
+            if bl.kind != Kind::File || lp.kind != Kind::File || lp.inode == Some(ino) {
+                continue;
+            }
+        }
+        // The same file, not a freed inode number given to a new one: a file keeps its size
+        // and mtime through a rename. Checked before chains are followed, so that a reused
+        // number cannot close a false cycle.
+        let Some(lq) = local.get(q) else { continue };
+        if lq.kind != bl.kind
+            || (lq.kind == Kind::File && (lq.size != bl.size || lq.mtime != bl.mtime))
+        {
             continue;
         }
         candidates.push((p.clone(), q.to_string()));
     }
-    // Shallowest target first: a move into a folder another move creates comes after it
-    // (the executor makes missing parents, which would then block that other move); a
-    // folder's own move still comes before its children's.
-    candidates.sort_by_key(|(p, q)| (depth(q), depth(p), p.clone()));
-    for (p, q) in candidates {
+    // A move onto a path that another move empties runs after it: by how many moves follow
+    // in its chain, then shallowest target first (a move into a folder another move creates
+    // comes after it, as the executor makes missing parents, which would then block that
+    // other move; a folder's own move still comes before its children's).
+    let next: HashMap<&str, &str> = candidates
+        .iter()
+        .map(|(p, q)| (p.as_str(), q.as_str()))
+        .collect();
+    // For each source, how many moves must run before its own (those further along its
+    // chain); `None` in a cycle or on a chain that leads into one. Each chain is walked once:
+    // a shifted numbered series can be a chain of thousands.
+    let mut after: HashMap<&str, Option<usize>> = HashMap::new();
+    for (p, _) in &candidates {
+        let mut walk: Vec<&str> = Vec::new();
+        let mut seen: HashSet<&str> = HashSet::new();
+        let mut at = p.as_str();
+        // What the last source walked waits for: the moves before `at`'s own plus `at`'s, or
+        // nothing when `at` is the far end (no move from it).
+        let mut wait = loop {
+            if let Some(&known) = after.get(at) {
+                break known.map(|n| n + 1);
+            }
+            let Some(&to) = next.get(at) else {
+                break Some(0);
+            };
+            if !seen.insert(at) {
+                break None;
+            }
+            walk.push(at);
+            at = to;
+        };
+        for src in walk.into_iter().rev() {
+            after.insert(src, wait);
+            wait = wait.map(|n| n + 1);
+        }
+    }
+    let mut ordered: Vec<(usize, String, String)> = candidates
+        .iter()
+        .filter_map(|(p, q)| {
+            after
+                .get(p.as_str())
+                .copied()
+                .flatten()
+                .map(|n| (n, p.clone(), q.clone()))
+        })
+        .collect();
+    ordered.sort_by_key(|(n, p, q)| (*n, depth(q), depth(p), p.clone()));
+    for (_, p, q) in ordered {
         if overlaps_any(&p, unknown) || overlaps_any(&q, unknown) || at_or_under(&q, &p) {
             continue;
         }
@@ -1367,7 +1471,27 @@ fn match_local_moves(
             continue;
         };
         let Some(lq) = local.get(&q) else { continue };
-        if base.contains_key(&q) || remote.contains_key(&q) || lq.kind != bl.kind {
+        if lq.kind != bl.kind {
+            continue;
+        }
+        // A target that is not new: a synced file replaced locally, whose remote version
+        // is the one last synced (or gone); anything else is left to the per-path rules.
+        let mut dst = None;
+        if let Some(bq) = base.get(&q) {
+            let (Some(bql), Some(bqr)) = (&bq.local, &bq.remote) else {
+                continue;
+            };
+            if bl.kind != Kind::File || bql.kind != Kind::File || bqr.kind != Kind::File {
+                continue;
+            }
+            match remote.get(&q) {
+                Some(rq) if rq.kind == Kind::File && !cmp.changed(rq, bqr) => {
+                    dst = Some(rq.clone())
+                }
+                Some(_) => continue,
+                None => {}
+            }
+        } else if remote.contains_key(&q) {
             continue;
         }
         // Moves run before deletions: a file where the target's folder goes would block it.
@@ -1384,6 +1508,12 @@ fn match_local_moves(
         let mut a = Action::new(ActionKind::MoveRemote, &p);
         a.to = Some(q.clone());
         a.src = Some(rp.clone());
+        if dst.is_some() {
+            a.message = Some(format!(
+                "replaces the remote {q:?}, whose file was renamed over"
+            ));
+        }
+        a.dst = dst;
         a.base = relocation_updates(base, &p, &q);
         remote.relocate(&p, &q);
         base.relocate(&p, &q);

@@ -904,6 +904,44 @@ pub fn renamed_folder_is_one_move(b: &dyn Backend) {
     fx.assert_in_sync();
 }
 
+/// A log rotation renames files over synced ones (`mv app.log.1 app.log.2`): each becomes a
+/// move onto the path it replaced, run from the far end of the chain, so only the new log is
+/// sent; the version the rotation dropped goes to the remote trash, as an overwritten one does.
+pub fn rotated_logs_are_moves_not_uploads(b: &dyn Backend) {
+    let fx = Fixture::with_job(b, "up", "mirror-upload", "delete_orphans = true");
+    fx.write(Local, "logs/app.log", "three", T0 + 3);
+    fx.write(Local, "logs/app.log.1", "two two", T0 + 2);
+    fx.write(Local, "logs/app.log.2", "one one one", T0 + 1);
+    let mut dates = vec![utc_date()];
+    fx.sync_settled("up");
+
+    fx.rename(Local, "logs/app.log.1", "logs/app.log.2");
+    fx.rename(Local, "logs/app.log", "logs/app.log.1");
+    fx.write(Local, "logs/app.log", "four", T0 + 4);
+    let r = fx.sync_settled("up");
+    dates.push(utc_date());
+    let expected: Vec<(String, String)> = [
+        ("move_remote", "logs/app.log.1"),
+        ("move_remote", "logs/app.log"),
+        ("upload", "logs/app.log"),
+    ]
+    .iter()
+    .map(|(a, p)| (a.to_string(), p.to_string()))
+    .collect();
+    assert_eq!(r.actions(), expected, "{}", r.dump());
+    assert_eq!(r.records[0]["to"], "logs/app.log.2");
+    assert_eq!(r.records[1]["to"], "logs/app.log.1");
+    assert_eq!(r.count("bytes"), 4, "{}", r.dump());
+    assert_eq!(fx.read(Remote, "logs/app.log.2"), "two two");
+    assert_eq!(fx.read(Remote, "logs/app.log.1"), "three");
+    assert_eq!(fx.read(Remote, "logs/app.log"), "four");
+    assert_eq!(
+        trashed(&fx, Remote, &dates, "logs/app.log.2").as_deref(),
+        Some("one one one")
+    );
+    fx.assert_in_sync();
+}
+
 // ---------------------------------------------------------------------------------------------
 // Emptied and missing roots
 // ---------------------------------------------------------------------------------------------
@@ -2188,6 +2226,7 @@ macro_rules! all_scenarios {
             max_delete_percent,
             max_delete_count,
             renamed_folder_is_one_move,
+            rotated_logs_are_moves_not_uploads,
             emptied_local_root_stops_bidirectional,
             missing_local_root_is_never_recreated,
             emptied_remote_is_fine_for_download,

@@ -444,8 +444,17 @@ impl World {
                 if !same_file(&now.entry, planned) {
                     return Err("move: source changed".into());
                 }
-                if side.nodes.contains_key(to) {
-                    return Err(format!("move: {to} exists"));
+                // A file renamed over a synced one replaces the version planned, which goes
+                // to trash; anything else at the destination stops the move.
+                match (side.nodes.get(to), &a.dst) {
+                    (None, _) => {}
+                    (Some(now), Some(seen)) if same_file(&now.entry, seen) => {
+                        if let Some(c) = now.content {
+                            side.trash.push(c);
+                        }
+                        side.nodes.remove(to);
+                    }
+                    (Some(_), _) => return Err(format!("move: {to} exists")),
                 }
                 side.mkdir_all(parent(to))?;
                 side.relocate(&a.path, to);
