@@ -1269,26 +1269,38 @@ fn not_in_base<'a>(
     base: &BaseView<'_>,
     side: Side,
 ) -> Vec<(&'a String, &'a Entry)> {
+    arrivals(tree, base, |_, row| {
+        row.is_none_or(|r| match side {
+            Side::Local => r.local.is_none(),
+            Side::Remote => r.remote.is_none(),
+        })
+    })
+}
+
+/// Entries of `tree` that `arrived` accepts, given the base row of their path (if any), in
+/// one merge walk of the two sorted maps.
+fn arrivals<'a>(
+    tree: &'a TreeView<'_>,
+    base: &BaseView<'_>,
+    arrived: impl Fn(&Entry, Option<&BaseRow>) -> bool,
+) -> Vec<(&'a String, &'a Entry)> {
     let mut bi = base.iter().peekable();
     let mut out = Vec::new();
     for (p, e) in tree.iter() {
-        let mut known = false;
-        while let Some((k, row)) = bi.peek() {
+        let mut row = None;
+        while let Some((k, r)) = bi.peek() {
             match k.as_str().cmp(p.as_str()) {
                 Ordering::Less => {
                     bi.next();
                 }
                 Ordering::Equal => {
-                    known = match side {
-                        Side::Local => row.local.is_some(),
-                        Side::Remote => row.remote.is_some(),
-                    };
+                    row = Some(*r);
                     break;
                 }
                 Ordering::Greater => break,
             }
         }
-        if !known {
+        if arrived(e, row) {
             out.push((p, e));
         }
     }
@@ -1318,42 +1330,23 @@ fn blocking_ancestor<'t>(
 }
 
 /// Local paths that hold a file (or folder) other than the one their base row knows: paths
-/// new locally, and synced files that another file replaced (a different inode). One merge
-/// walk of the two sorted maps, as in [`not_in_base`].
+/// new locally, and synced files that another file replaced (a different inode).
 fn local_arrivals<'a>(
     local: &'a TreeView<'_>,
     base: &BaseView<'_>,
 ) -> Vec<(&'a String, &'a Entry)> {
-    let mut bi = base.iter().peekable();
-    let mut out = Vec::new();
-    for (p, e) in local.iter() {
-        let mut arrived = true;
-        while let Some((k, row)) = bi.peek() {
-            match k.as_str().cmp(p.as_str()) {
-                Ordering::Less => {
-                    bi.next();
-                }
-                Ordering::Equal => {
-                    arrived = match &row.local {
-                        None => true,
-                        Some(bl) => {
-                            e.kind == Kind::File
-                                && bl.kind == Kind::File
-                                && e.inode.is_some()
-                                && bl.inode.is_some()
-                                && e.inode != bl.inode
-                        }
-                    };
-                    break;
-                }
-                Ordering::Greater => break,
+    arrivals(local, base, |e, row| {
+        match row.and_then(|r| r.local.as_ref()) {
+            None => true,
+            Some(bl) => {
+                e.kind == Kind::File
+                    && bl.kind == Kind::File
+                    && e.inode.is_some()
+                    && bl.inode.is_some()
+                    && e.inode != bl.inode
             }
         }
-        if arrived {
-            out.push((p, e));
-        }
-    }
-    out
+    })
 }
 
 /// Local renames: a base path whose file or folder (its inode) left it locally and shows up
