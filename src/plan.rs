@@ -1503,7 +1503,7 @@ fn match_local_moves(
         a.src = Some(rp.clone());
         if dst.is_some() {
             a.message = Some(format!(
-                "replaces the remote {q:?}, whose file was renamed over"
+                "renamed over the synced {q:?}, whose remote version it replaces"
             ));
         }
         a.dst = dst;
