@@ -1095,6 +1095,39 @@ fn moves() {
                 ]),
         );
     }
+    // The same rotation with logs of one size written within the mtime tolerance: size and
+    // mtime alone call every rotated file unchanged (the remote kept the old contents); the
+    // inodes show the renames.
+    let mut c = case(
+        "log rotation, same sizes within the tolerance",
+        Mode::MirrorUpload,
+    );
+    for (i, p) in ["log", "log.1", "log.2"].iter().enumerate() {
+        let mtime = 10 * SEC + i as i64 * SEC / 4;
+        let (_, mut l) = f_ns(p, 8, mtime);
+        let r = l.clone();
+        l.inode = Some(i as u64 + 1);
+        c = c
+            .base_row(p, Some(l), Some(r.clone()))
+            .remote([(p.to_string(), r)]);
+    }
+    let moved = |p: &str, from: i64, ino: u64| {
+        let (_, mut e) = f_ns(p, 8, 10 * SEC + from * SEC / 4);
+        e.inode = Some(ino);
+        (p.to_string(), e)
+    };
+    cases.push(
+        c.local([
+            moved("log.1", 0, 1),
+            moved("log.2", 1, 2),
+            fi("log", 8, 11, 9),
+        ])
+        .expect([
+            at(K::MoveRemote, "log.1", "log.2"),
+            at(K::MoveRemote, "log", "log.1"),
+            a(K::Upload, "log"),
+        ]),
+    );
     // The replaced file changed remotely since the last sync: no move over it; the rules per
     // path decide (here: the remote change is recorded as a conflict and the local side wins,
     // as in any mirror; without `delete_orphans` the remote `a` stays).
