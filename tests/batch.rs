@@ -11,14 +11,17 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use omnisync::engine::{run_job_with, RunContext, RunOptions};
-use omnisync::job::{AgentSettings, Job, Mode};
+use omnisync::engine::{run_job_with, RunContext};
+use omnisync::job::Mode;
 use omnisync::model::{ActionRecord, Entry};
 use omnisync::remote::local::LocalFs;
 use omnisync::remote::{
     Batching, Capabilities, Listing, NewFile, PutNew, Remote, RemoteError, Result, RootStatus,
     WriteHandle,
 };
+
+#[path = "common/in_process.rs"]
+mod in_process;
 
 /// A local folder that takes new small files 4 at a time, 2 batches at once. A file named `lost*` fails in its
 /// batch as on a dropped connection (the first time only: a retry on its own succeeds); before
@@ -168,23 +171,8 @@ fn new_small_files_go_in_batches_and_a_failed_one_is_retried_alone() {
         lost_once: AtomicBool::new(false),
         singles: AtomicUsize::new(0),
     };
-    let agent = AgentSettings {
-        state_dir: tmp.path().join("state"),
-        max_parallel_jobs: 1,
-        log_retention_days: 30,
-    };
-    let job = Job::local(
-        "batch",
-        local.clone(),
-        remote.to_str().unwrap(),
-        Mode::MirrorUpload,
-    );
-    let opts = RunOptions {
-        dry_run: false,
-        force_delete: false,
-        wait: Duration::ZERO,
-        progress: false,
-    };
+    let (agent, job, opts) =
+        in_process::setup(tmp.path(), "batch", &local, &remote, Mode::MirrorUpload);
     let records: Mutex<Vec<ActionRecord>> = Mutex::new(Vec::new());
     let sink = |r: &ActionRecord| records.lock().unwrap().push(r.clone());
     let ctx = RunContext {

@@ -6,11 +6,13 @@
 
 use std::path::Path;
 use std::sync::Mutex;
-use std::time::Duration;
 
-use omnisync::engine::{run_job, RunOptions};
-use omnisync::job::{AgentSettings, Job, Mode};
+use omnisync::engine::run_job;
+use omnisync::job::Mode;
 use omnisync::model::ActionRecord;
+
+#[path = "common/in_process.rs"]
+mod in_process;
 
 fn write(p: &Path, content: &str) {
     std::fs::create_dir_all(p.parent().unwrap()).unwrap();
@@ -46,23 +48,8 @@ fn a_move_never_replaces_a_target_changed_since_planning() {
     write(&local.join("b.txt"), "the file renamed over");
     write(&local.join("c.txt"), "c");
     std::fs::create_dir_all(&remote).unwrap();
-    let agent = AgentSettings {
-        state_dir: tmp.path().join("state"),
-        max_parallel_jobs: 1,
-        log_retention_days: 30,
-    };
-    let job = Job::local(
-        "race",
-        local.clone(),
-        remote.to_str().unwrap(),
-        Mode::MirrorUpload,
-    );
-    let opts = RunOptions {
-        dry_run: false,
-        force_delete: false,
-        wait: Duration::ZERO,
-        progress: false,
-    };
+    let (agent, job, opts) =
+        in_process::setup(tmp.path(), "race", &local, &remote, Mode::MirrorUpload);
     run_job(&agent, &job, &opts, &|_| {}).unwrap();
     assert_eq!(read(&remote.join("b.txt")), "the file renamed over");
 
