@@ -908,7 +908,7 @@ pub fn renamed_folder_is_one_move(b: &dyn Backend) {
 /// move onto the path it replaced, run from the far end of the chain, so only the new log is
 /// sent; the version the rotation dropped goes to the remote trash, as an overwritten one does.
 pub fn rotated_logs_are_moves_not_uploads(b: &dyn Backend) {
-    let fx = Fixture::with_job(b, "up", "mirror-upload", "delete_orphans = true");
+    let mut fx = Fixture::with_job(b, "up", "mirror-upload", "delete_orphans = true");
     fx.write(Local, "logs/app.log", "three", T0 + 3);
     fx.write(Local, "logs/app.log.1", "two two", T0 + 2);
     fx.write(Local, "logs/app.log.2", "one one one", T0 + 1);
@@ -939,6 +939,26 @@ pub fn rotated_logs_are_moves_not_uploads(b: &dyn Backend) {
         trashed(&fx, Remote, &dates, "logs/app.log.2").as_deref(),
         Some("one one one")
     );
+    fx.assert_in_sync();
+
+    // With the trash off, the move renames straight over the file it replaces.
+    fx.add_job(
+        "up-notrash",
+        "mirror-upload",
+        "delete_orphans = true\ntrash = false",
+    );
+    fx.sync_settled("up-notrash");
+    fx.rename(Local, "logs/app.log.1", "logs/app.log.2");
+    let r = fx.sync_settled("up-notrash");
+    assert_eq!(
+        r.actions(),
+        vec![("move_remote".to_string(), "logs/app.log.1".to_string())],
+        "{}",
+        r.dump()
+    );
+    assert_eq!(r.count("bytes"), 0);
+    assert_eq!(fx.read(Remote, "logs/app.log.2"), "three");
+    assert!(!fx.exists(Remote, "logs/app.log.1"));
     fx.assert_in_sync();
 }
 
