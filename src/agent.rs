@@ -15,7 +15,7 @@
 //! stop, changed jobs restart, new jobs start). Under systemd it sends READY=1, STATUS= lines,
 //! and WATCHDOG=1 pings.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -35,6 +35,11 @@ use crate::watch::{self, Converter, Observed};
 /// How long a batch waits before retrying when the job is busy or the remote failed.
 const RETRY_BUSY: Duration = Duration::from_millis(250);
 const RETRY_MAX: Duration = Duration::from_secs(60);
+/// Paths that failed in a run are retried on their own (a run scoped to them) after
+/// `RETRY_FAILED_FIRST`, then after twice as long each time, up to [`RETRY_MAX`]; after
+/// `RETRY_FAILED_TRIES` such retries they wait for the next reconcile.
+const RETRY_FAILED_FIRST: Duration = Duration::from_secs(1);
+const RETRY_FAILED_TRIES: u32 = 10;
 /// How often a batch waiting for the rest of a rename chain looks again.
 const CHAIN_WAIT: Duration = Duration::from_millis(5);
 /// How often an idle agent refreshes its status row (its heartbeat).
@@ -528,6 +533,11 @@ struct Runner {
     recent: HashMap<String, i64>,
     /// Since when a batch waits for the rest of a rename chain.
     unsettled_since: Option<Instant>,
+    /// Paths whose last run failed (a lost connection, a file that could not be read…), to be
+    /// retried by a run scoped to them at `failed_at`; `failed_tries` retries so far.
+    failed_paths: BTreeSet<String>,
+    failed_at: Option<Instant>,
+    failed_tries: u32,
 }
 
 impl Runner {
@@ -547,6 +557,9 @@ impl Runner {
             backoff: RETRY_BUSY,
             recent: HashMap::new(),
             unsettled_since: None,
+            failed_paths: BTreeSet::new(),
+            failed_at: None,
+            failed_tries: 0,
         }
     }
 
@@ -621,6 +634,9 @@ impl Runner {
         if let Some(r) = self.retry_at {
             t = t.min(r.saturating_duration_since(Instant::now()));
         }
+        if let Some(r) = self.failed_at {
+            t = t.min(r.saturating_duration_since(Instant::now()));
+        }
         if self.reconcile_now {
             t = Duration::ZERO;
         }
@@ -645,6 +661,10 @@ impl Runner {
         let due = self.next_due.is_some_and(|d| d <= SystemTime::now());
         if self.reconcile_now || due {
             self.reconcile();
+            return;
+        }
+        if self.failed_at.is_some_and(|t| t <= Instant::now()) {
+            self.retry_failed();
             return;
         }
         if self.pending.is_empty() {
@@ -784,6 +804,10 @@ impl Runner {
                     }
                 }
                 self.pending.retain(|c| c.id > up_to);
+                // A full run looked at everything: what failed in it is all that failed.
+                self.failed_paths.clear();
+                self.failed_tries = 0;
+                self.note_failed(&sum.failed);
                 self.reconcile_now = false;
                 self.first = false;
                 self.retry_at = None;
@@ -869,13 +893,11 @@ impl Runner {
                 self.forget(&b);
                 self.retry_at = None;
                 self.backoff = RETRY_BUSY;
-                if sum.errors > 0 {
-                    // Failed files are retried by a reconcile soon (like a failed run).
-                    let soon = SystemTime::now() + Duration::from_secs(30);
-                    if self.next_due.is_none_or(|d| d > soon) {
-                        self.next_due = Some(soon);
-                    }
-                }
+                // The batch looked at its paths again: what failed before and did not fail now
+                // is done; what failed now is retried soon.
+                self.failed_paths
+                    .retain(|p| !b.ready.iter().any(|r| within(p, r)));
+                self.note_failed(&sum.failed);
             }
             Err(RunError::Guard(msg)) => {
                 tracing::error!(job = %self.job.name, "live batch stopped by a safety guard: {msg}; nothing was changed");
@@ -892,6 +914,87 @@ impl Runner {
                 self.forget(&b);
             }
             Err(e) => self.failed(&e, "live batch"),
+        }
+    }
+
+    /// Paths that failed in a run: retry them soon (see [`RETRY_FAILED_FIRST`]).
+    fn note_failed(&mut self, failed: &[String]) {
+        if failed.is_empty() {
+            if self.failed_paths.is_empty() {
+                self.failed_at = None;
+                self.failed_tries = 0;
+            }
+            return;
+        }
+        if failed.iter().any(|p| p.is_empty()) {
+            // The root itself failed: that is for a whole run.
+            self.reconcile_now = true;
+            return;
+        }
+        self.failed_paths.extend(failed.iter().cloned());
+        if self.failed_tries >= RETRY_FAILED_TRIES {
+            tracing::warn!(
+                job = %self.job.name,
+                paths = self.failed_paths.len(),
+                "paths still fail after {RETRY_FAILED_TRIES} retries; the next reconcile tries them again"
+            );
+            self.failed_paths.clear();
+            self.failed_at = None;
+            self.failed_tries = 0;
+            return;
+        }
+        let delay = RETRY_FAILED_FIRST
+            .saturating_mul(1 << self.failed_tries.min(16))
+            .min(RETRY_MAX);
+        if self.failed_at.is_none() {
+            tracing::info!(
+                job = %self.job.name,
+                paths = self.failed_paths.len(),
+                "retrying what failed in {delay:?}"
+            );
+            self.failed_at = Some(Instant::now() + delay);
+        }
+    }
+
+    /// A run scoped to the paths that failed before (a file whose upload met a dropped
+    /// connection is on the remote a second later, not at the next reconcile).
+    fn retry_failed(&mut self) {
+        let shared = Arc::clone(&self.shared);
+        let Some(_slot) = shared.slots.acquire(&self.stop) else {
+            return;
+        };
+        let paths: Vec<String> = self.failed_paths.iter().cloned().collect();
+        if paths.is_empty() {
+            self.failed_at = None;
+            return;
+        }
+        self.shared.set_doing(
+            &self.job.name,
+            Some(format!("retry of {} failed paths", paths.len())),
+        );
+        let res = self.run_once(Some(&paths));
+        self.shared.set_doing(&self.job.name, None);
+        self.failed_at = None;
+        self.failed_tries += 1;
+        match res {
+            Ok(Ok(sum)) => {
+                tracing::info!(job = %self.job.name, "retry: {}", sum.to_text());
+                self.failed_paths.clear();
+                self.note_failed(&sum.failed);
+                if self.failed_paths.is_empty() {
+                    self.failed_tries = 0;
+                }
+            }
+            Ok(Err(RunError::Guard(msg))) => {
+                tracing::error!(job = %self.job.name, "retry stopped by a safety guard: {msg}; the next reconcile looks again");
+                self.failed_paths.clear();
+                self.failed_tries = 0;
+            }
+            // The run could not start (connection, busy): try the same paths again later.
+            Ok(Err(e)) | Err(e) => {
+                self.failed(&e, "retry of failed paths");
+                self.failed_at = self.retry_at;
+            }
         }
     }
 
@@ -913,6 +1016,15 @@ impl Runner {
     }
 }
 
+/// `path` is `scope` or inside it (both relative, `/`-separated).
+fn within(path: &str, scope: &str) -> bool {
+    path == scope
+        || scope.is_empty()
+        || path
+            .strip_prefix(scope)
+            .is_some_and(|rest| rest.starts_with('/'))
+}
+
 /// A reconcile of a large tree briefly holds its trees, base and plan (hundreds of MB for
 /// millions of files); give the freed memory back to the system so an idle agent stays small.
 fn release_memory() {
@@ -924,4 +1036,23 @@ fn release_memory() {
             libc::malloc_trim(0);
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::within;
+
+    #[test]
+    fn a_path_is_within_itself_its_folders_and_the_root() {
+        for (path, scope, yes) in [
+            ("a/b.txt", "a/b.txt", true),
+            ("a/b.txt", "a", true),
+            ("a/b.txt", "", true),
+            ("a/b.txt", "a/b", false),
+            ("ab/c.txt", "a", false),
+            ("a", "a/b.txt", false),
+        ] {
+            assert_eq!(within(path, scope), yes, "{path} within {scope}");
+        }
+    }
 }

@@ -74,6 +74,9 @@ pub struct RunSummary {
     pub bytes: u64,
     pub errors: u64,
     pub ms: u64,
+    /// The paths of this run's `error` records (both names of a failed move), sorted, once
+    /// each: what a retry of the failures alone has to look at.
+    pub failed: Vec<String>,
 }
 
 impl RunSummary {
@@ -331,6 +334,7 @@ struct Recorder<'a> {
     counts: Mutex<BTreeMap<&'static str, u64>>,
     bytes: AtomicU64,
     errors: AtomicU64,
+    failed_paths: Mutex<std::collections::BTreeSet<String>>,
     failed: Mutex<Option<crate::state::StateError>>,
 }
 
@@ -342,6 +346,9 @@ impl<'a> Recorder<'a> {
         }
         if rec.action == "error" {
             self.errors.fetch_add(1, Ordering::Relaxed);
+            let mut f = self.failed_paths.lock().unwrap();
+            f.insert(rec.path.clone());
+            f.extend(rec.to.iter().cloned());
         }
         self.bytes.fetch_add(rec.bytes, Ordering::Relaxed);
         let flush = {
@@ -751,6 +758,7 @@ pub fn run_job_with(
         counts: Mutex::new(BTreeMap::new()),
         bytes: AtomicU64::new(0),
         errors: AtomicU64::new(0),
+        failed_paths: Mutex::new(Default::default()),
         failed: Mutex::new(None),
     };
 
@@ -842,6 +850,9 @@ pub fn run_job_with(
         bytes: recorder.bytes.load(Ordering::Relaxed),
         errors: recorder.errors.load(Ordering::Relaxed),
         ms: started.elapsed().as_millis() as u64,
+        failed: std::mem::take(&mut *recorder.failed_paths.lock().unwrap())
+            .into_iter()
+            .collect(),
     };
     let result = if summary.errors > 0 { "partial" } else { "ok" };
     store.lock().unwrap().finish_run(

@@ -1,7 +1,9 @@
 //! The live agent, end to end through the binary on the local backend: inotify → journal →
 //! coalescer → live batches, start-up replay after kill -9, inotify queue overflow → reconcile,
 //! SIGTERM mid-transfer → exit 0 and resume, SIGHUP reload, READY=1 to $NOTIFY_SOCKET, and
-//! `systemd-analyze verify` of the unit files.
+//! `systemd-analyze verify` of the unit files. Over sftp, ftp, ftps and smb (real servers on
+//! 127.0.0.1): new files and a folder move follow live, also after the server dropped the
+//! agent's idle connection.
 //!
 //! The tests of this file run one at a time (one lock): one of them shrinks the kernel's
 //! inotify queue, which would make the others see overflows.
@@ -23,15 +25,22 @@ fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_omnisync"))
 }
 
+#[path = "common/smbd.rs"]
+mod smbd;
 #[path = "common/sshd.rs"]
 mod sshd;
+#[path = "common/vsftpd.rs"]
+mod vsftpd;
 
 struct Setup {
     dir: tempfile::TempDir,
     local: PathBuf,
+    /// The remote folder on this machine's disk (what the tests read and compare).
     remote: PathBuf,
+    /// The job's `remote_path`: `remote` itself, except on smb (a folder of the share).
+    remote_key: String,
     config: PathBuf,
-    /// The job's connection keys (`protocol = "local"` unless over sftp).
+    /// The job's connection keys (`protocol = "local"` unless over a server).
     keys: String,
 }
 
@@ -47,6 +56,7 @@ fn setup(extra: &str) -> Setup {
     let s = Setup {
         dir,
         local,
+        remote_key: remote.to_str().unwrap().to_string(),
         remote,
         config,
         keys: "protocol = \"local\"\n".into(),
@@ -55,19 +65,33 @@ fn setup(extra: &str) -> Setup {
     s
 }
 
-/// The same job over SFTP to a loopback sshd.
-fn setup_sftp(server: &sshd::Sshd) -> Setup {
+/// The same job to a server on 127.0.0.1: `keys` reach it, `remote` is the job's folder on
+/// this machine's disk (created and given to the server's user here) and `remote_key` the
+/// job's `remote_path` for it.
+fn setup_server(keys: String, remote: PathBuf, remote_key: String) -> Setup {
     let mut s = setup("");
-    s.remote = server.data.join("live");
-    std::fs::create_dir_all(&s.remote).unwrap();
-    server.chown(&s.remote);
-    s.keys = server.job_keys();
+    std::fs::create_dir_all(&remote).unwrap();
+    let (uid, gid) = sshd::uid_gid();
+    std::os::unix::fs::lchown(&remote, Some(uid), Some(gid)).unwrap();
+    s.remote = remote;
+    s.remote_key = remote_key;
+    s.keys = keys;
     s.write_config("");
     s
 }
 
+/// The same job over SFTP to a loopback sshd.
+fn setup_sftp(server: &sshd::Sshd) -> Setup {
+    let remote = server.data.join("live");
+    setup_server(
+        server.job_keys(),
+        remote.clone(),
+        remote.to_str().unwrap().into(),
+    )
+}
+
 impl Setup {
-    fn job_text(&self, name: &str, local: &Path, remote: &Path, extra: &str) -> String {
+    fn job_text(&self, name: &str, local: &Path, remote: &str, extra: &str) -> String {
         format!(
             "[[job]]\nname = {name:?}\n{}mode = \"mirror-upload\"\n\
              delete_orphans = true\nmax_delete = \"100%\"\nlocal_path = {local:?}\nremote_path = {remote:?}\n\
@@ -80,7 +104,7 @@ impl Setup {
         let text = format!(
             "[agent]\nstate_dir = {:?}\n\n{}",
             self.dir.path().join("state"),
-            self.job_text("live", &self.local, &self.remote, extra)
+            self.job_text("live", &self.local, &self.remote_key, extra)
         );
         std::fs::write(&self.config, text).unwrap();
     }
@@ -397,11 +421,11 @@ fn moving_a_folder_of_10000_files_is_one_move_and_no_upload() {
     assert_eq!(code, Some(0));
 }
 
-#[test]
-fn over_sftp_new_files_and_a_folder_move_follow_live() {
-    let _g = serial();
-    let server = sshd::Sshd::start();
-    let s = setup_sftp(&server);
+/// Over a server: a new file follows live; the server then drops the agent's idle
+/// connection (its session processes killed), and the next new file still arrives (the agent
+/// reconnects; a failed batch is retried); a renamed folder is one `move_remote`, nothing
+/// uploaded again.
+fn follows_live_over_a_server(s: &Setup, kill_sessions: &dyn Fn() -> usize, what: &str) {
     for i in 0..300 {
         write_file(
             &s.local.join(format!("tree/f{i}.txt")),
@@ -409,23 +433,151 @@ fn over_sftp_new_files_and_a_folder_move_follow_live() {
         );
     }
     let agent = s.start();
-    settle(&s);
+    settle(s);
     let t = Instant::now();
-    write_file(&s.local.join("new.txt"), b"over sftp");
+    write_file(&s.local.join("new.txt"), b"live");
     wait_for(
         Duration::from_secs(10),
-        "new.txt on the sftp remote",
-        || std::fs::read(s.remote.join("new.txt")).ok().as_deref() == Some(b"over sftp"),
+        &format!("new.txt on the {what} remote"),
+        || std::fs::read(s.remote.join("new.txt")).ok().as_deref() == Some(b"live"),
     );
-    eprintln!("new file over sftp after {:?}", t.elapsed());
+    eprintln!("new file over {what} after {:?}", t.elapsed());
+    let dropped_at = s.last_run();
+    assert!(kill_sessions() > 0, "no {what} session to drop");
+    let t = Instant::now();
+    write_file(&s.local.join("after-drop.txt"), b"again");
+    while std::fs::read(s.remote.join("after-drop.txt"))
+        .ok()
+        .as_deref()
+        != Some(b"again")
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "after-drop.txt is not on the {what} remote 30 s after the session was dropped; \
+             agent log:\n{}",
+            agent_log(s)
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    eprintln!(
+        "new file over {what} after a dropped session: {:?}",
+        t.elapsed()
+    );
+    settle(s);
+    // A connection the server closed while it was idle is opened again before anything is
+    // sent into it: the file is not an error first and a retry later.
+    let errors: Vec<_> = s
+        .actions_after(dropped_at)
+        .into_iter()
+        .filter(|a| a.0 == "error")
+        .collect();
+    assert!(errors.is_empty(), "{what}: {errors:?}");
     let before = s.last_run();
     std::fs::rename(s.local.join("tree"), s.local.join("moved")).unwrap();
+    settle(s);
+    let acts = s.actions_after(before);
+    assert_eq!(acts.len(), 1, "{what}: {acts:?}");
+    assert_eq!(acts[0].0, "move_remote", "{what}: {acts:?}");
+    let (code, _) = agent.stop();
+    assert_eq!(code, Some(0), "{what}: agent log:\n{}", agent_log(s));
+}
+
+/// Every agent log the setup wrote (for failure messages).
+fn agent_log(s: &Setup) -> String {
+    let mut out = String::new();
+    for e in std::fs::read_dir(s.dir.path()).unwrap().flatten() {
+        if e.file_name().to_string_lossy().starts_with("agent-") {
+            out.push_str(&std::fs::read_to_string(e.path()).unwrap_or_default());
+        }
+    }
+    out
+}
+
+#[test]
+fn over_sftp_new_files_a_dropped_session_and_a_folder_move_follow_live() {
+    let _g = serial();
+    let server = sshd::Sshd::start();
+    let s = setup_sftp(&server);
+    follows_live_over_a_server(&s, &|| server.kill_sessions(), "sftp");
+}
+
+#[test]
+fn over_ftp_and_ftps_new_files_a_dropped_session_and_a_folder_move_follow_live() {
+    let _g = serial();
+    for tls in [false, true] {
+        let server = vsftpd::Vsftpd::start(vsftpd::Options {
+            tls,
+            ..vsftpd::Options::default()
+        });
+        let remote = server.data.join("live");
+        let s = setup_server(
+            server.job_keys(),
+            remote.clone(),
+            remote.to_str().unwrap().into(),
+        );
+        let what = if tls { "ftps" } else { "ftp" };
+        follows_live_over_a_server(&s, &|| server.kill_sessions(), what);
+    }
+}
+
+/// A file whose upload failed is retried on its own a second or two later, without a new
+/// event and without waiting for a reconcile: over sftp the server's user may not write into a
+/// folder (owned by root) until the test gives it to them.
+#[test]
+fn a_failed_upload_is_retried_soon_without_a_new_event() {
+    let _g = serial();
+    let server = sshd::Sshd::start();
+    let s = setup_sftp(&server);
+    std::fs::create_dir_all(s.local.join("locked")).unwrap();
+    std::fs::create_dir_all(s.remote.join("locked")).unwrap(); // root's, 0755
+    let agent = s.start();
+    settle(&s);
+    let before = s.last_run();
+    write_file(&s.local.join("locked/f.txt"), b"once allowed");
+    wait_for(Duration::from_secs(10), "the upload to fail", || {
+        s.actions_after(before).iter().any(|a| a.0 == "error")
+    });
+    assert!(!s.remote.join("locked/f.txt").exists());
+    server.chown(&s.remote.join("locked"));
+    let t = Instant::now();
+    while std::fs::read(s.remote.join("locked/f.txt")).ok().as_deref() != Some(b"once allowed") {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "locked/f.txt did not arrive within 10 s of being allowed; agent log:\n{}",
+            agent_log(&s)
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    eprintln!(
+        "retried upload arrived {:?} after the folder was allowed",
+        t.elapsed()
+    );
     settle(&s);
     let acts = s.actions_after(before);
-    assert_eq!(acts.len(), 1, "{acts:?}");
-    assert_eq!(acts[0].0, "move_remote");
+    assert_eq!(
+        acts.iter().filter(|a| a.0 == "upload").count(),
+        1,
+        "{acts:?}"
+    );
+    assert!(
+        agent_log(&s).contains("retrying what failed"),
+        "{}",
+        agent_log(&s)
+    );
     let (code, _) = agent.stop();
     assert_eq!(code, Some(0));
+}
+
+#[test]
+fn over_smb_new_files_a_dropped_session_and_a_folder_move_follow_live() {
+    let _g = serial();
+    let server = smbd::Smbd::start();
+    let s = setup_server(
+        server.job_keys(),
+        server.share_dir.join("live"),
+        "live".into(),
+    );
+    follows_live_over_a_server(&s, &|| server.kill_sessions(), "smb");
 }
 
 #[test]
@@ -618,8 +770,8 @@ fn sighup_reloads_the_config() {
     let text = format!(
         "[agent]\nstate_dir = {:?}\n\n{}{}",
         s.dir.path().join("state"),
-        s.job_text("live", &s.local, &s.remote, ""),
-        s.job_text("second", &l2, &r2, "")
+        s.job_text("live", &s.local, &s.remote_key, ""),
+        s.job_text("second", &l2, r2.to_str().unwrap(), "")
     );
     std::fs::write(&s.config, text).unwrap();
     agent.signal(libc::SIGHUP);
@@ -643,7 +795,7 @@ fn sighup_reloads_the_config() {
     let text = format!(
         "[agent]\nstate_dir = {:?}\n\n{}",
         s.dir.path().join("state"),
-        s.job_text("second", &l2, &r2, "")
+        s.job_text("second", &l2, r2.to_str().unwrap(), "")
     );
     std::fs::write(&s.config, text).unwrap();
     agent.signal(libc::SIGHUP);

@@ -23,7 +23,9 @@
 //! - A dropped session is revived by `smb2` in place (`auto_reconnect`); the share's tree
 //!   connection died with it, so the first call that meets a stale tree connects the share
 //!   again and repeats itself once when repeating cannot change what it asked for (listings,
-//!   stats, opens for reading, times, mkdir). Writes in flight fail; the next run resumes them.
+//!   stats, opens for reading, times, mkdir). A connection known to be dead before a call (the
+//!   server closed it while idle) is revived before anything is sent. Writes in flight fail;
+//!   the next run (in the agent: a retry of the failed paths a second later) resumes them.
 //! - Mtimes are FILETIMEs (100 ns ticks). Samba lists a Unix symlink as what it points to and
 //!   `wide links = no` keeps it inside the share, so no link is ever seen here.
 
@@ -416,13 +418,20 @@ impl Link {
     }
 
     /// Run `f` on the current session; when the session turns out lost, connect again and
-    /// (when `idempotent`) run it once more.
+    /// (when `idempotent`) run it once more. A connection already known to be dead (the server
+    /// closed it while it was idle) is revived first, so that nothing is sent into it: a write
+    /// fails only when the connection dies while it is under way.
     fn call<T, F, Fut>(&self, idempotent: bool, f: F) -> std::result::Result<T, smb2::Error>
     where
         F: Fn(Connection, Arc<Tree>) -> Fut,
         Fut: Future<Output = std::result::Result<T, smb2::Error>>,
     {
-        let (conn, tree) = self.session();
+        let (mut conn, mut tree) = self.session();
+        if conn.is_disconnected() {
+            tracing::debug!("smb: the connection was closed while idle; connecting again");
+            self.refresh(&tree)?;
+            (conn, tree) = self.session();
+        }
         match self.rth.block_on(f(conn, tree.clone())) {
             Err(e) if is_lost(&e) => {
                 tracing::debug!("smb: session lost ({e}); connecting the share again");
