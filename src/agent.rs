@@ -40,8 +40,10 @@ const RETRY_MAX: Duration = Duration::from_secs(60);
 /// `RETRY_FAILED_TRIES` such retries they wait for the next reconcile.
 const RETRY_FAILED_FIRST: Duration = Duration::from_secs(1);
 const RETRY_FAILED_TRIES: u32 = 10;
-/// How often a batch waiting for the rest of a rename chain looks again.
+/// How often a batch waiting for the rest of a rename chain looks again, and how long it
+/// waits at most (or the job's debounce, if longer) before a reconcile takes over.
 const CHAIN_WAIT: Duration = Duration::from_millis(5);
+const CHAIN_WAIT_MAX: Duration = Duration::from_secs(2);
 /// How often an idle agent refreshes its status row (its heartbeat).
 const IDLE_HEARTBEAT: Duration = Duration::from_secs(30);
 /// Events ingested per journal transaction at most.
@@ -683,33 +685,32 @@ impl Runner {
         if b.ready.is_empty() && b.dropped.is_empty() {
             return;
         }
-        // A rename whose new name is already gone again is part of a chain still being
-        // reported (a → b → c): wait a moment for the rest, so the planner sees where the file
-        // went and moves it, instead of deleting and re-uploading it. Bounded by the debounce.
-        let debounce = self.job.debounce;
+        // A rename whose new name is already gone again, with nothing journaled yet that says
+        // where it went, is part of a chain still being reported (a → b → c): wait for the
+        // rest, so the planner sees where the file went and moves it, instead of deleting and
+        // re-uploading it. Every change of the tree reaches the journal (a lost event is an
+        // overflow), so the wait ends; when it takes longer than CHAIN_WAIT_MAX (a machine
+        // under heavy load), a full reconcile finds the moves by inode over the whole tree.
         if self.chain_in_flight(&b) {
             let since = *self.unsettled_since.get_or_insert_with(Instant::now);
-            if since.elapsed() < debounce {
+            if since.elapsed() < CHAIN_WAIT_MAX.max(self.job.debounce) {
                 self.retry_at = Some(Instant::now() + CHAIN_WAIT);
                 return;
             }
+            tracing::info!(job = %self.job.name, "a rename chain was not fully reported in time; reconciling");
+            self.unsettled_since = None;
+            self.reconcile_now = true;
+            return;
         }
         self.unsettled_since = None;
         self.batch(b);
     }
 
-    /// Does the batch hold a rename (or move in) whose destination no longer exists?
+    /// Does the batch hold a rename (or move in) whose destination no longer exists, with no
+    /// later change that says where it went?
     fn chain_in_flight(&self, b: &coalesce::Batch) -> bool {
-        self.pending.iter().any(|c| {
-            let dest = match c.kind {
-                coalesce::ChangeKind::Rename => c.to.as_deref(),
-                coalesce::ChangeKind::MovedIn => Some(c.path.as_str()),
-                _ => None,
-            };
-            dest.is_some_and(|d| {
-                b.consumed.binary_search(&c.id).is_ok()
-                    && self.job.local_path.join(d).symlink_metadata().is_err()
-            })
+        unexplained_rename(&self.pending, &b.consumed, &|p| {
+            self.job.local_path.join(p).symlink_metadata().is_ok()
         })
     }
 
@@ -1016,6 +1017,31 @@ impl Runner {
     }
 }
 
+/// Among `pending` changes, is there one in `consumed` that put something at a path (a rename
+/// or a move in) where nothing `exists` now, and no later change (a rename or removal of the
+/// path or a folder above it) that says where it went?
+fn unexplained_rename(pending: &[Change], consumed: &[i64], exists: &dyn Fn(&str) -> bool) -> bool {
+    pending.iter().any(|c| {
+        let dest = match c.kind {
+            coalesce::ChangeKind::Rename => c.to.as_deref(),
+            coalesce::ChangeKind::MovedIn => Some(c.path.as_str()),
+            _ => None,
+        };
+        dest.is_some_and(|d| {
+            consumed.binary_search(&c.id).is_ok()
+                && !exists(d)
+                && !pending.iter().any(|e| {
+                    e.id > c.id
+                        && matches!(
+                            e.kind,
+                            coalesce::ChangeKind::Rename | coalesce::ChangeKind::Remove
+                        )
+                        && within(d, &e.path)
+                })
+        })
+    })
+}
+
 /// `path` is `scope` or inside it (both relative, `/`-separated).
 fn within(path: &str, scope: &str) -> bool {
     path == scope
@@ -1040,7 +1066,49 @@ fn release_memory() {
 
 #[cfg(test)]
 mod tests {
-    use super::within;
+    use super::{unexplained_rename, within};
+    use crate::coalesce::{Change, ChangeKind};
+
+    fn ch(id: i64, kind: ChangeKind, path: &str, to: Option<&str>) -> Change {
+        Change {
+            id,
+            at_ns: id,
+            kind,
+            path: path.into(),
+            to: to.map(str::to_string),
+            dir: false,
+        }
+    }
+
+    #[test]
+    fn a_rename_is_unexplained_while_its_destination_is_gone_without_a_word() {
+        use ChangeKind::*;
+        let exists = |present: &'static [&'static str]| move |p: &str| present.contains(&p);
+        // a → b, and b is gone: the rest of the chain is still to come.
+        let p = [ch(1, Rename, "a", Some("b"))];
+        assert!(unexplained_rename(&p, &[1], &exists(&[])));
+        assert!(!unexplained_rename(&p, &[1], &exists(&["b"])));
+        // Not in this batch: not this batch's business.
+        assert!(!unexplained_rename(&p, &[], &exists(&[])));
+        // a → b → c: explained.
+        let p = [ch(1, Rename, "a", Some("b")), ch(2, Rename, "b", Some("c"))];
+        assert!(!unexplained_rename(&p, &[1, 2], &exists(&["c"])));
+        // a → d/b, then d renamed: explained by the folder's rename.
+        let p = [
+            ch(1, Rename, "a", Some("d/b")),
+            ch(2, Rename, "d", Some("e")),
+        ];
+        assert!(!unexplained_rename(&p, &[1, 2], &exists(&["e", "e/b"])));
+        // a → b, then b removed: explained.
+        let p = [ch(1, Rename, "a", Some("b")), ch(2, Remove, "b", None)];
+        assert!(!unexplained_rename(&p, &[1], &exists(&[])));
+        // A removal before the rename says nothing about where b went after it.
+        let p = [ch(1, Remove, "b", None), ch(2, Rename, "a", Some("b"))];
+        assert!(unexplained_rename(&p, &[1, 2], &exists(&[])));
+        // A move-in whose path is gone again.
+        let p = [ch(1, MovedIn, "x", None)];
+        assert!(unexplained_rename(&p, &[1], &exists(&[])));
+    }
 
     #[test]
     fn a_path_is_within_itself_its_folders_and_the_root() {

@@ -6,10 +6,14 @@
 //! as a full run, restricted to that path and what lies below it. That is why the live path and
 //! a reconcile always end in the same state, and why the rules here can stay small:
 //!
-//! - a file closed after writing, a delete, a rename or a new folder is ready at once, unless
-//!   the path is *hot* (a batch synced it less than the debounce ago): a hot path waits until
-//!   it has been quiet for the debounce, so a file rewritten 50 times in a row is sent once
-//!   or twice, not 50 times, while a new file still goes out in milliseconds;
+//! - a file closed after writing, a rename or a new folder is ready at once, unless the path is
+//!   *hot* (a batch synced it less than the debounce ago): a hot path waits until it has been
+//!   quiet for the debounce, so a file rewritten 50 times in a row is sent once or twice, not
+//!   50 times, while a new file still goes out in milliseconds;
+//! - a delete waits until its path has been quiet for the debounce, and paths moved in wait
+//!   with it: a rename whose two halves were recorded apart (a `remove`, then a `moved_in` or
+//!   the `rename`) still reaches the planner as one batch, which moves the file instead of
+//!   deleting it and uploading it again;
 //! - writes to a file that stays open fold into one upload once the file has been quiet for the
 //!   debounce (a later close makes it ready at once);
 //! - a path created and deleted again within the window cancels out (its changes are dropped);
@@ -123,6 +127,10 @@ struct PathState {
     open_since: Option<i64>,
     /// Ready now (closed, deleted, renamed, created folder, metadata change).
     ready: bool,
+    /// The last change was a `remove`: due only once quiet for the debounce (see below).
+    removed: bool,
+    /// The last change was a `moved_in`.
+    moved_in: bool,
     /// A change other than noise touched it.
     touched: bool,
     /// The time of its last change.
@@ -138,6 +146,12 @@ impl PathState {
         self.gone = gone;
         self.open_since = None;
         self.ready = true;
+    }
+
+    /// Note what the path's last change was.
+    fn last_was(&mut self, kind: ChangeKind) {
+        self.removed = kind == ChangeKind::Remove;
+        self.moved_in = kind == ChangeKind::MovedIn;
     }
 }
 
@@ -171,6 +185,16 @@ pub fn coalesce(
                 s.last = s.last.max(c.at_ns);
             } else if c.kind != ChangeKind::Overflow {
                 paths.entry(p.as_str()).or_default().last = c.at_ns;
+            }
+        }
+        for p in std::iter::once(&c.path).chain(c.to.as_ref()) {
+            if let Some(s) = paths.get_mut(p.as_str()) {
+                // (A rename's new name is neither removed nor moved in.)
+                s.last_was(if Some(p) == c.to.as_ref() {
+                    ChangeKind::Rename
+                } else {
+                    c.kind
+                });
             }
         }
         match c.kind {
@@ -247,11 +271,36 @@ pub fn coalesce(
         }
     }
 
+    // A removal waits until the path has been quiet for the debounce, and while one waits, so
+    // do paths moved in: a rename whose two halves reached the journal apart (the watcher
+    // saw no partner in time, under load) is a `remove` and a `moved_in` (or a `remove` and
+    // then the `rename`), and a batch that ran the removal alone would delete the remote copy
+    // and then upload it again under the new name.
+    let removals_quiet_at: Option<i64> = paths
+        .values()
+        .filter(|s| s.touched && s.removed)
+        .map(|s| s.last.saturating_add(debounce_ns))
+        .filter(|&q| q > now_ns)
+        .max();
+
     // Ready or due: closed, or quiet for the debounce.
     let mut ready: Vec<&str> = Vec::new();
     let mut wake: Option<i64> = None;
+    // Removals and moves-in that wait, with when (a ready folder above one takes it along).
+    let mut waiting: Vec<(&str, i64)> = Vec::new();
     for (p, s) in &paths {
         if !s.touched {
+            continue;
+        }
+        let wait_until = if s.removed {
+            Some(s.last.saturating_add(debounce_ns))
+        } else if s.moved_in {
+            removals_quiet_at
+        } else {
+            None
+        };
+        if let Some(q) = wait_until.filter(|&q| q > now_ns) {
+            waiting.push((p, q));
             continue;
         }
         // A file still open for writing waits for its close or the debounce, even when an
@@ -315,6 +364,11 @@ pub fn coalesce(
             continue;
         }
         roots.push(p);
+    }
+    for (p, q) in waiting {
+        if !roots.iter().any(|r| is_under(p, r)) {
+            wake = Some(wake.map_or(q, |w| w.min(q)));
+        }
     }
     let mut consumed: Vec<i64> = Vec::new();
     for (p, s) in &paths {

@@ -421,6 +421,38 @@ fn moving_a_folder_of_10000_files_is_one_move_and_no_upload() {
     assert_eq!(code, Some(0));
 }
 
+/// A folder moved out of the watched tree and back in under another name a moment later
+/// (on the same filesystem, so the same inodes) is recorded as a `remove` and a `moved_in`,
+/// like a rename whose two halves the watcher saw apart: it is still one move, not a delete
+/// of 300 remote files followed by 300 uploads.
+#[test]
+fn a_folder_moved_out_and_back_in_under_a_new_name_is_one_move() {
+    let _g = serial();
+    let s = setup("");
+    for i in 0..300 {
+        write_file(
+            &s.local.join(format!("tree/f{i}.txt")),
+            format!("{i}").as_bytes(),
+        );
+    }
+    let agent = s.start();
+    settle(&s);
+    let before = s.last_run();
+    let outside = s.dir.path().join("outside");
+    std::fs::rename(s.local.join("tree"), &outside).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    std::fs::rename(&outside, s.local.join("back")).unwrap();
+    settle(&s);
+    let acts = s.actions_after(before);
+    assert_eq!(acts.len(), 1, "{:?}", &acts[..acts.len().min(5)]);
+    assert_eq!(
+        (acts[0].0.as_str(), acts[0].1.as_str(), acts[0].2.as_deref()),
+        ("move_remote", "tree", Some("back"))
+    );
+    let (code, _) = agent.stop();
+    assert_eq!(code, Some(0));
+}
+
 /// Over a server: a new file follows live; the server then drops the agent's idle
 /// connection (its session processes killed), and the next new file still arrives (the agent
 /// reconnects; a failed batch is retried); a renamed folder is one `move_remote`, nothing
