@@ -1355,6 +1355,30 @@ fn local_arrivals<'a>(
 /// target is moved over only when its remote version is the one last synced (or gone), and
 /// that version goes to trash as an overwritten file would. Chains run from their far end
 /// (`log.1` to `log.2` before `log` to `log.1`); a cycle (two files swapped) is no move.
+/// Did folder `p` of the base become folder `q`? A folder keeps its files through a rename:
+/// some file the base holds below `p` is at the same place below `q` now, with the same inode,
+/// size and mtime. A freed inode number that the filesystem gave a new folder (`rm -r e;
+/// mkdir d`, in one batch) shows no such file, and moving the remote `e` there would carry
+/// its files to a place they never were. A folder with no file below it shows nothing either
+/// way and is simply made anew.
+fn kept_a_file(base: &BaseView<'_>, local: &TreeView<'_>, p: &str, q: &str) -> bool {
+    base.subtree(p).any(|(k, row)| {
+        let Some(bl) = row.local.as_ref().filter(|e| e.kind == Kind::File) else {
+            return false;
+        };
+        let Some(rest) = k.strip_prefix(p).filter(|r| r.starts_with('/')) else {
+            return false;
+        };
+        local.get(&format!("{q}{rest}")).is_some_and(|e| {
+            e.kind == Kind::File
+                && e.inode.is_some()
+                && e.inode == bl.inode
+                && e.size == bl.size
+                && e.mtime == bl.mtime
+        })
+    })
+}
+
 fn match_local_moves(
     cmp: &Cmp<'_>,
     local: &TreeView<'_>,
@@ -1401,6 +1425,7 @@ fn match_local_moves(
         let Some(lq) = local.get(q) else { continue };
         if lq.kind != bl.kind
             || (lq.kind == Kind::File && (lq.size != bl.size || lq.mtime != bl.mtime))
+            || (lq.kind == Kind::Dir && !kept_a_file(base, local, p, q))
         {
             continue;
         }

@@ -1696,11 +1696,44 @@ fn regressions_moves_and_symlinks() {
     };
     run(vec![
         // `mv a c/x; mv c b/x`: the folder's move goes first (the file's move would create
-        // b/x as a parent and block it).
+        // b/x as a parent and block it). The folder's file `k` shows it is the same folder.
+        synced_local(
+            synced_local(
+                synced_local(
+                    case(
+                        "local: file moved into a folder that moved",
+                        Mode::MirrorUpload,
+                    ),
+                    "a",
+                    f("a", 1, 1),
+                    1,
+                ),
+                "c",
+                d("c"),
+                2,
+            ),
+            "c/k",
+            f("c/k", 2, 2),
+            4,
+        )
+        .local([
+            di("b", 3),
+            di("b/x", 2),
+            fi("b/x/x", 1, 1, 1),
+            fi("b/x/k", 2, 2, 4),
+        ])
+        .expect([
+            at(K::MoveRemote, "c", "b/x"),
+            at(K::MoveRemote, "a", "b/x/x"),
+            a(K::MkdirRemote, "b"),
+        ]),
+        // The same, but the folder held no file: its inode number alone could be a freed one
+        // given to a new folder (`rm -r c; mkdir -p b/x`), so it is made anew; the file still
+        // moves.
         synced_local(
             synced_local(
                 case(
-                    "local: file moved into a folder that moved",
+                    "local: file moved into an empty folder that moved",
                     Mode::MirrorUpload,
                 ),
                 "a",
@@ -1713,10 +1746,31 @@ fn regressions_moves_and_symlinks() {
         )
         .local([di("b", 3), di("b/x", 2), fi("b/x/x", 1, 1, 1)])
         .expect([
-            at(K::MoveRemote, "c", "b/x"),
             at(K::MoveRemote, "a", "b/x/x"),
             a(K::MkdirRemote, "b"),
-        ]),
+            a(K::MkdirRemote, "b/x"),
+        ])
+        .ups(&["-c"]),
+        // A freed inode number given to a new folder: `rm -r e; mkdir d`, where `d` got the
+        // number `e` had. The remote `e` and its file stay where they are (upload mode never
+        // deletes), and nothing of `e` is carried into `d`.
+        synced_local(
+            synced_local(
+                case(
+                    "local: a new folder with a removed folder's inode number",
+                    Mode::Upload,
+                ),
+                "e",
+                d("e"),
+                2,
+            ),
+            "e/w",
+            f("e/w", 1, 1),
+            5,
+        )
+        .local([di("d", 2), fi("d/z", 1, 3, 5)])
+        .expect([a(K::MkdirRemote, "d"), a(K::Upload, "d/z")])
+        .ups(&["-e", "-e/w"]),
         // On a remote a folder's identity is its contents, which the file joined: the files
         // move one by one.
         case(
@@ -1800,9 +1854,10 @@ fn regressions_moves_and_unreadable_folders() {
 fn base_updates_inside_a_move_ride_with_it() {
     let c = case("upload: folder moved, a file inside deleted", Mode::Upload)
         .base_row("b", Some(di("b", 1).1), Some(Entry::dir(0)))
+        .base_row("b/k", Some(fi("b/k", 2, 2, 3).1), Some(f("b/k", 2, 2).1))
         .base_row("b/y", Some(fi("b/y", 1, 1, 2).1), Some(f("b/y", 1, 1).1))
-        .remote([d("b"), f("b/y", 1, 1)])
-        .local([di("c", 1)])
+        .remote([d("b"), f("b/k", 2, 2), f("b/y", 1, 1)])
+        .local([di("c", 1), fi("c/k", 2, 2, 3)])
         .expect([at(K::MoveRemote, "b", "c")]);
     run(vec![c.clone()]);
     let p = c.plan();
@@ -1811,7 +1866,7 @@ fn base_updates_inside_a_move_ride_with_it() {
         .iter()
         .map(|u| format!("{}{}", if u.row.is_some() { '+' } else { '-' }, u.path))
         .collect();
-    assert_eq!(ups, ["-b", "+c", "-b/y", "+c/y", "-c/y"]);
+    assert_eq!(ups, ["-b", "+c", "-b/k", "+c/k", "-b/y", "+c/y", "-c/y"]);
 }
 
 /// A new local file with the content of a synced file becomes a server-side copy of it, where
