@@ -719,6 +719,95 @@ fn upload_cut_mid_way_resumes() {
 }
 
 /// The same cut during a 256 MiB download: the next run continues with `REST` + `RETR`.
+/// New small files go to the server in batches over pooled connections (`put_new_many`).
+/// The server's session processes are killed twice in the middle of 3,000 of them: no file
+/// ever has wrong content under its final name, and the next run completes the tree and
+/// leaves no partial behind.
+#[test]
+fn sessions_killed_during_batches_of_small_files_lose_nothing() {
+    const FILES: usize = 3000;
+    let t = Setup::new(Options::default(), "upload", "");
+    for i in 0..FILES {
+        let p = t.local.join(format!("d{}/f{i}.txt", i % 10));
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, pattern(500 + i % 700, i as u64)).unwrap();
+    }
+    let on_server = || walk(&t.remote).len();
+    let mut child = Command::new(bin())
+        .arg("--config")
+        .arg(&t.config)
+        .args(["run", "j", "--json"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut kills = 0;
+    for at in [FILES / 10, FILES / 2] {
+        while on_server() < at {
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let out = child.wait_with_output().unwrap();
+                panic!(
+                    "the upload did not progress ({} on the server); stderr:\n{}",
+                    on_server(),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        if child.try_wait().unwrap().is_none() {
+            kills += usize::from(t.s.kill_sessions() > 0);
+        }
+    }
+    assert!(kills >= 1, "the run ended before any session was killed");
+    let out = child.wait_with_output().unwrap();
+    eprintln!(
+        "first run: exit {:?} after {kills} kills; {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .last()
+            .unwrap_or("")
+    );
+    let check = |allow_missing: bool| {
+        let mut present = 0;
+        for p in walk(&t.remote).into_iter().filter(|p| p.is_file()) {
+            let rel = p.strip_prefix(&t.remote).unwrap();
+            let name = rel.to_string_lossy();
+            if name.ends_with(".omnisync-partial") {
+                assert!(
+                    allow_missing,
+                    "a partial is left after a complete run: {name}"
+                );
+                continue;
+            }
+            assert_eq!(
+                std::fs::read(&p).unwrap(),
+                std::fs::read(t.local.join(rel)).unwrap(),
+                "{name} has other content than the local file"
+            );
+            present += 1;
+        }
+        assert!(
+            allow_missing || present == FILES,
+            "{present} of {FILES} files"
+        );
+    };
+    check(true);
+    let (code, _, err) = t.run();
+    assert_eq!(
+        code,
+        0,
+        "{err}\nfirst run: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    check(false);
+}
+
 #[test]
 fn download_cut_mid_way_resumes() {
     const SIZE: usize = 256 << 20;
