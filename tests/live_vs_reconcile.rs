@@ -23,7 +23,7 @@ use proptest::prelude::*;
 mod in_process;
 
 const DIRS: &[&str] = &["d", "e", "d/s"];
-const FILES: &[&str] = &["a", "b", "d/x", "d/y", "d/s/z", "e/w"];
+const FILES: &[&str] = &["a", "b", "d/x", "d/y", "d/s/z", "e/w", "d/t.tmp"];
 
 #[derive(Debug, Clone)]
 enum Edit {
@@ -177,7 +177,7 @@ struct Setup {
 }
 
 impl Setup {
-    fn new(mode: Mode, initial: &[(usize, u8)]) -> Setup {
+    fn new(mode: Mode, exclude: &[&str], initial: &[(usize, u8)]) -> Setup {
         let tmp = tempfile::tempdir().unwrap();
         let (local, remote) = (tmp.path().join("local"), tmp.path().join("remote"));
         std::fs::create_dir_all(&local).unwrap();
@@ -188,6 +188,7 @@ impl Setup {
         opts.force_delete = true;
         job.delete_orphans = matches!(mode, Mode::MirrorUpload);
         job.max_delete = MaxDelete::Percent(100);
+        job.exclude = exclude.iter().map(|e| e.to_string()).collect();
         let mut ignored = BTreeSet::new();
         for &(i, c) in initial {
             write(&local, FILES[i], c, 0, &mut ignored);
@@ -233,9 +234,14 @@ fn scope_of(touched: &BTreeSet<String>) -> Vec<String> {
     out
 }
 
-fn check(mode: Mode, initial: &[(usize, u8)], edits: &[Edit]) -> Result<(), TestCaseError> {
-    let a = Setup::new(mode, initial);
-    let b = Setup::new(mode, initial);
+fn check(
+    mode: Mode,
+    exclude: &[&str],
+    initial: &[(usize, u8)],
+    edits: &[Edit],
+) -> Result<(), TestCaseError> {
+    let a = Setup::new(mode, exclude, initial);
+    let b = Setup::new(mode, exclude, initial);
     prop_assert_eq!(tree(&a.remote), tree(&b.remote));
     let mut touched = BTreeSet::new();
     let mut ignored = BTreeSet::new();
@@ -282,7 +288,17 @@ proptest! {
         init in initial(),
         edits in prop::collection::vec(edit(), 1..7),
     ) {
-        check(Mode::MirrorUpload, &init, &edits)?;
+        check(Mode::MirrorUpload, &[], &init, &edits)?;
+    }
+
+    /// With an exclude pattern (`*.tmp`): what it excludes stays out on both paths, also when
+    /// a rename moves a file in or out of it.
+    #[test]
+    fn mirror_upload_with_a_filter_live_equals_reconcile(
+        init in initial(),
+        edits in prop::collection::vec(edit(), 1..7),
+    ) {
+        check(Mode::MirrorUpload, &["*.tmp"], &init, &edits)?;
     }
 
     #[test]
@@ -290,7 +306,7 @@ proptest! {
         init in initial(),
         edits in prop::collection::vec(edit(), 1..7),
     ) {
-        check(Mode::Upload, &init, &edits)?;
+        check(Mode::Upload, &[], &init, &edits)?;
     }
 
     #[test]
@@ -298,6 +314,6 @@ proptest! {
         init in initial(),
         edits in prop::collection::vec(edit(), 1..7),
     ) {
-        check(Mode::Bidirectional, &init, &edits)?;
+        check(Mode::Bidirectional, &[], &init, &edits)?;
     }
 }
