@@ -155,8 +155,8 @@ impl PathState {
     }
 }
 
-/// Is `p` equal to or below `dir`?
-fn is_under(p: &str, dir: &str) -> bool {
+/// Is `p` equal to or below `dir`? (`dir` = "" is the root, above everything.)
+pub fn is_under(p: &str, dir: &str) -> bool {
     dir.is_empty()
         || p == dir
         || (p.len() > dir.len() && p.starts_with(dir) && p.as_bytes()[dir.len()] == b'/')

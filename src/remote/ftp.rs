@@ -2312,10 +2312,11 @@ impl Remote for FtpRemote {
             );
             let mut results = self.put_batch_on_one(epsv, jobs).into_iter();
             for (i, _, data, secs) in wire {
-                let r = results.next().unwrap_or_else(|| {
-                    Err(conn_err("the batch's connection was lost before this file"))
+                out[i] = Some(match results.next() {
+                    Some(r) => self.put_wire_outcome(files[i].partial, data.len(), secs, r),
+                    // Never sent: no partial to remove.
+                    None => Err(conn_err("the batch's connection was lost before this file")),
                 });
-                out[i] = Some(self.put_wire_outcome(files[i].partial, data.len(), secs, r));
             }
         }
         out.into_iter()
