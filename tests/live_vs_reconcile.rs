@@ -9,14 +9,21 @@
 //! Afterwards both remotes hold the same tree, and a full run of A has nothing left to do: the
 //! live path left nothing for a reconcile to fix. Real files, real SQLite state, the real
 //! engine; proptest shrinks a failure to its shortest edit script.
+//!
+//! The `*_pipeline_*` properties take the agent's own way to the batches instead of the list
+//! of touched paths: inotify (notify) → the watcher's converter → the coalescer, batch after
+//! batch until the journal is empty.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
+use omnisync::coalesce::{coalesce, Change};
 use omnisync::engine::{run_job_with, RunContext, RunSummary};
+use omnisync::filter::Filter;
 use omnisync::job::{MaxDelete, Mode};
 use omnisync::model::ActionRecord;
+use omnisync::watch::{self, Converter};
 use proptest::prelude::*;
 
 #[path = "common/in_process.rs"]
@@ -272,6 +279,104 @@ fn check(
     Ok(())
 }
 
+/// [`check`] with the batches the agent would make: A's edits are watched (inotify, the
+/// converter), and the coalescer, at a time when everything is due, cuts them into batches.
+fn check_pipeline(
+    mode: Mode,
+    exclude: &[&str],
+    initial: &[(usize, u8)],
+    edits: &[Edit],
+) -> Result<(), TestCaseError> {
+    let a = Setup::new(mode, exclude, initial);
+    let b = Setup::new(mode, exclude, initial);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let _watcher = watch::watch(&a.local, move |e| {
+        let _ = tx.send(e);
+    })
+    .unwrap();
+    let mut ignored = BTreeSet::new();
+    // What the job sees of the local tree (the tests exclude only `*.tmp`).
+    let seen = |root: &Path| {
+        let mut t = tree(root);
+        if !exclude.is_empty() {
+            t.retain(|k, _| !k.ends_with(".tmp"));
+        }
+        t
+    };
+    let untouched = seen(&a.local);
+    for (n, e) in edits.iter().enumerate() {
+        apply(&a.local, e, n + 1, &mut ignored);
+        apply(&b.local, e, n + 1, &mut ignored);
+    }
+    prop_assert_eq!(tree(&a.local), tree(&b.local));
+    let changed = seen(&a.local) != untouched;
+    // Everything the watcher reports, until it has been quiet for a while.
+    let filter = Filter::new(&a.job.include, &a.job.exclude).unwrap();
+    let mut conv = Converter::new(a.local.clone(), filter);
+    let mut observed = Vec::new();
+    while let Ok(ev) = rx.recv_timeout(Duration::from_millis(150)) {
+        conv.push(&ev.unwrap(), Instant::now(), &mut observed);
+    }
+    conv.flush_stale(Instant::now() + Duration::from_secs(1), &mut observed);
+    let mut pending: Vec<Change> = observed
+        .into_iter()
+        .enumerate()
+        .map(|(i, o)| Change {
+            id: i as i64 + 1,
+            at_ns: 1,
+            kind: o.kind,
+            path: o.path,
+            to: o.to,
+            dir: o.dir,
+        })
+        .collect();
+    prop_assert!(
+        !changed || !pending.is_empty(),
+        "the watcher saw none of the edits"
+    );
+    let journal = format!("{pending:?}");
+    let mut batches: Vec<Vec<String>> = Vec::new();
+    while !pending.is_empty() {
+        let batch = coalesce(&pending, i64::MAX / 4, 200_000_000, &HashMap::new());
+        if batch.reconcile {
+            a.run(None);
+            batches.push(vec!["(reconcile)".into()]);
+            break;
+        }
+        if !batch.ready.is_empty() {
+            let live = a.run(Some(&batch.ready));
+            prop_assert_eq!(live.errors, 0, "batch {:?}", batch.ready);
+            batches.push(batch.ready.clone());
+        }
+        let before = pending.len();
+        pending.retain(|c| !batch.consumed.contains(&c.id) && !batch.dropped.contains(&c.id));
+        prop_assert!(
+            pending.len() < before,
+            "the coalescer left {:?} pending",
+            pending
+        );
+    }
+    let full = b.run(None);
+    prop_assert_eq!(full.errors, 0);
+    prop_assert_eq!(
+        tree(&a.remote),
+        tree(&b.remote),
+        "the live batches {:?} (journal {}) and the reconcile left different remotes",
+        batches,
+        journal
+    );
+    let after = a.run(None);
+    prop_assert_eq!(
+        after.counts.values().sum::<u64>(),
+        0,
+        "a reconcile after the live batches {:?} (journal {}) still had work: {:?}",
+        batches,
+        journal,
+        after.counts
+    );
+    Ok(())
+}
+
 fn initial() -> impl Strategy<Value = Vec<(usize, u8)>> {
     prop::collection::vec((0..FILES.len(), any::<u8>()), 0..6)
 }
@@ -307,6 +412,22 @@ proptest! {
         edits in prop::collection::vec(edit(), 1..7),
     ) {
         check(Mode::Upload, &[], &init, &edits)?;
+    }
+
+    #[test]
+    fn mirror_upload_pipeline_live_equals_reconcile(
+        init in initial(),
+        edits in prop::collection::vec(edit(), 1..7),
+    ) {
+        check_pipeline(Mode::MirrorUpload, &["*.tmp"], &init, &edits)?;
+    }
+
+    #[test]
+    fn bidirectional_pipeline_live_equals_reconcile(
+        init in initial(),
+        edits in prop::collection::vec(edit(), 1..7),
+    ) {
+        check_pipeline(Mode::Bidirectional, &[], &init, &edits)?;
     }
 
     #[test]
