@@ -259,21 +259,27 @@ fn check(
     prop_assert_eq!(tree(&a.local), tree(&b.local));
     let scope = scope_of(&touched);
     let live = a.run(Some(&scope));
-    let full = b.run(None);
     prop_assert_eq!(live.errors, 0);
+    same_end(&a, &b, &format!("the live batch (scope {scope:?})"))
+}
+
+/// B runs a full reconcile; its remote must be A's, and a reconcile of A (after its live
+/// path, `what`) must find nothing left to do.
+fn same_end(a: &Setup, b: &Setup, what: &str) -> Result<(), TestCaseError> {
+    let full = b.run(None);
     prop_assert_eq!(full.errors, 0);
     prop_assert_eq!(
         tree(&a.remote),
         tree(&b.remote),
-        "the live batch (scope {:?}) and the reconcile left different remotes",
-        scope
+        "{} and the reconcile left different remotes",
+        what
     );
     let after = a.run(None);
     prop_assert_eq!(
         after.counts.values().sum::<u64>(),
         0,
-        "a reconcile after the live batch (scope {:?}) still had work: {:?}",
-        scope,
+        "a reconcile after {} still had work: {:?}",
+        what,
         after.counts
     );
     Ok(())
@@ -356,25 +362,11 @@ fn check_pipeline(
             pending
         );
     }
-    let full = b.run(None);
-    prop_assert_eq!(full.errors, 0);
-    prop_assert_eq!(
-        tree(&a.remote),
-        tree(&b.remote),
-        "the live batches {:?} (journal {}) and the reconcile left different remotes",
-        batches,
-        journal
-    );
-    let after = a.run(None);
-    prop_assert_eq!(
-        after.counts.values().sum::<u64>(),
-        0,
-        "a reconcile after the live batches {:?} (journal {}) still had work: {:?}",
-        batches,
-        journal,
-        after.counts
-    );
-    Ok(())
+    same_end(
+        &a,
+        &b,
+        &format!("the live batches {batches:?} (journal {journal})"),
+    )
 }
 
 fn initial() -> impl Strategy<Value = Vec<(usize, u8)>> {
