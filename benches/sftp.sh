@@ -27,6 +27,9 @@
 #   first upload, 10,000 x 4 KiB   omnisync time <= rsync's
 #   no-op re-run, 100,000 files    omnisync time <= 0.5 x rsync's
 #   re-run after appending to 1% of the 10,000 files   omnisync time <= 0.5 x rsync's
+# Two reference rows, timed the same way, show what the stock tools take for the part every
+# tool must do: `ssh host 'cat > file'` (the pipe, with the server writing the file), and a
+# local `find` while `find` runs on the server through ssh (both walks of the no-op, nothing else).
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -213,6 +216,14 @@ rsync_up() { rsync -a -e "ssh $SSH_OPTS" "$1/" "$DEST:$2/"; }
 # shellcheck disable=SC2086
 sftp_put() { printf '%s\n' "$@" | sftp $CLIENT_OPTS -P "$PORT" -b - "$DEST" >/dev/null; }
 rclone_up() { rclone sync "$1" "X:$2"; }
+# shellcheck disable=SC2086
+cat_to_file() { ssh $SSH_OPTS "$DEST" "cat > '$1'" <"$WORK/big.bin"; }
+# shellcheck disable=SC2086
+noop_floor() {
+  find "$WORK/src-noop" -printf '%s %T@\n' >/dev/null &
+  ssh $SSH_OPTS "$DEST" "find '$SRV/noop-omni' -printf '%s %T@\n'" >/dev/null
+  wait
+}
 fresh() { # a new empty server folder
   mkdir -p "$1"
   chown "$USER_NAME:$USER_NAME" "$1"
@@ -258,7 +269,7 @@ if want big; then
 name="single $BIG_MIB MiB upload"
 step "$name"
 cat "$WORK/big.bin" >/dev/null
-best_o="" best_p="" best_r="" best_n=""
+best_o="" best_p="" best_r="" best_n="" best_f=""
 for ((i = 1; i <= RUNS; i++)); do
   # shellcheck disable=SC2086
   t=$(timeit sh -c "ssh $SSH_OPTS $DEST 'cat > /dev/null' < '$WORK/big.bin'")
@@ -286,6 +297,13 @@ for ((i = 1; i <= RUNS; i++)); do
   best_r=$(fmin "$best_r" "$t")
   echo "   run $i: rsync -e ssh    $t s"
   rm -rf "$SRV/big-rsync-$i"
+    # The same pipe with the server writing the file instead of dropping it: what every tool
+  # must do on the server, without any protocol around it.
+  fresh "$SRV/big-cat-$i"
+  t=$(timeit cat_to_file "$SRV/big-cat-$i/big.bin")
+  best_f=$(fmin "$best_f" "$t")
+  echo "   run $i: ssh cat>file     $t s"
+  rm -rf "$SRV/big-cat-$i"
 done
 fresh "$SRV/big-sftp"
 t_s=$(timeit sftp_put "put $WORK/big.bin $SRV/big-sftp/big.bin")
@@ -305,6 +323,9 @@ row "$name" "$best_o" "ssh cat pipe $best_p" "$ratio" "speed/pipe's >= 0.9" "$(v
 ratio=$(fdiv "$best_p" "$best_n")
 row "  same, chunk_size = 1GiB (no fsync)" "$best_n" "ssh cat pipe $best_p" "$ratio" "speed/pipe's >= 0.9" "$(verdict_ge "$ratio" 0.9)" \
   "MiB/s: omnisync $(mibs "$best_n"); disk: $DISK_MBS MB/s with fdatasync"
+ratio=$(fdiv "$best_p" "$best_f")
+row "  ssh 'cat > file' (reference)" "$best_f" "ssh cat pipe $best_p" "$ratio" "the pipe writing the file" "" \
+  "MiB/s: $(mibs "$best_f"); the pipe with the server writing the file, no protocol"
 fi
 
 # --- 2. first upload of many small files, 4. re-run after appending to 1% ---------------------
@@ -403,12 +424,24 @@ if [[ "$WITH_RCLONE" == 1 ]]; then
   best_c=$(timeit rclone_up "$WORK/src-noop" "$SRV/noop-rclone")
   echo "   rclone sync  $best_c s"
 fi
+# What any no-op that looks at both sides over this connection must do, with stock tools: one
+# `find` of the local tree and, at the same time, one `find` of the server's tree through a new
+# ssh login, reading every entry's size and mtime and nothing else (no base, no plan, no SFTP).
+best_f=""
+for ((i = 1; i <= RUNS; i++)); do
+  t=$(timeit noop_floor)
+  best_f=$(fmin "$best_f" "$t")
+  echo "   run $i: find + ssh find $t s"
+done
 if "$OMNI" --config "$cfg" run bench --json 2>/dev/null | grep -q '"action":"upload"'; then
   die "omnisync's no-op re-run transferred files"
 fi
 ratio=$(fdiv "$best_o" "$best_r")
 row "$name" "$best_o" "rsync $best_r" "$ratio" "time/rsync's <= 0.5" "$(verdict_le "$ratio" 0.5)" \
   "seconds: rclone ${best_c:-n/a}; sftp: no sync mode"
+ratio=$(fdiv "$best_f" "$best_r")
+row "  find + ssh find (reference)" "$best_f" "rsync $best_r" "$ratio" "both walks, nothing else" "" \
+  "both trees' sizes and mtimes read in parallel, over ssh for the server's; omnisync $(fdiv "$best_o" "$best_f") of it"
 fi
 
 echo
