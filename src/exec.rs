@@ -32,6 +32,11 @@ pub const SYNC_SPACING: u32 = 4;
 /// Transfers of at most this many bytes count as small: they may run beyond `transfers` at
 /// once where a side says it can keep many in flight ([`Remote::small_file_parallelism`]).
 pub const SMALL_FILE: u64 = 1 << 20;
+/// Where writes outlive the process ([`crate::remote::WriteHandle::outlives_process`]),
+/// checkpoints without a sync per checkpoint with one: a restart of the machine resends at
+/// most this many checkpoints' worth (1 GiB at the default spacing), a crash of the process
+/// nothing more than elsewhere.
+pub const UNSYNCED_PER_SYNC: u64 = 16;
 /// Times one transfer is retried after its side reconnected (each retry resumes from the
 /// last checkpoint), so a flapping connection cannot keep a worker busy forever.
 pub const TRANSFER_RECONNECTS: u32 = 3;
@@ -810,6 +815,8 @@ impl<'a> Executor<'a> {
 
         // Resume from a checkpoint that matches this very source version.
         let mut offset = 0u64;
+        // Of `offset`, what a sync made durable.
+        let mut durable = 0u64;
         if let Some(cp) = self.checkpoint(path, dir) {
             let same_source = cp.src_size == size
                 && cp.src_mtime == s_now.mtime
@@ -824,6 +831,7 @@ impl<'a> Executor<'a> {
                 if let Some(len) = partial_len {
                     if len >= cp.offset && cp.offset <= size {
                         offset = cp.offset;
+                        durable = cp.durable.min(offset);
                     }
                 }
             }
@@ -873,7 +881,16 @@ impl<'a> Executor<'a> {
             return self.replace_small(out, src, dst, s_now, hasher, d_now.as_ref());
         }
 
-        let result = self.copy_chunks(src, dst, path, &partial, dir, &s_now, offset, &mut hasher);
+        let result = self.copy_chunks(
+            src,
+            dst,
+            path,
+            &partial,
+            dir,
+            &s_now,
+            (offset, durable),
+            &mut hasher,
+        );
         let (sent, mut writer) = match result {
             Ok(done) => done,
             Err(e) => {
@@ -1059,10 +1076,10 @@ impl<'a> Executor<'a> {
         partial: &str,
         dir: &str,
         s_now: &Entry,
-        offset: u64,
+        from: (u64, u64),
         hasher: &mut Option<blake3::Hasher>,
     ) -> Result<(u64, Box<dyn crate::remote::WriteHandle>), String> {
-        let r = self.copy_chunks_inner(src, dst, path, partial, dir, s_now, offset, hasher);
+        let r = self.copy_chunks_inner(src, dst, path, partial, dir, s_now, from, hasher);
         if let Some(b) = self.board {
             b.lock()
                 .unwrap()
@@ -1071,8 +1088,9 @@ impl<'a> Executor<'a> {
         r
     }
 
-    /// Copy `src:path` from `offset` into `dst:partial`, checkpointing after each chunk that
-    /// is not the last. Returns the bytes sent and the writer, still open.
+    /// Copy `src:path` from `from.0` (of which `from.1` bytes are durable) into
+    /// `dst:partial`, checkpointing after each chunk that is not the last. Returns the bytes
+    /// sent and the writer, still open.
     #[allow(clippy::too_many_arguments)]
     fn copy_chunks_inner(
         &self,
@@ -1082,7 +1100,7 @@ impl<'a> Executor<'a> {
         partial: &str,
         dir: &str,
         s_now: &Entry,
-        mut offset: u64,
+        (mut offset, durable): (u64, u64),
         hasher: &mut Option<blake3::Hasher>,
     ) -> Result<(u64, Box<dyn crate::remote::WriteHandle>), String> {
         let size = s_now.size;
@@ -1093,32 +1111,48 @@ impl<'a> Executor<'a> {
         // large-file throughput on this class of disk; resending up to 64 MiB after a crash
         // costs far less. Where the writer can sync in the background (`sync_begin`), writing
         // goes on meanwhile and the checkpoint is recorded once the sync has finished: it
-        // claims the offset the sync began at, never more.
+        // claims as durable the offset the sync began at, never more.
         let chunk = self.job.chunk_size.clamp(1, 4 << 20);
         let checkpoint_every = self.job.chunk_size.max(CHECKPOINT_MIN);
-        let mut since_checkpoint = 0u64;
-        // Where the last checkpoint claims data durable (where this transfer began, first).
-        let mut durable = offset;
+        let mut since_sync = 0u64;
+        // Where the last checkpoint claims data durable (from the checkpoint this transfer
+        // resumed, first).
+        let mut durable = durable.min(offset);
+        // Where writes outlive this process (a local disk), a checkpoint is recorded without a
+        // sync every `checkpoint_every` bytes, trusted until the machine restarts, and syncs
+        // come `UNSYNCED_PER_SYNC` times less often: a large local copy ran at the disk's
+        // fdatasync speed where `cp` and rsync run at the page cache's.
         // The offset a background sync began at (and when), recorded as a checkpoint when it
         // is done.
         let mut syncing: Option<(u64, Instant)> = None;
         let mut pacer = SyncPacer::new(Instant::now());
         let mut reader = src.open_read(path, offset).map_err(|e| e.to_string())?;
         let mut writer = dst.open_write(partial, offset).map_err(|e| e.to_string())?;
+        let outlives = writer.outlives_process();
+        let sync_every = if outlives {
+            checkpoint_every.saturating_mul(UNSYNCED_PER_SYNC)
+        } else {
+            checkpoint_every
+        };
+        // The offset the last checkpoint claims (durable or not).
+        let mut recorded = offset;
         let buf_len = chunk.min(size.saturating_sub(offset)).max(1) as usize;
         let mut buf = crate::buf::AlignedBuf::new(buf_len);
-        let checkpoint_at = |offset| Checkpoint {
+        let checkpoint_at = |offset, durable| Checkpoint {
             src_size: size,
             src_mtime: s_now.mtime,
             src_inode: s_now.inode,
             offset,
+            durable,
         };
         while offset < size {
             if self.cancel.load(Ordering::Relaxed) {
                 // Stopping (SIGTERM): what was written is made durable and checkpointed, so
                 // the next run resumes here.
-                if (since_checkpoint > 0 || syncing.is_some()) && writer.sync().is_ok() {
-                    self.put_checkpoint(path, dir, checkpoint_at(offset))?;
+                // (A stop is often the machine shutting down: made durable even where
+                // writes outlive the process.)
+                if (offset > durable || syncing.is_some()) && writer.sync().is_ok() {
+                    self.put_checkpoint(path, dir, checkpoint_at(offset, offset))?;
                 }
                 writer.close().map_err(|e| e.to_string())?;
                 return Err("interrupted; will resume from the last checkpoint".into());
@@ -1146,7 +1180,7 @@ impl<'a> Executor<'a> {
                 h.update(&buf[..filled]);
             }
             offset += filled as u64;
-            since_checkpoint += filled as u64;
+            since_sync += filled as u64;
             self.progress_bytes
                 .fetch_add(filled as u64, Ordering::Relaxed);
             if let Some(b) = self.board {
@@ -1155,8 +1189,12 @@ impl<'a> Executor<'a> {
                     (offset, size),
                 );
             }
+            if outlives && offset < size && offset - recorded >= checkpoint_every {
+                self.put_checkpoint(path, dir, checkpoint_at(offset, durable))?;
+                recorded = offset;
+            }
             if offset < size
-                && since_checkpoint >= checkpoint_every
+                && since_sync >= sync_every
                 && syncing.is_none()
                 && pacer.may_begin(Instant::now())
                 && worth_a_sync(offset, durable, size)
@@ -1164,12 +1202,14 @@ impl<'a> Executor<'a> {
                 let began = Instant::now();
                 writer.sync_begin().map_err(|e| e.to_string())?;
                 syncing = Some((offset, began));
-                since_checkpoint = 0;
+                since_sync = 0;
             }
             if let Some((at, began)) = syncing {
                 if writer.sync_done().map_err(|e| e.to_string())? {
-                    // Durable first, then claimed: a checkpoint never points past real data.
-                    self.put_checkpoint(path, dir, checkpoint_at(at))?;
+                    // Durable first, then claimed: a checkpoint never claims as durable what
+                    // is not on disk (nor, without a sync, what the process did not write).
+                    recorded = recorded.max(at);
+                    self.put_checkpoint(path, dir, checkpoint_at(recorded, at))?;
                     durable = at;
                     syncing = None;
                     pacer.done(began, Instant::now());

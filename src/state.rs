@@ -153,6 +153,12 @@ const MIGRATIONS: &[&str] = &[
         transfers TEXT NOT NULL DEFAULT '[]'
     );
     "#,
+    // 3: checkpoints written without a sync: the part made durable, and the boot (kernel boot
+    // id) in which the rest was written (NULL: all of `offset` is durable).
+    r#"
+    ALTER TABLE transfers ADD COLUMN durable INTEGER;
+    ALTER TABLE transfers ADD COLUMN boot TEXT;
+    "#,
 ];
 
 /// The schema version this build writes: the number of migrations.
@@ -230,13 +236,62 @@ pub struct BaseUpdate {
 }
 
 /// A resume checkpoint: `offset` bytes of the source (as identified by size, mtime and inode)
-/// have been written to the destination's partial file.
+/// have been written to the destination's partial file, `durable` of them (at most `offset`)
+/// made durable by a sync.
+///
+/// Bytes past `durable` were written without a sync, which only a destination whose writes
+/// outlive the writing process allows ([`crate::remote::WriteHandle::outlives_process`]: a
+/// local disk's page cache). They are trusted while the machine has not restarted: the store
+/// records the boot they were written in ([`this_boot`]), and a checkpoint read back in
+/// another boot claims only `durable`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Checkpoint {
     pub src_size: u64,
     pub src_mtime: i64,
     pub src_inode: Option<u64>,
     pub offset: u64,
+    pub durable: u64,
+}
+
+/// This boot of the machine (the kernel's random boot id), read once; `None` where there is
+/// none to read. Data written before a crash of the process, but not synced, is still in the
+/// page cache while this stays the same.
+pub fn this_boot() -> Option<&'static str> {
+    static BOOT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    BOOT.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+            .ok()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+    })
+    .as_deref()
+}
+
+/// A checkpoint row as read: what it claims in `boot` (the boot reading it).
+fn checkpoint_from_row(
+    r: &rusqlite::Row<'_>,
+    at: usize,
+    boot: Option<&str>,
+) -> rusqlite::Result<Checkpoint> {
+    let offset = r.get::<_, i64>(at + 3)? as u64;
+    let durable = r
+        .get::<_, Option<i64>>(at + 4)?
+        .map_or(offset, |d| d as u64)
+        .min(offset);
+    let written_in = r.get::<_, Option<String>>(at + 5)?;
+    // Unsynced bytes from another boot (or when this one is unknown) may never have reached
+    // the disk.
+    let offset = match written_in {
+        Some(w) if Some(w.as_str()) != boot => durable,
+        _ => offset,
+    };
+    Ok(Checkpoint {
+        src_size: r.get::<_, i64>(at)? as u64,
+        src_mtime: r.get(at + 1)?,
+        src_inode: r.get::<_, Option<i64>>(at + 2)?.map(|i| i as u64),
+        offset,
+        durable,
+    })
 }
 
 /// Filters of [`Store::query_actions`]. `limit = 0` means no limit.
@@ -813,26 +868,32 @@ impl Store {
             .ctx(format!("looking up the last run of job {job:?}"))
     }
 
-    /// The resume checkpoint of one transfer, if any.
+    /// The resume checkpoint of one transfer, if any, as it stands in this boot.
     pub fn get_checkpoint(
         &self,
         job_id: i64,
         path: &str,
         direction: &str,
     ) -> Result<Option<Checkpoint>> {
+        self.get_checkpoint_in(job_id, path, direction, this_boot())
+    }
+
+    /// [`Self::get_checkpoint`] as read in `boot`.
+    pub fn get_checkpoint_in(
+        &self,
+        job_id: i64,
+        path: &str,
+        direction: &str,
+        boot: Option<&str>,
+    ) -> Result<Option<Checkpoint>> {
         self.conn
             .prepare_cached(
-                "SELECT src_size, src_mtime, src_inode, \"offset\" FROM transfers \
+                "SELECT src_size, src_mtime, src_inode, \"offset\", durable, boot FROM transfers \
                  WHERE job_id = ?1 AND path = ?2 AND direction = ?3",
             )
             .and_then(|mut s| {
                 s.query_row(params![job_id, path, direction], |r| {
-                    Ok(Checkpoint {
-                        src_size: r.get::<_, i64>(0)? as u64,
-                        src_mtime: r.get(1)?,
-                        src_inode: r.get::<_, Option<i64>>(2)?.map(|i| i as u64),
-                        offset: r.get::<_, i64>(3)? as u64,
-                    })
+                    checkpoint_from_row(r, 0, boot)
                 })
                 .optional()
             })
@@ -847,11 +908,19 @@ impl Store {
         direction: &str,
         cp: &Checkpoint,
     ) -> Result<()> {
+        // Unsynced bytes are claimed only with the boot they were written in.
+        let durable = cp.durable.min(cp.offset);
+        let (offset, boot) = match this_boot() {
+            Some(b) if durable < cp.offset => (cp.offset, Some(b)),
+            _ => (durable, None),
+        };
         self.conn
             .prepare_cached(
                 "INSERT OR REPLACE INTO transfers \
-                 (job_id, path, direction, src_size, src_mtime, src_inode, \"offset\", updated) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, strftime('%Y-%m-%dT%H:%M:%SZ', 'now'))",
+                 (job_id, path, direction, src_size, src_mtime, src_inode, \"offset\", durable, \
+                  boot, updated) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, \
+                  strftime('%Y-%m-%dT%H:%M:%SZ', 'now'))",
             )
             .and_then(|mut s| {
                 s.execute(params![
@@ -861,31 +930,30 @@ impl Store {
                     cp.src_size as i64,
                     cp.src_mtime,
                     cp.src_inode.map(|i| i as i64),
-                    cp.offset as i64,
+                    offset as i64,
+                    durable as i64,
+                    boot,
                 ])
             })
             .ctx(format!("saving the {direction} checkpoint of {path:?}"))?;
         Ok(())
     }
 
-    /// Every resume checkpoint of a job: (path, direction, checkpoint).
+    /// Every resume checkpoint of a job, as it stands in this boot: (path, direction,
+    /// checkpoint).
     pub fn load_checkpoints(&self, job_id: i64) -> Result<Vec<(String, String, Checkpoint)>> {
         self.conn
             .prepare_cached(
-                "SELECT path, direction, src_size, src_mtime, src_inode, \"offset\" \
+                "SELECT path, direction, src_size, src_mtime, src_inode, \"offset\", durable, boot \
                  FROM transfers WHERE job_id = ?1 ORDER BY path, direction",
             )
             .and_then(|mut s| {
+                let boot = this_boot();
                 s.query_map(params![job_id], |r| {
                     Ok((
                         r.get::<_, String>(0)?,
                         r.get::<_, String>(1)?,
-                        Checkpoint {
-                            src_size: r.get::<_, i64>(2)? as u64,
-                            src_mtime: r.get(3)?,
-                            src_inode: r.get::<_, Option<i64>>(4)?.map(|i| i as u64),
-                            offset: r.get::<_, i64>(5)? as u64,
-                        },
+                        checkpoint_from_row(r, 2, boot)?,
                     ))
                 })?
                 .collect()
@@ -1386,6 +1454,7 @@ mod tests {
             src_mtime: -1,
             src_inode: Some(u64::MAX),
             offset: 4 << 20,
+            durable: 4 << 20,
         };
         s.put_checkpoint(j, "a", "upload", &cp).unwrap();
         assert_eq!(s.get_checkpoint(j, "a", "upload").unwrap(), Some(cp));
@@ -1399,6 +1468,7 @@ mod tests {
             src_mtime: 5,
             src_inode: None,
             offset: 8 << 20,
+            durable: 8 << 20,
         };
         s.put_checkpoint(j, "a", "upload", &cp2).unwrap();
         assert_eq!(s.get_checkpoint(j, "a", "upload").unwrap(), Some(cp2));
@@ -1411,6 +1481,75 @@ mod tests {
         assert_eq!(s.get_checkpoint(j, "a", "upload").unwrap(), None);
         // Clearing what is not there is fine.
         s.clear_checkpoint(j, "a", "upload").unwrap();
+    }
+
+    #[test]
+    fn unsynced_checkpoints_hold_only_in_the_boot_that_wrote_them() {
+        let mut s = Store::open_in_memory().unwrap();
+        let j = s.job_id("j").unwrap();
+        let cp = Checkpoint {
+            src_size: 1 << 30,
+            src_mtime: 7,
+            src_inode: Some(3),
+            offset: 192 << 20,
+            durable: 64 << 20,
+        };
+        s.put_checkpoint(j, "a", "download", &cp).unwrap();
+        let Some(boot) = this_boot() else {
+            // No boot id to tie the unsynced part to: only the durable part is recorded.
+            let got = s.get_checkpoint(j, "a", "download").unwrap().unwrap();
+            assert_eq!((got.offset, got.durable), (64 << 20, 64 << 20));
+            return;
+        };
+        // This boot: all of it, as the page cache still holds what was written.
+        assert_eq!(s.get_checkpoint(j, "a", "download").unwrap(), Some(cp));
+        assert_eq!(
+            s.get_checkpoint_in(j, "a", "download", Some(boot)).unwrap(),
+            Some(cp)
+        );
+        assert_eq!(
+            s.load_checkpoints(j).unwrap(),
+            vec![("a".to_string(), "download".to_string(), cp)]
+        );
+        let shown = |s: &Store| s.transfers_in_progress().unwrap()[0].3;
+        assert_eq!(shown(&s), 192 << 20);
+        s.conn
+            .execute("UPDATE transfers SET boot = 'another-boot'", [])
+            .unwrap();
+        assert_eq!(shown(&s), 64 << 20, "`status` after a restart");
+        s.put_checkpoint(j, "a", "download", &cp).unwrap();
+        // After a restart (or with the boot unknown), only what a sync made durable.
+        let after = Checkpoint {
+            offset: 64 << 20,
+            ..cp
+        };
+        for other in [Some("another-boot"), None] {
+            assert_eq!(
+                s.get_checkpoint_in(j, "a", "download", other).unwrap(),
+                Some(after),
+                "{other:?}"
+            );
+        }
+        // A checkpoint that is all durable holds in any boot, and one from before this
+        // migration (no `durable`, no `boot`) is durable.
+        let synced = Checkpoint {
+            durable: 192 << 20,
+            ..cp
+        };
+        s.put_checkpoint(j, "a", "download", &synced).unwrap();
+        assert_eq!(
+            s.get_checkpoint_in(j, "a", "download", Some("another-boot"))
+                .unwrap(),
+            Some(synced)
+        );
+        s.conn
+            .execute("UPDATE transfers SET durable = NULL, boot = NULL", [])
+            .unwrap();
+        assert_eq!(
+            s.get_checkpoint_in(j, "a", "download", Some("another-boot"))
+                .unwrap(),
+            Some(synced)
+        );
     }
 
     #[test]

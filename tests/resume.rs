@@ -48,7 +48,8 @@ fn kill_9_mid_transfer_then_resume() {
     std::fs::create_dir_all(&remote).unwrap();
     let want = write_big_file(&local.join("big.bin"));
     let config = dir.path().join("omnisync.toml");
-    // Checkpoints (after an fsync) every 64 MiB; the run is killed past the first one.
+    // Checkpoints every 64 MiB (after an fsync, or without one where the disk keeps unsynced
+    // writes over a crash of the process); the run is killed past the first one.
     std::fs::write(
         &config,
         format!(
@@ -69,7 +70,7 @@ fn kill_9_mid_transfer_then_resume() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    // Past the first checkpoint (recorded once its fsync, begun at 64 MiB, has finished).
+    // Past the first checkpoint (at 64 MiB; where it waits for an fsync, once that finished).
     checkpoint::wait_for_checkpoint(&mut child, &dir.path().join("state/omnisync.db"), 64 << 20);
     assert!(
         !final_path.exists(),
@@ -133,6 +134,120 @@ fn kill_9_mid_transfer_then_resume() {
     let stdout = String::from_utf8(out.stdout).unwrap();
     let summary: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
     assert_eq!(summary["summary"]["upload"].as_u64(), Some(0), "{stdout}");
+}
+
+/// A checkpoint written without a sync (a local disk keeps unsynced writes when the process
+/// is killed, not when the machine restarts) is trusted only in the boot that wrote it: after
+/// a restart the transfer resumes from what a sync made durable. The restart is simulated: the
+/// checkpoint's boot is changed in the state database and the partial file's unsynced bytes
+/// are overwritten, as lost writes would leave them.
+#[test]
+fn unsynced_checkpoint_is_not_trusted_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("local");
+    let remote = dir.path().join("remote");
+    std::fs::create_dir_all(&local).unwrap();
+    std::fs::create_dir_all(&remote).unwrap();
+    let want = write_big_file(&local.join("big.bin"));
+    let config = dir.path().join("omnisync.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[agent]\nstate_dir = {:?}\n\n[[job]]\nname = \"big\"\nprotocol = \"local\"\n\
+             mode = \"upload\"\nlocal_path = {:?}\nremote_path = {:?}\nchunk_size = \"1MiB\"\n",
+            dir.path().join("state"),
+            local,
+            remote
+        ),
+    )
+    .unwrap();
+    let db = dir.path().join("state/omnisync.db");
+    let partial = remote.join("big.bin.omnisync-partial");
+    let mut child = Command::new(bin())
+        .args(["--config", config.to_str().unwrap(), "run", "big"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    checkpoint::wait_for_checkpoint(&mut child, &db, 64 << 20);
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let c = rusqlite::Connection::open(&db).unwrap();
+    let (offset, durable, boot): (i64, i64, Option<String>) = c
+        .query_row("SELECT \"offset\", durable, boot FROM transfers", [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .unwrap();
+    assert!(offset >= 64 << 20, "{offset}");
+    let this_boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .unwrap()
+        .trim()
+        .to_string();
+    match &boot {
+        // ext4, XFS, btrfs, tmpfs: checkpoints 64 MiB apart, a sync only every 1 GiB, so
+        // nothing of this 512 MiB file was synced yet.
+        Some(b) => {
+            assert_eq!(b, &this_boot);
+            assert_eq!(durable, 0, "no sync was due before 1 GiB");
+        }
+        // Another filesystem under the test's temp folder: every checkpoint was synced.
+        None => {
+            assert_eq!(durable, offset);
+            eprintln!("the temp folder's filesystem syncs every checkpoint; nothing unsynced");
+        }
+    }
+    // "Restart": another boot, and the unsynced part of the partial file lost (zeros where the
+    // data was; ext4 would rather show a shorter file, which resuming refuses as well).
+    c.execute(
+        "UPDATE transfers SET boot = 'another-boot' WHERE boot IS NOT NULL",
+        [],
+    )
+    .unwrap();
+    drop(c);
+    if boot.is_some() {
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&partial)
+            .unwrap();
+        let len = f.metadata().unwrap().len();
+        use std::os::unix::fs::FileExt;
+        let zeros = vec![0u8; 1 << 20];
+        let mut at = durable as u64;
+        while at < len {
+            f.write_all_at(&zeros[..(len - at).min(1 << 20) as usize], at)
+                .unwrap();
+            at += 1 << 20;
+        }
+    }
+
+    let out = Command::new(bin())
+        .args(["--config", config.to_str().unwrap(), "run", "big", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let upload: serde_json::Value = stdout
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|v| v["action"] == "upload")
+        .unwrap_or_else(|| panic!("no upload record in {stdout}"));
+    assert_eq!(
+        upload["bytes"].as_u64(),
+        Some(SIZE - durable as u64),
+        "resumed from what a sync made durable: {upload}"
+    );
+    assert_eq!(
+        hash_of(&remote.join("big.bin")),
+        want,
+        "resumed file differs"
+    );
+    assert!(!partial.exists());
 }
 
 fn walk(dir: &Path) -> Vec<PathBuf> {

@@ -149,6 +149,15 @@ pub trait WriteHandle: Send {
     fn sync_done(&mut self) -> Result<bool> {
         Ok(true)
     }
+
+    /// Do the bytes written through this handle outlive the writing process without a sync,
+    /// for as long as the machine runs? On a local disk the page cache keeps them when the
+    /// process crashes or is killed; a server can restart on its own, so remote handles say
+    /// no. Where they do, checkpoints between syncs are recorded without one (see
+    /// [`crate::state::Checkpoint`]: trusted only in the boot that wrote them).
+    fn outlives_process(&self) -> bool {
+        false
+    }
     /// Finish the write; errors here mean the data may not be complete.
     fn close(self: Box<Self>) -> Result<()>;
 

@@ -533,17 +533,20 @@ impl Store {
             .ctx("reading unfinished runs")
     }
 
-    /// Resume checkpoints of every job: (job, path, direction, bytes done, size).
+    /// Resume checkpoints of every job: (job, path, direction, bytes done, size). Bytes
+    /// written without a sync in an earlier boot do not count (see [`super::Checkpoint`]).
     pub fn transfers_in_progress(&self) -> Result<Vec<TransferRow>> {
         let mut st = self
             .conn
             .prepare(
-                "SELECT j.name, t.path, t.direction, t.\"offset\", t.src_size \
+                "SELECT j.name, t.path, t.direction, \
+                 CASE WHEN t.boot IS NULL OR t.boot IS ?1 THEN t.\"offset\" \
+                 ELSE min(coalesce(t.durable, t.\"offset\"), t.\"offset\") END, t.src_size \
                  FROM transfers t JOIN jobs j ON j.id = t.job_id ORDER BY j.name, t.path",
             )
             .ctx("reading transfers in progress")?;
         let rows = st
-            .query_map([], |r| {
+            .query_map([super::this_boot()], |r| {
                 Ok((
                     r.get(0)?,
                     r.get(1)?,

@@ -4,8 +4,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// Wait until a run (`child`, with its state database at `db`) has recorded a resume checkpoint
-/// of at least `at` bytes. A checkpoint is recorded when the sync it waits for has finished,
-/// while writing goes on, so the partial file's size alone does not say that one exists yet.
+/// of at least `at` bytes. A checkpoint that waits for a sync is recorded when the sync has
+/// finished, while writing goes on, so the partial file's size alone does not say that one
+/// exists yet.
 pub fn wait_for_checkpoint(child: &mut std::process::Child, db: &Path, at: u64) {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
