@@ -159,6 +159,51 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE transfers ADD COLUMN durable INTEGER;
     ALTER TABLE transfers ADD COLUMN boot TEXT;
     "#,
+    // 4: the same constraints without `IN (...)`: SQLite checks `x IN (list)` by building a
+    // temporary b-tree of the list on every row written, which made writing a base row about
+    // twice as costly (100,000 rows: 1.4-1.7 s against 0.4-0.7 s). Tables rebuilt, rows kept.
+    r#"
+    CREATE TABLE entries_v4 (
+        job_id  INTEGER NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+        path    TEXT NOT NULL,
+        l_kind  TEXT CHECK (l_kind = 'file' OR l_kind = 'dir' OR l_kind = 'symlink'),
+        l_size  INTEGER,
+        l_mtime INTEGER,
+        l_inode INTEGER,
+        l_hash  BLOB CHECK (l_hash IS NULL OR length(l_hash) = 32),
+        r_kind  TEXT CHECK (r_kind = 'file' OR r_kind = 'dir' OR r_kind = 'symlink'),
+        r_size  INTEGER,
+        r_mtime INTEGER,
+        r_inode INTEGER,
+        r_hash  BLOB CHECK (r_hash IS NULL OR length(r_hash) = 32),
+        PRIMARY KEY (job_id, path)
+    ) WITHOUT ROWID;
+    INSERT INTO entries_v4 (job_id, path, l_kind, l_size, l_mtime, l_inode, l_hash,
+                            r_kind, r_size, r_mtime, r_inode, r_hash)
+        SELECT job_id, path, l_kind, l_size, l_mtime, l_inode, l_hash,
+               r_kind, r_size, r_mtime, r_inode, r_hash FROM entries;
+    DROP TABLE entries;
+    ALTER TABLE entries_v4 RENAME TO entries;
+
+    CREATE TABLE changes_v4 (
+        id     INTEGER PRIMARY KEY,
+        job_id INTEGER NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+        at     INTEGER NOT NULL,
+        kind   TEXT NOT NULL,
+        path   TEXT NOT NULL,
+        path2  TEXT,
+        is_dir INTEGER NOT NULL DEFAULT 0,
+        state  TEXT NOT NULL DEFAULT 'pending'
+               CHECK (state = 'pending' OR state = 'applied' OR state = 'dropped'
+                      OR state = 'reconciled'),
+        batch  INTEGER
+    );
+    INSERT INTO changes_v4 (id, job_id, at, kind, path, path2, is_dir, state, batch)
+        SELECT id, job_id, at, kind, path, path2, is_dir, state, batch FROM changes;
+    DROP TABLE changes;
+    ALTER TABLE changes_v4 RENAME TO changes;
+    CREATE INDEX changes_job_state ON changes(job_id, state, id);
+    "#,
 ];
 
 /// The schema version this build writes: the number of migrations.
@@ -1104,6 +1149,83 @@ mod tests {
             let id = s.job_id("j").unwrap();
             assert_eq!(s.load_base(id).unwrap(), sample_base());
         }
+    }
+
+    /// A database written by a build of schema 3 keeps its base and journal through the
+    /// rebuild of migration 4, whose constraints still refuse what they refused.
+    #[test]
+    fn schema_3_databases_migrate_with_their_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("omnisync.db");
+        {
+            let c = Connection::open(&path).unwrap();
+            for sql in &MIGRATIONS[..3] {
+                c.execute_batch(sql).unwrap();
+            }
+            c.pragma_update(None, "user_version", 3).unwrap();
+            c.execute("INSERT INTO jobs (id, name) VALUES (1, 'j')", [])
+                .unwrap();
+            c.execute(
+                "INSERT INTO changes (job_id, at, kind, path, state) VALUES \
+                 (1, 5, 'close_write', 'a', 'pending'), (1, 6, 'remove', 'b', 'applied')",
+                [],
+            )
+            .unwrap();
+        }
+        {
+            // Rows written through schema 3's table, by this build's code.
+            let c = Connection::open(&path).unwrap();
+            let tx = c.unchecked_transaction().unwrap();
+            for (p, row) in &sample_base() {
+                upsert_entry(&tx, 1, p, row).unwrap();
+            }
+            tx.commit().unwrap();
+        }
+        let s = Store::open(&path).unwrap();
+        let v: i64 = s
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, SCHEMA_VERSION);
+        assert_eq!(s.load_base(1).unwrap(), sample_base());
+        let changes: Vec<(i64, String, String)> = s
+            .conn
+            .prepare("SELECT id, path, state FROM changes ORDER BY id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(
+            changes,
+            vec![
+                (1, "a".to_string(), "pending".to_string()),
+                (2, "b".to_string(), "applied".to_string())
+            ]
+        );
+        for bad in [
+            "INSERT INTO entries (job_id, path, l_kind) VALUES (1, 'x', 'fifo')",
+            "INSERT INTO entries (job_id, path, r_kind) VALUES (1, 'x', 'File')",
+            "INSERT INTO entries (job_id, path, l_hash) VALUES (1, 'x', x'00')",
+            "INSERT INTO changes (job_id, at, kind, path, state) VALUES (1, 1, 'k', 'p', 'done')",
+            "INSERT INTO entries (job_id, path) VALUES (2, 'x')",
+        ] {
+            assert!(s.conn.execute(bad, []).is_err(), "{bad}");
+        }
+        // Writing a base row builds no temporary b-tree any more.
+        let opcodes: Vec<String> = s
+            .conn
+            .prepare(&format!("EXPLAIN {UPSERT_ENTRY}"))
+            .unwrap()
+            .query_map(
+                rusqlite::params_from_iter(std::iter::repeat_n(rusqlite::types::Null, 12)),
+                |r| r.get::<_, String>(1),
+            )
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert!(opcodes.iter().any(|o| o == "Insert" || o == "IdxInsert"));
+        assert!(!opcodes.iter().any(|o| o == "OpenEphemeral"), "{opcodes:?}");
     }
 
     #[test]
