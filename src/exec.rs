@@ -15,7 +15,9 @@ use std::time::Instant;
 use crate::job::{Compare, Job};
 use crate::model::{ActionKind, BaseRow, Entry, Kind, Side};
 use crate::plan::Action;
-use crate::remote::{file_name, join, parent, Batching, NewFile, PutNew, Remote, RemoteError};
+use crate::remote::{
+    file_name, join, parent, same_file, Batching, NewFile, PutNew, Remote, RemoteError,
+};
 use crate::state::{BaseUpdate, Checkpoint, Store};
 
 /// Where trash lives on each side, relative to the root.
@@ -211,18 +213,11 @@ fn source_as_planned(src: &dyn Remote, a: &Action) -> Result<Entry, String> {
     let now = src
         .stat(&a.path)
         .map_err(|e| e.to_string())?
-        .ok_or("source vanished since it was planned; will retry next run")?;
+        .ok_or(crate::remote::NotAsPlanned::Vanished.to_string())?;
     if !same_file(&now, planned) {
-        return Err("source changed since it was planned; will retry next run".into());
+        return Err(crate::remote::NotAsPlanned::Changed.to_string());
     }
     Ok(now)
-}
-
-/// Same file as planned? Size and mtime (and inode where known) must match.
-fn same_file(now: &Entry, planned: &Entry) -> bool {
-    now.kind == planned.kind
-        && (now.kind != Kind::File || (now.size == planned.size && now.mtime == planned.mtime))
-        && (now.inode.is_none() || planned.inode.is_none() || now.inode == planned.inode)
 }
 
 impl<'a> Executor<'a> {
@@ -434,13 +429,20 @@ impl<'a> Executor<'a> {
         {
             return Ok(None);
         }
-        let s_now = source_as_planned(src, a)?;
-        if s_now.size > SMALL_FILE {
+        let planned = a.src.as_ref().ok_or("transfer without a source entry")?;
+        if planned.size > SMALL_FILE {
             return Ok(None);
         }
+        // Read and checked against the plan in one go: on a local disk one path lookup (the
+        // open) where a stat, the open and a stat after the read took three.
+        let mut data = crate::buf::AlignedBuf::new(planned.size as usize);
+        let s_now = src
+            .read_as_planned(&a.path, planned, &mut data)
+            .map_err(|e| e.to_string())?
+            .map_err(|why| why.to_string())?;
+        let hash = secure.then(|| *blake3::hash(&data).as_bytes());
+        check_planned_hash(out, hash.as_ref())?;
         dst.mkdir_all(parent(&a.path)).map_err(|e| e.to_string())?;
-        let hasher = secure.then(blake3::Hasher::new);
-        let (data, hash) = read_small(out, src, &s_now, hasher)?;
         Ok(Some((s_now, data, hash)))
     }
 
@@ -1274,13 +1276,19 @@ fn read_small(
         return Err("source changed while it was read; not committed, will retry".into());
     }
     let hash = hasher.map(|mut h| *h.update(&data).finalize().as_bytes());
-    let planned = out.action.src.as_ref().and_then(|e| e.hash.as_deref());
-    if let (Some(got), Some(want)) = (&hash, planned) {
-        if got != want {
-            return Err("source content differs from the planned hash; will retry".into());
-        }
-    }
+    check_planned_hash(out, hash.as_ref())?;
     Ok((data, hash))
+}
+
+/// In secure mode, the content read must have the hash the plan saw.
+fn check_planned_hash(out: &Outcome, got: Option<&[u8; 32]>) -> Result<(), String> {
+    let planned = out.action.src.as_ref().and_then(|e| e.hash.as_deref());
+    match (got, planned) {
+        (Some(got), Some(want)) if got != want => {
+            Err("source content differs from the planned hash; will retry".into())
+        }
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]

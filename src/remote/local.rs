@@ -8,7 +8,8 @@ use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use super::{
-    Capabilities, CheckedDirs, Listing, Remote, RemoteError, Result, RootStatus, WriteHandle,
+    same_file, Capabilities, CheckedDirs, Listing, NotAsPlanned, Remote, RemoteError, Result,
+    RootStatus, WriteHandle,
 };
 use crate::model::{Entry, Kind};
 
@@ -303,6 +304,57 @@ impl Remote for LocalFs {
         Ok(Box::new(f))
     }
 
+    /// The open file is checked with `fstat` before and after the read: one path lookup.
+    /// Opened without blocking, so a FIFO put where the file was is refused, not waited on.
+    fn read_as_planned(
+        &self,
+        path: &str,
+        planned: &Entry,
+        buf: &mut [u8],
+    ) -> Result<std::result::Result<Entry, NotAsPlanned>> {
+        self.check_parents("read", path)?;
+        let mut f = match OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(self.full(path))
+        {
+            Ok(f) => f,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+                ) =>
+            {
+                return Ok(Err(NotAsPlanned::Vanished))
+            }
+            // A symlink now stands at the path.
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+                return Ok(Err(NotAsPlanned::Changed))
+            }
+            Err(e) => return Err(RemoteError::io("open", path, e)),
+        };
+        let fstat = |f: &File| {
+            f.metadata()
+                .map(|m| entry_from_metadata(&m))
+                .map_err(|e| RemoteError::io("stat", path, e))
+        };
+        let now = fstat(&f)?;
+        if !same_file(&now, planned) {
+            return Ok(Err(NotAsPlanned::Changed));
+        }
+        match f.read_exact(buf) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                return Ok(Err(NotAsPlanned::Shorter))
+            }
+            Err(e) => return Err(RemoteError::io("read", path, e)),
+        }
+        if !same_file(&fstat(&f)?, &now) {
+            return Ok(Err(NotAsPlanned::ChangedWhileRead));
+        }
+        Ok(Ok(now))
+    }
+
     fn open_write(&self, path: &str, offset: u64) -> Result<Box<dyn WriteHandle>> {
         self.check_parents("write", path)?;
         let mut f = OpenOptions::new()
@@ -504,6 +556,56 @@ pub fn hash_file(mut f: File) -> std::io::Result<[u8; 32]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_source_is_read_only_as_the_planned_version() {
+        let root = tempfile::tempdir().unwrap();
+        let fs = LocalFs::new(root.path());
+        std::fs::write(root.path().join("f"), b"hello").unwrap();
+        let planned = fs.stat("f").unwrap().unwrap();
+        let mut buf = [0u8; 5];
+        let got = fs.read_as_planned("f", &planned, &mut buf).unwrap();
+        assert_eq!(got, Ok(planned.clone()));
+        assert_eq!(&buf, b"hello");
+
+        // Another size, another mtime, another file (inode) at the path: not as planned.
+        std::fs::write(root.path().join("f"), b"hello!").unwrap();
+        assert_eq!(
+            fs.read_as_planned("f", &planned, &mut buf).unwrap(),
+            Err(NotAsPlanned::Changed)
+        );
+        std::fs::write(root.path().join("g"), b"hello").unwrap();
+        // g as it is, but for the inode of the planned file.
+        let mut other = fs.stat("g").unwrap().unwrap();
+        other.inode = planned.inode;
+        assert_eq!(
+            fs.read_as_planned("g", &other, &mut buf).unwrap(),
+            Err(NotAsPlanned::Changed),
+            "another inode"
+        );
+        std::fs::remove_file(root.path().join("f")).unwrap();
+        assert_eq!(
+            fs.read_as_planned("f", &planned, &mut buf).unwrap(),
+            Err(NotAsPlanned::Vanished)
+        );
+        // A symlink or a FIFO where the file was: refused at once, never followed or waited on.
+        std::os::unix::fs::symlink(root.path().join("g"), root.path().join("f")).unwrap();
+        assert_eq!(
+            fs.read_as_planned("f", &planned, &mut buf).unwrap(),
+            Err(NotAsPlanned::Changed)
+        );
+        std::fs::remove_file(root.path().join("f")).unwrap();
+        let c =
+            std::ffi::CString::new(root.path().join("f").as_os_str().as_encoded_bytes()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        assert_eq!(
+            fs.read_as_planned("f", &planned, &mut buf).unwrap(),
+            Err(NotAsPlanned::Changed)
+        );
+        // Below a symlinked folder: an error, as for any read there.
+        std::os::unix::fs::symlink(root.path(), root.path().join("d")).unwrap();
+        assert!(fs.read_as_planned("d/g", &other, &mut buf).is_err());
+    }
 
     #[test]
     fn writes_never_follow_a_planted_symlink() {

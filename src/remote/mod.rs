@@ -25,7 +25,7 @@ pub mod tcp_link;
 use std::io::Read;
 
 use crate::job::Secret;
-use crate::model::Entry;
+use crate::model::{Entry, Kind};
 
 /// What a side can do. The engine adapts to these, never to protocol names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,6 +131,38 @@ pub enum RootStatus {
     Unreadable(String),
 }
 
+/// Same version of a file as planned? Kind, and for a file size and mtime, must match, and the
+/// inode where both know it.
+pub fn same_file(now: &Entry, planned: &Entry) -> bool {
+    now.kind == planned.kind
+        && (now.kind != Kind::File || (now.size == planned.size && now.mtime == planned.mtime))
+        && (now.inode.is_none() || planned.inode.is_none() || now.inode == planned.inode)
+}
+
+/// How a source read by [`Remote::read_as_planned`] is not the planned version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotAsPlanned {
+    Vanished,
+    Changed,
+    Shorter,
+    ChangedWhileRead,
+}
+
+impl std::fmt::Display for NotAsPlanned {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            NotAsPlanned::Vanished => "source vanished since it was planned; will retry next run",
+            NotAsPlanned::Changed => "source changed since it was planned; will retry next run",
+            NotAsPlanned::Shorter => {
+                "source is shorter than planned (changed while read); will retry"
+            }
+            NotAsPlanned::ChangedWhileRead => {
+                "source changed while it was read; not committed, will retry"
+            }
+        })
+    }
+}
+
 /// An open destination file being written sequentially from some offset.
 pub trait WriteHandle: Send {
     fn write_all(&mut self, data: &[u8]) -> Result<()>;
@@ -190,6 +222,38 @@ pub trait Remote: Send + Sync {
 
     /// A reader positioned at `offset`.
     fn open_read(&self, path: &str, offset: u64) -> Result<Box<dyn Read + Send>>;
+
+    /// Read the whole file at `path` into `buf` (`planned.size` bytes) where it is, before
+    /// and after the read, the version `planned` describes; that version as it is now.
+    /// `Ok(Err(_))` says how it is not (the transfer is retried later). The default stats by
+    /// path around [`Remote::open_read`]; a local disk checks the open file itself.
+    fn read_as_planned(
+        &self,
+        path: &str,
+        planned: &Entry,
+        buf: &mut [u8],
+    ) -> Result<std::result::Result<Entry, NotAsPlanned>> {
+        let Some(now) = self.stat(path)? else {
+            return Ok(Err(NotAsPlanned::Vanished));
+        };
+        if !same_file(&now, planned) {
+            return Ok(Err(NotAsPlanned::Changed));
+        }
+        match self.open_read(path, 0)?.read_exact(buf) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                return Ok(Err(NotAsPlanned::Shorter))
+            }
+            Err(e) => return Err(RemoteError::io("read", path, e)),
+        }
+        if !self
+            .stat(path)?
+            .is_some_and(|after| same_file(&after, &now))
+        {
+            return Ok(Err(NotAsPlanned::ChangedWhileRead));
+        }
+        Ok(Ok(now))
+    }
 
     /// Open `path` for writing at `offset`: 0 creates or truncates it; a non-zero offset keeps
     /// the first `offset` bytes and drops anything after them.
