@@ -39,53 +39,48 @@ fn hash_of(path: &Path) -> [u8; 32] {
     omnisync::remote::local::hash_file(std::fs::File::open(path).unwrap()).unwrap()
 }
 
-#[test]
-fn kill_9_mid_transfer_then_resume() {
-    let dir = tempfile::tempdir().unwrap();
-    let local = dir.path().join("local");
-    let remote = dir.path().join("remote");
+/// A job uploading one 512 MiB file from `DIR/local` to `DIR/remote`: (config, remote
+/// folder, the file's hash).
+fn big_upload_job(dir: &Path) -> (PathBuf, PathBuf, [u8; 32]) {
+    let local = dir.join("local");
+    let remote = dir.join("remote");
     std::fs::create_dir_all(&local).unwrap();
     std::fs::create_dir_all(&remote).unwrap();
     let want = write_big_file(&local.join("big.bin"));
-    let config = dir.path().join("omnisync.toml");
-    // Checkpoints every 64 MiB (after an fsync, or without one where the disk keeps unsynced
-    // writes over a crash of the process); the run is killed past the first one.
+    let config = dir.join("omnisync.toml");
     std::fs::write(
         &config,
         format!(
             "[agent]\nstate_dir = {:?}\n\n[[job]]\nname = \"big\"\nprotocol = \"local\"\n\
              mode = \"upload\"\nlocal_path = {:?}\nremote_path = {:?}\nchunk_size = \"1MiB\"\n",
-            dir.path().join("state"),
+            dir.join("state"),
             local,
             remote
         ),
     )
     .unwrap();
+    (config, remote, want)
+}
 
-    let final_path = remote.join("big.bin");
-    let partial = remote.join("big.bin.omnisync-partial");
+/// Start a run and kill it (SIGKILL) past its first checkpoint: at 64 MiB, recorded once its
+/// fsync finished, or at once where the disk keeps unsynced writes over a crash of the process.
+/// Runs `before_kill` just before the kill.
+fn kill_past_first_checkpoint(config: &Path, before_kill: impl FnOnce()) {
     let mut child = Command::new(bin())
         .args(["--config", config.to_str().unwrap(), "run", "big", "--json"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    // Past the first checkpoint (at 64 MiB; where it waits for an fsync, once that finished).
-    checkpoint::wait_for_checkpoint(&mut child, &dir.path().join("state/omnisync.db"), 64 << 20);
-    assert!(
-        !final_path.exists(),
-        "the final name appeared before the transfer was complete"
-    );
-    child.kill().unwrap(); // SIGKILL
+    let db = config.parent().unwrap().join("state/omnisync.db");
+    checkpoint::wait_for_checkpoint(&mut child, &db, 64 << 20);
+    before_kill();
+    child.kill().unwrap();
     child.wait().unwrap();
-    let killed_at = std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0);
-    assert!(killed_at < SIZE, "killed after the whole file was written");
-    assert!(!final_path.exists(), "a partial file took the final name");
-    assert!(
-        partial.exists(),
-        "the partial file should be kept for resuming"
-    );
+}
 
+/// Run the job again: (its `--json` output, its upload record).
+fn run_again(config: &Path) -> (String, serde_json::Value) {
     let out = Command::new(bin())
         .args(["--config", config.to_str().unwrap(), "run", "big", "--json"])
         .output()
@@ -97,11 +92,35 @@ fn kill_9_mid_transfer_then_resume() {
         String::from_utf8_lossy(&out.stderr)
     );
     let stdout = String::from_utf8(out.stdout).unwrap();
-    let upload: serde_json::Value = stdout
+    let upload = stdout
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
         .find(|v| v["action"] == "upload")
         .unwrap_or_else(|| panic!("no upload record in {stdout}"));
+    (stdout, upload)
+}
+
+#[test]
+fn kill_9_mid_transfer_then_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, remote, want) = big_upload_job(dir.path());
+    let final_path = remote.join("big.bin");
+    let partial = remote.join("big.bin.omnisync-partial");
+    kill_past_first_checkpoint(&config, || {
+        assert!(
+            !final_path.exists(),
+            "the final name appeared before the transfer was complete"
+        )
+    });
+    let killed_at = std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0);
+    assert!(killed_at < SIZE, "killed after the whole file was written");
+    assert!(!final_path.exists(), "a partial file took the final name");
+    assert!(
+        partial.exists(),
+        "the partial file should be kept for resuming"
+    );
+
+    let (stdout, upload) = run_again(&config);
     let sent = upload["bytes"].as_u64().unwrap();
     assert!(
         sent < SIZE,
@@ -144,34 +163,10 @@ fn kill_9_mid_transfer_then_resume() {
 #[test]
 fn unsynced_checkpoint_is_not_trusted_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let local = dir.path().join("local");
-    let remote = dir.path().join("remote");
-    std::fs::create_dir_all(&local).unwrap();
-    std::fs::create_dir_all(&remote).unwrap();
-    let want = write_big_file(&local.join("big.bin"));
-    let config = dir.path().join("omnisync.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[agent]\nstate_dir = {:?}\n\n[[job]]\nname = \"big\"\nprotocol = \"local\"\n\
-             mode = \"upload\"\nlocal_path = {:?}\nremote_path = {:?}\nchunk_size = \"1MiB\"\n",
-            dir.path().join("state"),
-            local,
-            remote
-        ),
-    )
-    .unwrap();
+    let (config, remote, want) = big_upload_job(dir.path());
     let db = dir.path().join("state/omnisync.db");
     let partial = remote.join("big.bin.omnisync-partial");
-    let mut child = Command::new(bin())
-        .args(["--config", config.to_str().unwrap(), "run", "big"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    checkpoint::wait_for_checkpoint(&mut child, &db, 64 << 20);
-    child.kill().unwrap();
-    child.wait().unwrap();
+    kill_past_first_checkpoint(&config, || {});
 
     let c = rusqlite::Connection::open(&db).unwrap();
     let (offset, durable, boot): (i64, i64, Option<String>) = c
@@ -221,22 +216,7 @@ fn unsynced_checkpoint_is_not_trusted_after_a_restart() {
         }
     }
 
-    let out = Command::new(bin())
-        .args(["--config", config.to_str().unwrap(), "run", "big", "--json"])
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    let upload: serde_json::Value = stdout
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .find(|v| v["action"] == "upload")
-        .unwrap_or_else(|| panic!("no upload record in {stdout}"));
+    let (_, upload) = run_again(&config);
     assert_eq!(
         upload["bytes"].as_u64(),
         Some(SIZE - durable as u64),

@@ -342,12 +342,8 @@ impl Remote for LocalFs {
         if !same_file(&now, planned) {
             return Ok(Err(NotAsPlanned::Changed));
         }
-        match f.read_exact(buf) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                return Ok(Err(NotAsPlanned::Shorter))
-            }
-            Err(e) => return Err(RemoteError::io("read", path, e)),
+        if let Err(short) = super::fill(&mut f, buf, path)? {
+            return Ok(Err(short));
         }
         if !same_file(&fstat(&f)?, &now) {
             return Ok(Err(NotAsPlanned::ChangedWhileRead));

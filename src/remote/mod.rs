@@ -139,6 +139,19 @@ pub fn same_file(now: &Entry, planned: &Entry) -> bool {
         && (now.inode.is_none() || planned.inode.is_none() || now.inode == planned.inode)
 }
 
+/// Fill `buf` from `r`: `Ok(Err(Shorter))` when the source ends first.
+pub fn fill(
+    r: &mut dyn Read,
+    buf: &mut [u8],
+    path: &str,
+) -> Result<std::result::Result<(), NotAsPlanned>> {
+    match r.read_exact(buf) {
+        Ok(()) => Ok(Ok(())),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(Err(NotAsPlanned::Shorter)),
+        Err(e) => Err(RemoteError::io("read", path, e)),
+    }
+}
+
 /// How a source read by [`Remote::read_as_planned`] is not the planned version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NotAsPlanned {
@@ -239,12 +252,8 @@ pub trait Remote: Send + Sync {
         if !same_file(&now, planned) {
             return Ok(Err(NotAsPlanned::Changed));
         }
-        match self.open_read(path, 0)?.read_exact(buf) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                return Ok(Err(NotAsPlanned::Shorter))
-            }
-            Err(e) => return Err(RemoteError::io("read", path, e)),
+        if let Err(short) = fill(&mut *self.open_read(path, 0)?, buf, path)? {
+            return Ok(Err(short));
         }
         if !self
             .stat(path)?
