@@ -1116,20 +1116,19 @@ impl<'a> Executor<'a> {
         // claims as durable the offset the sync began at, never more.
         let chunk = self.job.chunk_size.clamp(1, 4 << 20);
         let checkpoint_every = self.job.chunk_size.max(CHECKPOINT_MIN);
-        let mut since_sync = 0u64;
         // Where the last checkpoint claims data durable (from the checkpoint this transfer
         // resumed, first).
         let mut durable = durable.min(offset);
-        // Where writes outlive this process (a local disk), a checkpoint is recorded without a
-        // sync every `checkpoint_every` bytes, trusted until the machine restarts, and syncs
-        // come `UNSYNCED_PER_SYNC` times less often: a large local copy ran at the disk's
-        // fdatasync speed where `cp` and rsync run at the page cache's.
         // The offset a background sync began at (and when), recorded as a checkpoint when it
         // is done.
         let mut syncing: Option<(u64, Instant)> = None;
         let mut pacer = SyncPacer::new(Instant::now());
         let mut reader = src.open_read(path, offset).map_err(|e| e.to_string())?;
         let mut writer = dst.open_write(partial, offset).map_err(|e| e.to_string())?;
+        // Where writes outlive this process (a local disk), a checkpoint is recorded without a
+        // sync every `checkpoint_every` bytes, trusted until the machine restarts, and syncs
+        // come `UNSYNCED_PER_SYNC` times less often: a large local copy ran at the disk's
+        // fdatasync speed where `cp` and rsync run at the page cache's.
         let outlives = writer.outlives_process();
         let sync_every = if outlives {
             checkpoint_every.saturating_mul(UNSYNCED_PER_SYNC)
@@ -1182,7 +1181,6 @@ impl<'a> Executor<'a> {
                 h.update(&buf[..filled]);
             }
             offset += filled as u64;
-            since_sync += filled as u64;
             self.progress_bytes
                 .fetch_add(filled as u64, Ordering::Relaxed);
             if let Some(b) = self.board {
@@ -1196,7 +1194,7 @@ impl<'a> Executor<'a> {
                 recorded = offset;
             }
             if offset < size
-                && since_sync >= sync_every
+                && offset - durable >= sync_every
                 && syncing.is_none()
                 && pacer.may_begin(Instant::now())
                 && worth_a_sync(offset, durable, size)
@@ -1204,7 +1202,6 @@ impl<'a> Executor<'a> {
                 let began = Instant::now();
                 writer.sync_begin().map_err(|e| e.to_string())?;
                 syncing = Some((offset, began));
-                since_sync = 0;
             }
             if let Some((at, began)) = syncing {
                 if writer.sync_done().map_err(|e| e.to_string())? {
