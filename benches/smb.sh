@@ -13,6 +13,9 @@
 #   OMNISYNC_BIN  a built omnisync to use instead of `cargo build --release`
 #
 # Targets from the issue: single large file >= 0.9x smbclient; small files faster than smbclient.
+# Also timed, as references: smbclient signing (`--client-protection=sign`, as smb2 always
+# does) on the large file, and smbclient writing each small or 1 MiB file under
+# NAME.omnisync-partial and renaming it (the per-file work the SPEC asks of omnisync).
 # omnisync runs mode = "mirror-upload" with a fresh state folder and an empty remote folder every
 # run (a first sync: scan, plan, transfer, set mtimes, rename partials into place). smbclient
 # runs `put` / `prompt off; mput *` with SMB3 into an empty folder. Needs root (it starts smbd as
