@@ -213,7 +213,7 @@ fn source_as_planned(src: &dyn Remote, a: &Action) -> Result<Entry, String> {
     let now = src
         .stat(&a.path)
         .map_err(|e| e.to_string())?
-        .ok_or(crate::remote::NotAsPlanned::Vanished.to_string())?;
+        .ok_or_else(|| crate::remote::NotAsPlanned::Vanished.to_string())?;
     if !same_file(&now, planned) {
         return Err(crate::remote::NotAsPlanned::Changed.to_string());
     }

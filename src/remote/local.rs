@@ -95,8 +95,6 @@ struct LocalWriter {
     /// A checkpoint's fdatasync running on a second descriptor of the file, so that writing
     /// goes on while the disk flushes (see [`WriteHandle::sync_begin`]).
     syncing: Option<std::thread::JoinHandle<std::io::Result<()>>>,
-    /// See [`WriteHandle::outlives_process`]: [`keeps_order_over_a_crash`].
-    outlives: bool,
 }
 
 /// Does the filesystem holding `f` never show, after the machine or the device went away,
@@ -169,8 +167,9 @@ impl WriteHandle for LocalWriter {
         }
     }
 
+    /// Asked once per chunked transfer, so small files written whole pay no `fstatfs`.
     fn outlives_process(&self) -> bool {
-        self.outlives
+        keeps_order_over_a_crash(&self.file)
     }
 
     fn close(self: Box<Self>) -> Result<()> {
@@ -366,12 +365,10 @@ impl Remote for LocalFs {
             f.seek(SeekFrom::Start(offset))
                 .map_err(|e| RemoteError::io("seek", path, e))?;
         }
-        let outlives = keeps_order_over_a_crash(&f);
         Ok(Box::new(LocalWriter {
             file: f,
             path: path.to_string(),
             syncing: None,
-            outlives,
         }))
     }
 
