@@ -130,7 +130,9 @@ impl Setup {
         let child = Command::new(bin())
             .arg("--config")
             .arg(&self.config)
-            .args(["agent", "--log-level", "info"])
+            .args(["agent", "--log-level"])
+            // OMNISYNC_TEST_AGENT_LOG: more detail when chasing a failure (an EnvFilter).
+            .arg(std::env::var("OMNISYNC_TEST_AGENT_LOG").unwrap_or_else(|_| "info".into()))
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -266,11 +268,25 @@ fn tree(root: &Path) -> BTreeMap<String, Option<Vec<u8>>> {
 }
 
 fn settle(s: &Setup) {
-    wait_for(
-        Duration::from_secs(30),
-        "the remote to match the local tree",
-        || tree(&s.local) == tree(&s.remote),
-    );
+    let t = Instant::now();
+    while tree(&s.local) != tree(&s.remote) {
+        if t.elapsed() > Duration::from_secs(30) {
+            let (l, r) = (tree(&s.local), tree(&s.remote));
+            let differ: Vec<_> = l
+                .keys()
+                .chain(r.keys())
+                .filter(|k| l.get(*k) != r.get(*k))
+                .take(10)
+                .collect();
+            panic!(
+                "timed out waiting for the remote to match the local tree; first paths that \
+                 differ: {differ:?}; stats: {:?}; agent log:\n{}",
+                s.stats("live"),
+                agent_log(s)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
     // And nothing left to do.
     wait_for(Duration::from_secs(30), "the journal to drain", || {
         s.stats("live")

@@ -249,8 +249,8 @@ impl Pool {
                 break;
             };
             if since.elapsed() >= KEEPALIVE {
-                match tokio::time::timeout(COMMAND_TIMEOUT, conn.noop()).await {
-                    Ok(Ok(())) => {}
+                match timed(conn.noop()).await {
+                    Ok(()) => {}
                     _ => {
                         tracing::debug!("ftp: dropping a pooled connection that failed NOOP");
                         continue;
@@ -412,8 +412,16 @@ fn timeout_err() -> FtpError {
 }
 
 /// A command with [`COMMAND_TIMEOUT`].
+///
+/// The command runs outside tokio's cooperative budget. suppaftp sends a command with
+/// `write_all` and no flush; over TLS, tokio-rustls takes the line, and when the socket write
+/// is turned away (a task whose budget is spent gets `Pending` from every I/O resource) it
+/// keeps the encrypted record buffered and still reports the line written. Nothing sends it
+/// then, and the reply never comes: a listing's `MDTM` pass over FTPS stalled for 60 s at its
+/// 44th command (128 budget units, three per command) whenever the replies were already
+/// waiting each time it read, as on a loaded machine.
 async fn timed<T>(f: impl Future<Output = suppaftp::FtpResult<T>>) -> suppaftp::FtpResult<T> {
-    tokio::time::timeout(COMMAND_TIMEOUT, f)
+    tokio::time::timeout(COMMAND_TIMEOUT, tokio::task::unconstrained(f))
         .await
         .unwrap_or_else(|_| Err(timeout_err()))
 }
@@ -634,7 +642,9 @@ async fn open_conn(cfg: &ConnConfig) -> std::result::Result<Conn, String> {
     loop {
         let stream =
             super::tcp_connect(&cfg.host, cfg.port, CONNECT_TIMEOUT, "an FTP server").await?;
-        match tokio::time::timeout(LOGIN_TIMEOUT, login(cfg, stream)).await {
+        // Outside the cooperative budget, as every command (see [`timed`]).
+        let login = tokio::task::unconstrained(login(cfg, stream));
+        match tokio::time::timeout(LOGIN_TIMEOUT, login).await {
             Ok(Err(e)) if e == TLS12_REFUSED => {
                 // Once per run: later connections offer TLS 1.3 from the start.
                 if !cfg.tls13.swap(true, Ordering::Relaxed) {
@@ -1299,18 +1309,28 @@ impl FtpRemote {
             for chunk in files.chunks(per) {
                 let (pool, chunk) = (self.pool.clone(), chunk.to_vec());
                 set.spawn(async move {
-                    let (mut c, _) = pool.take().await.map_err(|m| {
-                        FtpError::ConnectionError(std::io::Error::new(
-                            std::io::ErrorKind::ConnectionAborted,
-                            m,
-                        ))
-                    })?;
-                    let r = mdtm_each(&mut c.conn, &chunk).await;
-                    match &r {
-                        Err(e) if is_connection_failure(e) => drop(c),
-                        _ => pool.give(c),
+                    loop {
+                        let (mut c, fresh) = pool.take().await.map_err(|m| {
+                            FtpError::ConnectionError(std::io::Error::new(
+                                std::io::ErrorKind::ConnectionAborted,
+                                m,
+                            ))
+                        })?;
+                        let r = mdtm_each(&mut c.conn, &chunk).await;
+                        match &r {
+                            // A pooled connection the server dropped while it idled: the
+                            // chunk again on a new one, as `with_conn` does.
+                            Err(e) if is_connection_failure(e) && !fresh => {
+                                tracing::debug!(
+                                    "ftp: connection lost ({e}); retrying on a new one"
+                                );
+                                continue;
+                            }
+                            Err(e) if is_connection_failure(e) => drop(c),
+                            _ => pool.give(c),
+                        }
+                        return r;
                     }
-                    r
                 });
             }
             let mut all = Vec::with_capacity(files.len());
@@ -2413,6 +2433,32 @@ fn clone_failure(e: &FtpError) -> FtpError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A task that spent its cooperative budget (many commands whose replies were already
+    /// there) still gets to write and read for the next command: suppaftp's unflushed TLS
+    /// write would otherwise stay buffered for good (see [`timed`]).
+    #[test]
+    fn commands_run_outside_the_cooperative_budget() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let (spent, inside) = rt.block_on(async {
+            while tokio::task::coop::has_budget_remaining() {
+                // Each call takes one unit; the last one would yield, so stop before it.
+                let before = std::time::Instant::now();
+                tokio::task::consume_budget().await;
+                assert!(before.elapsed() < Duration::from_secs(1));
+            }
+            let spent = !tokio::task::coop::has_budget_remaining();
+            let inside = timed(async { Ok(tokio::task::coop::has_budget_remaining()) })
+                .await
+                .unwrap();
+            (spent, inside)
+        });
+        assert!(spent, "the budget was not spent before the command");
+        assert!(inside, "the command ran with the spent budget");
+    }
 
     #[test]
     fn replies_that_end_the_session_count_as_a_lost_connection() {
