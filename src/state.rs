@@ -18,6 +18,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 use crate::model::{ActionRecord, Base, BaseRow, Entry, Kind};
 
 mod journal;
+mod snapshot;
 pub use journal::{AgentRow, BatchInfo, ChangeRow, JournalFilter, JournalStats, NewChange};
 
 /// How long a writer waits for another connection's lock before giving up.
@@ -204,7 +205,27 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE changes_v4 RENAME TO changes;
     CREATE INDEX changes_job_state ON changes(job_id, state, id);
     "#,
+    // 5: a job's whole base as one blob (see `snapshot`), deleted by the same transaction as
+    // any write to the job's rows, so that one that exists always equals them.
+    r#"
+    CREATE TABLE base_snapshots (
+        job_id INTEGER PRIMARY KEY REFERENCES jobs(id) ON DELETE CASCADE,
+        data   BLOB NOT NULL
+    );
+    CREATE TRIGGER entries_insert_drops_snapshot AFTER INSERT ON entries BEGIN
+        DELETE FROM base_snapshots WHERE job_id = NEW.job_id;
+    END;
+    CREATE TRIGGER entries_update_drops_snapshot AFTER UPDATE ON entries BEGIN
+        DELETE FROM base_snapshots WHERE job_id = OLD.job_id OR job_id = NEW.job_id;
+    END;
+    CREATE TRIGGER entries_delete_drops_snapshot AFTER DELETE ON entries BEGIN
+        DELETE FROM base_snapshots WHERE job_id = OLD.job_id;
+    END;
+    "#,
 ];
+
+/// Bases of fewer rows are read from the rows: they take milliseconds either way.
+const SNAPSHOT_MIN_ROWS: usize = 5_000;
 
 /// The schema version this build writes: the number of migrations.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -662,7 +683,58 @@ impl Store {
     }
 
     /// The whole base of a job.
+    ///
+    /// From the job's snapshot when it has one; otherwise from the rows, and a base of
+    /// [`SNAPSHOT_MIN_ROWS`] or more leaves a snapshot for the next run (unless another
+    /// connection wrote meanwhile: then the next run reads the rows again).
     pub fn load_base(&self, job_id: i64) -> Result<Base> {
+        let blob: Option<Vec<u8>> = self
+            .conn
+            .prepare_cached("SELECT data FROM base_snapshots WHERE job_id = ?1")
+            .and_then(|mut s| {
+                s.query_row([job_id], |r| {
+                    // Anything but a blob is a snapshot that cannot be read (below).
+                    Ok(r.get_ref(0)?
+                        .as_blob()
+                        .map(<[u8]>::to_vec)
+                        .unwrap_or_default())
+                })
+                .optional()
+            })
+            .ctx(format!("reading the base snapshot of job {job_id}"))?;
+        if let Some(blob) = blob {
+            match snapshot::decode(&blob) {
+                Ok(base) => return Ok(base),
+                Err(e) => tracing::warn!(
+                    job_id,
+                    "the base snapshot cannot be read ({e}); reading the base rows instead"
+                ),
+            }
+        }
+        // The rows and the snapshot written from them in one transaction: if another
+        // connection wrote rows after this one read them, the write is refused (no wait in
+        // WAL mode) and no snapshot is left.
+        let tx = self
+            .conn
+            .unchecked_transaction()
+            .ctx("starting to read the base")?;
+        let base = self.load_base_rows(job_id)?;
+        if base.len() >= SNAPSHOT_MIN_ROWS {
+            let blob = snapshot::encode(&base);
+            let stored = tx
+                .execute(
+                    "INSERT OR REPLACE INTO base_snapshots (job_id, data) VALUES (?1, ?2)",
+                    params![job_id, blob],
+                )
+                .and_then(|_| tx.commit());
+            if let Err(e) = stored {
+                tracing::debug!(job_id, "no base snapshot left: {e}");
+            }
+        }
+        Ok(base)
+    }
+
+    fn load_base_rows(&self, job_id: i64) -> Result<Base> {
         let ctx = || format!("loading the base of job {job_id}");
         let mut stmt = self
             .conn
@@ -1272,6 +1344,99 @@ mod tests {
         s.replace_base(j, &smaller).unwrap();
         assert_eq!(s.load_base(j).unwrap(), smaller);
         assert_eq!(s.base_file_count(j).unwrap(), 1);
+    }
+
+    fn has_snapshot(s: &Store, job: i64) -> bool {
+        s.conn
+            .query_row(
+                "SELECT EXISTS(SELECT 1 FROM base_snapshots WHERE job_id = ?1)",
+                [job],
+                |r| r.get(0),
+            )
+            .unwrap()
+    }
+
+    /// A large base read whole leaves a snapshot; any write to the job's rows removes it in
+    /// the same transaction, so the next read sees the rows as they are.
+    #[test]
+    fn base_snapshots_follow_every_write_of_the_rows() {
+        let mut s = Store::open_in_memory().unwrap();
+        let j = s.job_id("j").unwrap();
+        let other = s.job_id("other").unwrap();
+        let mut base = Base::new();
+        for i in 0..SNAPSHOT_MIN_ROWS + 10 {
+            let mut row = BaseRow {
+                local: Some(Entry::file(i as u64, 1_700_000_000_000_000_000 + i as i64)),
+                remote: Some(Entry::file(i as u64, 1_700_000_000_000_000_000)),
+            };
+            if i % 7 == 0 {
+                row.local.as_mut().unwrap().inode = Some(i as u64 * 13);
+                row.remote.as_mut().unwrap().hash = Some(Box::new([i as u8; 32]));
+            }
+            base.insert(format!("d{}/f{i}.txt", i % 50), row);
+        }
+        s.replace_base(j, &base).unwrap();
+        s.replace_base(other, &sample_base()).unwrap();
+        assert!(!has_snapshot(&s, j));
+        assert_eq!(s.load_base(j).unwrap(), base);
+        assert!(has_snapshot(&s, j));
+        // Read from the snapshot: the same base.
+        assert_eq!(s.load_base(j).unwrap(), base);
+        // Small bases are read from their rows.
+        assert_eq!(s.load_base(other).unwrap(), sample_base());
+        assert!(!has_snapshot(&s, other));
+
+        // An update, a new row, a deleted row: each drops the snapshot.
+        let changed = "d3/f3.txt".to_string();
+        let mut row = base[&changed].clone();
+        row.remote.as_mut().unwrap().mtime += 1;
+        let writes = [
+            BaseUpdate {
+                path: changed.clone(),
+                row: Some(row.clone()),
+            },
+            BaseUpdate {
+                path: "new".into(),
+                row: Some(row.clone()),
+            },
+            BaseUpdate {
+                path: "d4/f4.txt".into(),
+                row: None,
+            },
+        ];
+        for u in writes {
+            match &u.row {
+                Some(r) => base.insert(u.path.clone(), r.clone()),
+                None => base.remove(&u.path),
+            };
+            s.apply_base_updates(j, &[u]).unwrap();
+            assert!(!has_snapshot(&s, j));
+            assert_eq!(s.load_base(j).unwrap(), base);
+            assert!(has_snapshot(&s, j));
+        }
+        // A write to another job's rows leaves this job's snapshot alone.
+        s.replace_base(other, &Base::new()).unwrap();
+        assert!(has_snapshot(&s, j));
+        // A damaged snapshot is ignored, and replaced.
+        s.conn
+            .execute(
+                "UPDATE base_snapshots SET data = x'00' || data WHERE job_id = ?1",
+                [j],
+            )
+            .unwrap();
+        assert_eq!(s.load_base(j).unwrap(), base);
+        assert_eq!(s.load_base(j).unwrap(), base);
+        s.conn
+            .execute(
+                "UPDATE base_snapshots SET data = CAST(x'00' || data AS BLOB) WHERE job_id = ?1",
+                [j],
+            )
+            .unwrap();
+        assert_eq!(s.load_base(j).unwrap(), base);
+        assert!(has_snapshot(&s, j));
+        s.replace_base(j, &Base::new()).unwrap();
+        assert!(!has_snapshot(&s, j));
+        assert!(s.load_base(j).unwrap().is_empty());
     }
 
     #[test]
