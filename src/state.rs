@@ -688,28 +688,27 @@ impl Store {
     /// [`SNAPSHOT_MIN_ROWS`] or more leaves a snapshot for the next run (unless another
     /// connection wrote meanwhile: then the next run reads the rows again).
     pub fn load_base(&self, job_id: i64) -> Result<Base> {
-        let blob: Option<Vec<u8>> = self
+        // Decoded where SQLite holds it, without a copy of the blob.
+        let snap: Option<std::result::Result<Base, String>> = self
             .conn
             .prepare_cached("SELECT data FROM base_snapshots WHERE job_id = ?1")
             .and_then(|mut s| {
                 s.query_row([job_id], |r| {
-                    // Anything but a blob is a snapshot that cannot be read (below).
-                    Ok(r.get_ref(0)?
-                        .as_blob()
-                        .map(<[u8]>::to_vec)
-                        .unwrap_or_default())
+                    Ok(match r.get_ref(0)?.as_blob() {
+                        Ok(blob) => snapshot::decode(blob),
+                        Err(_) => Err("not a blob".to_string()),
+                    })
                 })
                 .optional()
             })
             .ctx(format!("reading the base snapshot of job {job_id}"))?;
-        if let Some(blob) = blob {
-            match snapshot::decode(&blob) {
-                Ok(base) => return Ok(base),
-                Err(e) => tracing::warn!(
-                    job_id,
-                    "the base snapshot cannot be read ({e}); reading the base rows instead"
-                ),
-            }
+        match snap {
+            Some(Ok(base)) => return Ok(base),
+            Some(Err(e)) => tracing::warn!(
+                job_id,
+                "the base snapshot cannot be read ({e}); reading the base rows instead"
+            ),
+            None => {}
         }
         // The rows and the snapshot written from them in one transaction: if another
         // connection wrote rows after this one read them, the write is refused (no wait in
