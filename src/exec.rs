@@ -1257,21 +1257,9 @@ fn read_small(
     let path = out.action.path.as_str();
     // Page-aligned (see `crate::buf`): 1,000 files of 1 MiB are a GiB of kernel copies.
     let mut data = crate::buf::AlignedBuf::new(s_now.size as usize);
-    match src
-        .open_read(path, 0)
+    crate::remote::read_whole_unchanged(src, path, s_now, &mut data)
         .map_err(|e| e.to_string())?
-        .read_exact(&mut data)
-    {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-            return Err("source is shorter than planned (changed while read); will retry".into())
-        }
-        Err(e) => return Err(format!("read {path:?}: {e}")),
-    }
-    let s_after = src.stat(path).map_err(|e| e.to_string())?;
-    if !s_after.as_ref().is_some_and(|e| same_file(e, s_now)) {
-        return Err("source changed while it was read; not committed, will retry".into());
-    }
+        .map_err(|why| why.to_string())?;
     let hash = hasher.map(|mut h| *h.update(&data).finalize().as_bytes());
     check_planned_hash(out, hash.as_ref())?;
     Ok((data, hash))

@@ -152,6 +152,24 @@ pub fn fill(
     }
 }
 
+/// Read the whole file at `path` into `buf` by path, then check with a stat that it is still
+/// the version `now` (seen just before): [`Remote::read_as_planned`]'s default, after its
+/// first stat.
+pub fn read_whole_unchanged<R: Remote + ?Sized>(
+    r: &R,
+    path: &str,
+    now: &Entry,
+    buf: &mut [u8],
+) -> Result<std::result::Result<(), NotAsPlanned>> {
+    if let Err(short) = fill(&mut *r.open_read(path, 0)?, buf, path)? {
+        return Ok(Err(short));
+    }
+    if !r.stat(path)?.is_some_and(|after| same_file(&after, now)) {
+        return Ok(Err(NotAsPlanned::ChangedWhileRead));
+    }
+    Ok(Ok(()))
+}
+
 /// How a source read by [`Remote::read_as_planned`] is not the planned version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NotAsPlanned {
@@ -252,16 +270,7 @@ pub trait Remote: Send + Sync {
         if !same_file(&now, planned) {
             return Ok(Err(NotAsPlanned::Changed));
         }
-        if let Err(short) = fill(&mut *self.open_read(path, 0)?, buf, path)? {
-            return Ok(Err(short));
-        }
-        if !self
-            .stat(path)?
-            .is_some_and(|after| same_file(&after, &now))
-        {
-            return Ok(Err(NotAsPlanned::ChangedWhileRead));
-        }
-        Ok(Ok(now))
+        Ok(read_whole_unchanged(self, path, &now, buf)?.map(|()| now))
     }
 
     /// Open `path` for writing at `offset`: 0 creates or truncates it; a non-zero offset keeps
